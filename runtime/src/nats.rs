@@ -1,0 +1,108 @@
+//! NATS JetStream: connection, the contract's streams, durable pull consumers.
+//!
+//! Streams are created at start when missing and left alone when present (an operator may have
+//! tuned them). Everything here works on nats-server 2.9 (Debian) and current servers: no
+//! key-value API, one `filter_subject` per consumer.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::HeaderMap;
+use schemas::config::NatsConfig;
+use schemas::subjects::{self, Namespace};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("JetStream stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+    #[error("JetStream consumer {consumer} on {stream}: {reason}")]
+    Consumer { stream: String, consumer: String, reason: String },
+}
+
+pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client, NatsError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(cfg.url.as_str())
+        .await
+        .map_err(|e| NatsError::Connect { url: cfg.url.clone(), reason: e.to_string() })
+}
+
+/// The streams of the contract and how long they keep messages.
+const STREAMS: &[(&str, Duration)] = &[
+    (subjects::STREAM_RAW, Duration::from_secs(14 * 86_400)),
+    (subjects::STREAM_ORDERS, Duration::from_secs(30 * 86_400)),
+    (subjects::STREAM_ALERTS, Duration::from_secs(90 * 86_400)),
+    (subjects::STREAM_OMS_EDITS, Duration::from_secs(90 * 86_400)),
+    (subjects::STREAM_DLQ, Duration::from_secs(90 * 86_400)),
+];
+
+/// Creates the contract's streams when missing (file storage, limits retention).
+pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result<(), NatsError> {
+    let ns = Namespace::from_config(cfg);
+    for (base, max_age) in STREAMS {
+        let name = ns.stream(base);
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![ns.stream_subjects(base)],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            num_replicas: cfg.stream_replicas,
+            duplicate_window: cfg.duplicate_window,
+            max_age: *max_age,
+            ..Default::default()
+        };
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| NatsError::Stream { stream: name.clone(), reason: e.to_string() })?;
+    }
+    Ok(())
+}
+
+/// A durable pull consumer with explicit acks. `ack_wait` should exceed the longest time a
+/// batch can take (a ClickHouse outage is handled by retrying in-process, not by letting acks
+/// expire).
+pub async fn durable_consumer(
+    js: &jetstream::Context,
+    stream_name: &str,
+    durable: &str,
+    filter_subject: String,
+    ack_wait: Duration,
+) -> Result<consumer::PullConsumer, NatsError> {
+    let err = |e: String| NatsError::Consumer { stream: stream_name.into(), consumer: durable.into(), reason: e };
+    let stream = js.get_stream(stream_name).await.map_err(|e| err(e.to_string()))?;
+    stream
+        .get_or_create_consumer(
+            durable,
+            consumer::pull::Config {
+                durable_name: Some(durable.to_owned()),
+                filter_subject,
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_ack_pending: 20_000,
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| err(e.to_string()))
+}
+
+/// True when the consumer has nothing left to deliver and nothing awaiting acknowledgement.
+pub async fn consumer_idle(consumer: &mut consumer::PullConsumer) -> Result<bool, NatsError> {
+    let info = consumer.info().await.map_err(|e| NatsError::Consumer {
+        stream: String::new(),
+        consumer: String::new(),
+        reason: e.to_string(),
+    })?;
+    Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+}
+
+/// Headers with `Nats-Msg-Id` set.
+pub fn msg_id_headers(id: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(async_nats::header::NATS_MESSAGE_ID, id);
+    h
+}

@@ -1,0 +1,244 @@
+//! A seeded, deterministic generator of shops and orders: the same seed and the same `now` give
+//! the same world, byte for byte, on every machine (a hand-written SplitMix64, so no crate
+//! upgrade can change the sequence).
+
+use chrono::{Duration, NaiveDateTime};
+use rust_decimal::Decimal;
+
+use crate::model::{Order, Shop};
+
+#[derive(Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+const SURNAMES: &[(&str, &str)] = &[
+    ("佐藤", "サトウ"),
+    ("鈴木", "スズキ"),
+    ("高橋", "タカハシ"),
+    ("田中", "タナカ"),
+    ("伊藤", "イトウ"),
+    ("渡辺", "ワタナベ"),
+    ("山本", "ヤマモト"),
+    ("中村", "ナカムラ"),
+    ("小林", "コバヤシ"),
+    ("加藤", "カトウ"),
+    ("吉田", "ヨシダ"),
+    ("山田", "ヤマダ"),
+    ("佐々木", "ササキ"),
+    ("松本", "マツモト"),
+];
+
+const GIVEN_NAMES: &[(&str, &str)] = &[
+    ("花子", "ハナコ"),
+    ("太郎", "タロウ"),
+    ("一郎", "イチロウ"),
+    ("美咲", "ミサキ"),
+    ("翔太", "ショウタ"),
+    ("陽菜", "ヒナ"),
+    ("蓮", "レン"),
+    ("結衣", "ユイ"),
+    ("大翔", "ヒロト"),
+    ("さくら", "サクラ"),
+    ("健", "ケン"),
+    ("由美", "ユミ"),
+];
+
+/// (prefecture and city, zip code).
+const PLACES: &[(&str, &str)] = &[
+    ("東京都渋谷区", "150-0002"),
+    ("東京都世田谷区", "154-0004"),
+    ("大阪府大阪市北区", "530-0001"),
+    ("北海道札幌市中央区", "060-0001"),
+    ("福岡県福岡市博多区", "812-0011"),
+    ("愛知県名古屋市中区", "460-0008"),
+    ("京都府京都市下京区", "600-8216"),
+    ("神奈川県横浜市西区", "220-0011"),
+    ("宮城県仙台市青葉区", "980-0021"),
+    ("広島県広島市中区", "730-0011"),
+];
+
+const TOWNS: &[&str] = &["見本町", "試験通", "例丘", "模擬台", "仮名坂"];
+
+/// (item code, seller code, title, unit price, options).
+const ITEMS: &[(&str, &str, &str, i64, &[(&str, &str)])] = &[
+    ("1000000555", "TEA-GRN-100", "緑茶 ティーバッグ 100包", 1280, &[("容量:100包", "TEA-GRN-100-L"), ("容量:50包", "TEA-GRN-100-S")]),
+    ("1000000777", "CUP-YUNOMI", "湯呑み 有田焼", 2980, &[("色:藍 / サイズ:大", ""), ("色:白 / サイズ:小", "")]),
+    ("1000000888", "SOAP-YUZU", "柚子石鹸 3個セット", 990, &[]),
+    ("1000001001", "TOWEL-IMA", "今治タオル フェイスタオル", 1650, &[("カラー:ホワイト", "TOWEL-IMA-W"), ("カラー:ネイビー", "TOWEL-IMA-N")]),
+    ("1000001002", "SOCKS-5P", "靴下 5足組 綿混", 1100, &[("サイズ:M", "SOCKS-5P-M"), ("サイズ:L", "SOCKS-5P-L")]),
+    ("1000001003", "RICE-KOSHI-5", "新潟県産コシヒカリ 5kg", 3480, &[]),
+    ("1000001004", "BENTO-BOX", "曲げわっぱ 弁当箱", 4200, &[("サイズ:一段", ""), ("サイズ:二段", "")]),
+    ("1000001005", "CHOPS-5", "若狭塗 箸 5膳セット", 2750, &[]),
+    ("1000001006", "MASK-50", "不織布マスク 50枚入", 598, &[("カラー:ホワイト", "MASK-50-W"), ("カラー:ピンク", "MASK-50-P")]),
+    ("1000001007", "SERUM-VC", "ビタミンC 美容液 30ml", 3300, &[]),
+];
+
+const CARRIERS: &[&str] = &["ヤマト運輸", "佐川急便", "日本郵便"];
+const PAYMENTS: &[&str] = &["クレジットカード", "コンビニ決済", "Qoo10キャッシュ", "PayPay"];
+
+/// Shop `i` (1-based) of the sandbox, with its credentials.
+pub fn shop(i: u32) -> Shop {
+    Shop {
+        id: format!("sandbox-{i}"),
+        user_id: format!("sandbox-seller-{i}"),
+        api_key: format!("sandbox-api-key-{i}"),
+        password: format!("sandbox-password-{i}"),
+    }
+}
+
+/// About `count` order lines for `shop` (1-based index `shop_index`), placed over the `days`
+/// before `now` (JST), in packs of one to three lines. Older orders are further along their
+/// life cycle; a few carry claims.
+pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64, now: NaiveDateTime) -> Vec<Order> {
+    let mut rng = Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(u64::from(shop_index)));
+    let mut out = Vec::with_capacity(count);
+    let base_order = 1_000_000_000 + u64::from(shop_index) * 10_000_000;
+    let base_pack = 800_000_000 + u64::from(shop_index) * 10_000_000;
+    let span_minutes = (days * 24 * 60).max(1) as u64;
+    let mut pack_seq = 0;
+    while out.len() < count {
+        pack_seq += 1;
+        let pack_no = base_pack + pack_seq;
+        let lines = match rng.below(10) {
+            0..=5 => 1,
+            6..=8 => 2,
+            _ => 3,
+        }
+        .min(count - out.len());
+        let order_date = now - Duration::minutes(rng.below(span_minutes) as i64 + 1);
+        let age_hours = (now - order_date).num_hours();
+        let status: u8 = if age_hours < 24 {
+            *rng.pick(&[1, 2, 2, 2])
+        } else if age_hours < 72 {
+            *rng.pick(&[2, 3, 3, 4])
+        } else {
+            *rng.pick(&[3, 4, 5, 5])
+        };
+        let (sur, sur_kana) = *rng.pick(SURNAMES);
+        let (given, given_kana) = *rng.pick(GIVEN_NAMES);
+        let (place, zip) = *rng.pick(PLACES);
+        let town = *rng.pick(TOWNS);
+        let addr2 = format!("{town}{}-{}-{}", 1 + rng.below(9), 1 + rng.below(20), 1 + rng.below(30));
+        let n = pack_no % 10_000;
+        let payment_method = *rng.pick(PAYMENTS);
+        let carrier = *rng.pick(CARRIERS);
+        let paid = (status >= 2).then(|| order_date + Duration::minutes(1 + rng.below(30) as i64));
+        let est = (status >= 3).then(|| (order_date + Duration::days(2 + rng.below(3) as i64)).date());
+        let shipped = (status >= 4).then(|| order_date + Duration::hours(30 + rng.below(24) as i64));
+        let delivered = (status >= 5).then(|| order_date + Duration::hours(60 + rng.below(24) as i64));
+        let claim_status = if rng.chance(6) {
+            match status {
+                1 => 16,
+                2 | 3 => *rng.pick(&[1, 3]),
+                4 => 1,
+                _ => *rng.pick(&[4, 6]),
+            }
+        } else {
+            0
+        };
+        for line in 0..lines {
+            let order_no = base_order + out.len() as u64 + 1;
+            let (item_code, seller_code, title, price, options) = *rng.pick(ITEMS);
+            let (option, option_code) = if options.is_empty() { ("", "") } else { *rng.pick(options) };
+            let quantity = 1 + (rng.below(10) / 7) as u32 + u32::from(rng.chance(5)) * 2;
+            let unit_price = Decimal::from(price);
+            let discount = if rng.chance(20) { (unit_price * Decimal::from(quantity) / Decimal::from(10)).floor() } else { Decimal::ZERO };
+            let shipping_rate = if line == 0 && price < 2000 { Decimal::from(600) } else { Decimal::ZERO };
+            out.push(Order {
+                shop: shop_id.to_owned(),
+                order_no,
+                pack_no,
+                status,
+                claim_status,
+                order_date,
+                payment_date: paid,
+                est_ship_date: est,
+                shipping_date: shipped,
+                delivered_date: delivered,
+                claim_request_date: (claim_status != 0).then(|| now - Duration::hours(2)),
+                claim_done_date: matches!(claim_status, 3 | 6 | 16).then(|| now - Duration::hours(1)),
+                claim_reason: if claim_status != 0 { "お客様都合".into() } else { String::new() },
+                buyer: format!("{sur} {given}"),
+                buyer_kana: format!("{sur_kana} {given_kana}"),
+                buyer_tel: String::new(),
+                buyer_mobile: format!("+81-90-0000-{n:04}"),
+                buyer_email: format!("buyer{pack_no}@example.invalid"),
+                receiver: format!("{sur} {given}"),
+                receiver_kana: format!("{sur_kana} {given_kana}"),
+                receiver_tel: String::new(),
+                receiver_mobile: format!("+81-90-0000-{n:04}"),
+                zip_code: zip.into(),
+                addr1: place.into(),
+                addr2: addr2.clone(),
+                item_code: item_code.into(),
+                seller_item_code: seller_code.into(),
+                item_title: title.into(),
+                option: option.into(),
+                option_code: option_code.into(),
+                unit_price,
+                quantity,
+                discount,
+                shipping_rate,
+                payment_method: payment_method.into(),
+                carrier: if status >= 4 { carrier.into() } else { String::new() },
+                tracking_no: if status >= 4 { format!("{:04}-{:04}-{:04}", n, order_no % 10_000, rng.below(10_000)) } else { String::new() },
+                message: if rng.chance(15) { "置き配希望".into() } else { String::new() },
+                numbers_as_strings: rng.chance(10),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> NaiveDateTime {
+        NaiveDateTime::parse_from_str("2026-11-29 12:00:00", "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    #[test]
+    fn same_seed_same_world() {
+        assert_eq!(orders(7, 1, "s", 200, 10, now()), orders(7, 1, "s", 200, 10, now()));
+        assert_ne!(orders(7, 1, "s", 50, 10, now()), orders(8, 1, "s", 50, 10, now()));
+    }
+
+    #[test]
+    fn world_has_every_status_packs_and_claims() {
+        let o = orders(1, 1, "s", 500, 10, now());
+        assert_eq!(o.len(), 500);
+        for s in 1..=5 {
+            assert!(o.iter().any(|x| x.status == s), "status {s}");
+        }
+        assert!(o.iter().any(|x| x.claim_status != 0));
+        assert!(o.iter().any(|x| o.iter().filter(|y| y.pack_no == x.pack_no).count() > 1));
+        assert!(o.iter().all(|x| x.order_date < now()));
+        let mut nos: Vec<u64> = o.iter().map(|x| x.order_no).collect();
+        nos.dedup();
+        assert_eq!(nos.len(), 500, "order numbers are unique");
+    }
+}

@@ -1,0 +1,106 @@
+//! `ORDERS`: the canonical order line, one message per new version.
+//!
+//! Field names are stable; changes are additive. A breaking change bumps [`ORDER_SCHEMA_VERSION`]
+//! and is documented in `schemas/README.md`. The JSON Schema is `schemas/order.schema.json`.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::raw::RowKind;
+
+pub const ORDER_SCHEMA_VERSION: u32 = 1;
+
+/// One Qoo10 order line (one `orderNo`) in canonical form.
+///
+/// Money is decimal, serialized as a string (`"1280.00"`), never a float. Optional money and
+/// text fields are `null` when the source row does not carry them (claim rows carry no prices):
+/// `null` means "unknown here", not zero, and the sink keeps the last known value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanonicalOrder {
+    pub schema_version: u32,
+    pub shop_id: String,
+    pub order_no: u64,
+    /// Cart number: the lines paid together, shipped together.
+    pub pack_no: u64,
+    /// Canonical status (see `status::CANONICAL_STATUSES`).
+    pub status: String,
+    /// Qoo10 ShippingStat (1..5); 0 when the source row did not say (claim rows).
+    pub qoo10_status: u8,
+    /// Qoo10 ClaimStat; 0 = no claim.
+    pub claim_status: u8,
+    pub item_code: String,
+    pub seller_item_code: String,
+    pub item_title: String,
+    pub option_text: Option<String>,
+    pub option_code: Option<String>,
+    pub quantity: u32,
+    /// Unit price (Qoo10 `orderPrice`).
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub order_price: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub discount: Option<Decimal>,
+    /// Line total after discount (Qoo10 `total`; `paymentAmount` on claim rows).
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub total: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub settle_price: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub shipping_rate: Option<Decimal>,
+    pub currency: String,
+    pub ordered_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+    /// 発送予定日, a JST calendar date.
+    pub estimated_ship_date: Option<NaiveDate>,
+    pub shipped_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub carrier: String,
+    pub tracking_no: String,
+    pub payment_method: Option<String>,
+    /// Strictly increases with fetch order for one order line: a late redelivery of older data
+    /// can never replace newer data (microseconds of `source.fetched_at`).
+    pub version: u64,
+    pub source: Provenance,
+    /// Buyer and recipient personal data, kept apart so analytics tables never hold it.
+    pub personal: Option<Personal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub kind: RowKind,
+    pub method: String,
+    pub fetched_at: DateTime<Utc>,
+    /// Sequence of the raw message in `QOO10_RAW`.
+    pub raw_seq: u64,
+    /// Qoo10's status label as sent (`"On request(2)"`), or the claim code.
+    pub qoo10_label: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Personal {
+    pub buyer_name: String,
+    pub buyer_kana: String,
+    pub buyer_tel: String,
+    pub buyer_mobile: String,
+    pub buyer_email: String,
+    pub receiver_name: String,
+    pub receiver_kana: String,
+    pub receiver_tel: String,
+    pub receiver_mobile: String,
+    pub zip_code: String,
+    pub address: String,
+    pub address1: String,
+    pub address2: String,
+    pub country: String,
+}
+
+/// `Nats-Msg-Id` of a canonical order version: redelivery of the same raw row republishes the
+/// same id, which JetStream drops within its duplicate window.
+pub fn order_msg_id(shop: &str, order_no: u64, version: u64) -> String {
+    format!("order:{shop}:{order_no}:{version}")
+}
+
+/// The version of data fetched at `fetched_at`.
+pub fn version_of(fetched_at: DateTime<Utc>) -> u64 {
+    u64::try_from(fetched_at.timestamp_micros()).unwrap_or(0)
+}

@@ -1,0 +1,206 @@
+//! The QAPI wire format: method names, parameters, and a tolerant reader for its responses.
+//!
+//! QAPI answers HTTP 200 whatever happened. The body is one of: the normal envelope
+//! `{"ResultCode":0,"ResultMsg":..,"ResultObject":..}`, the gateway envelope
+//! `{"ErrorCode":-90001,"ErrorMsg":..}`, or plain text for routing errors
+//! (`Can't find method Info X`). [`parse_response`] turns all of them into a typed result.
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+pub const CREATE_CERTIFICATION_KEY: &str = "CertificationAPI.CreateCertificationKey";
+pub const GET_SHIPPING_INFO_V2: &str = "ShippingBasic.GetShippingInfo_v2";
+pub const GET_SHIPPING_INFO_V3: &str = "ShippingBasic.GetShippingInfo_v3";
+pub const GET_CLAIM_INFO_V3: &str = "ShippingBasic.GetClaimInfo_V3";
+
+/// The header that carries the seller authorization key in path-style calls.
+pub const CERT_HEADER: &str = "GiosisCertificationKey";
+
+/// Result codes with a meaning the pipeline acts on.
+pub mod code {
+    pub const OK: i64 = 0;
+    /// "Please check the Seller Authorization Key."
+    pub const CHECK_KEY: i64 = -10000;
+    /// "Not exists seller info" (also a bad password at CreateCertificationKey).
+    pub const NO_SELLER: i64 = -10001;
+    pub const SEARCH_DATE_ERROR: i64 = -10002;
+    /// "Searching period exceeds to 90 days."
+    pub const PERIOD_TOO_LONG: i64 = -10003;
+    /// "The API does not exist" — also the answer to an invalid key.
+    pub const NO_API: i64 = -90001;
+    pub const NOT_AUTHORIZED_1: i64 = -90002;
+    pub const NOT_AUTHORIZED_2: i64 = -90003;
+    /// "Seller authorization key is expired. Use a new key."
+    pub const KEY_EXPIRED_1: i64 = -90004;
+    pub const KEY_EXPIRED_2: i64 = -90005;
+
+    /// Codes after which the certification key must be issued again.
+    pub fn needs_new_key(code: i64) -> bool {
+        matches!(code, NO_API | KEY_EXPIRED_1 | KEY_EXPIRED_2 | CHECK_KEY)
+    }
+}
+
+/// The longest search window QAPI accepts is 90 days; we ask for at most this many days
+/// (inclusive of both ends) per call.
+pub const MAX_WINDOW_DAYS: i64 = 89;
+
+/// What `ResultObject` held.
+#[derive(Debug)]
+pub enum ResultObject {
+    /// `null`, absent, or `[]`.
+    Empty,
+    /// Rows, verbatim (a single object counts as one row).
+    Rows(Vec<Box<RawValue>>),
+    /// A plain string (the certification key).
+    Text(String),
+    /// Anything else, verbatim.
+    Other(Box<RawValue>),
+}
+
+#[derive(Debug)]
+pub struct QapiResponse {
+    pub code: i64,
+    pub message: String,
+    pub object: ResultObject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    /// Plain-text answer such as `Can't find method Info X`: the method or class name is wrong.
+    #[error("QAPI routing error: {0}")]
+    Routing(String),
+    /// Not JSON at all (an HTML error page, garbage, an empty body).
+    #[error("response is not JSON: {0}")]
+    NotJson(String),
+    /// JSON, but neither envelope.
+    #[error("response has no ResultCode or ErrorCode: {0}")]
+    NoEnvelope(String),
+}
+
+/// Reads any QAPI body. A BOM and surrounding white space are ignored; keys match without case.
+pub fn parse_response(body: &[u8]) -> Result<QapiResponse, ResponseError> {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim_start_matches('\u{feff}').trim();
+    if !text.starts_with('{') {
+        let snippet = snippet(text);
+        if text.starts_with("Can't find") {
+            return Err(ResponseError::Routing(snippet));
+        }
+        return Err(ResponseError::NotJson(snippet));
+    }
+    let map: Map<String, Value> = serde_json::from_str::<Map<String, Value>>(text)
+        .map_err(|_| ResponseError::NotJson(snippet(text)))?;
+    let raw: std::collections::HashMap<String, Box<RawValue>> =
+        serde_json::from_str(text).map_err(|_| ResponseError::NotJson(snippet(text)))?;
+    let get = |name: &str| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(k, v)| (k.as_str(), v));
+
+    if let Some((_, c)) = get("ErrorCode") {
+        let code = as_i64(c).unwrap_or(i64::MIN);
+        let message = get("ErrorMsg").map(|(_, v)| as_text(v)).unwrap_or_default();
+        return Ok(QapiResponse { code, message, object: ResultObject::Empty });
+    }
+    let Some((_, c)) = get("ResultCode") else {
+        return Err(ResponseError::NoEnvelope(snippet(text)));
+    };
+    let code = as_i64(c).ok_or_else(|| ResponseError::NoEnvelope(snippet(text)))?;
+    let message = get("ResultMsg").map(|(_, v)| as_text(v)).unwrap_or_default();
+    let object = match get("ResultObject") {
+        None | Some((_, Value::Null)) => ResultObject::Empty,
+        Some((_, Value::String(s))) => ResultObject::Text(s.clone()),
+        Some((key, Value::Array(a))) => {
+            if a.is_empty() {
+                ResultObject::Empty
+            } else {
+                let rows: Vec<Box<RawValue>> =
+                    serde_json::from_str(raw[key].get()).map_err(|_| ResponseError::NotJson(snippet(text)))?;
+                ResultObject::Rows(rows)
+            }
+        }
+        Some((key, Value::Object(_))) => ResultObject::Rows(vec![raw[key].clone()]),
+        Some((key, _)) => ResultObject::Other(raw[key].clone()),
+    };
+    Ok(QapiResponse { code, message, object })
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn snippet(text: &str) -> String {
+    let mut s: String = text.chars().take(120).collect();
+    if text.chars().count() > 120 {
+        s.push('…');
+    }
+    s.replace(['\n', '\r'], " ")
+}
+
+/// The order number of a row (`orderNo`, `OrderNo`, any case; number or string).
+pub fn row_order_no(row: &RawValue) -> Option<u64> {
+    let map: Map<String, Value> = serde_json::from_str(row.get()).ok()?;
+    let v = map.iter().find(|(k, _)| k.eq_ignore_ascii_case("orderNo")).map(|(_, v)| v)?;
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_envelope_with_rows() {
+        let r = parse_response(br#"{"ResultCode":0,"ResultMsg":"SUCCESS","ResultObject":[{"orderNo":1},{"orderNo":"2"}]}"#)
+            .unwrap();
+        assert_eq!(r.code, 0);
+        let ResultObject::Rows(rows) = r.object else { panic!() };
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].get(), r#"{"orderNo":"2"}"#);
+        assert_eq!(row_order_no(&rows[1]), Some(2));
+    }
+
+    #[test]
+    fn null_empty_single_object_and_text() {
+        let r = parse_response(br#"{"ResultCode":0,"ResultMsg":"SUCCESS","ResultObject":null}"#).unwrap();
+        assert!(matches!(r.object, ResultObject::Empty));
+        let r = parse_response(br#"{"ResultCode":"0","ResultObject":[]}"#).unwrap();
+        assert!(matches!(r.object, ResultObject::Empty));
+        let r = parse_response(b"\xEF\xBB\xBF  {\"resultcode\":0,\"resultobject\":{\"OrderNo\":5}}\n").unwrap();
+        let ResultObject::Rows(rows) = r.object else { panic!() };
+        assert_eq!(row_order_no(&rows[0]), Some(5));
+        let r = parse_response(r#"{"ResultCode":0,"ResultMsg":"成功","ResultObject":"KEY_g_1_x"}"#.as_bytes()).unwrap();
+        assert!(matches!(r.object, ResultObject::Text(ref s) if s == "KEY_g_1_x"));
+        assert_eq!(r.message, "成功");
+    }
+
+    #[test]
+    fn error_shapes() {
+        let r = parse_response(r#"{"ErrorCode":-90001,"ErrorMsg":"存在しないAPIです。"}"#.as_bytes()).unwrap();
+        assert_eq!(r.code, -90001);
+        assert!(code::needs_new_key(r.code));
+        let r = parse_response(br#"{"ResultCode":-10003,"ResultMsg":"Searching period exceeds to 90 days.","ResultObject":null}"#)
+            .unwrap();
+        assert_eq!(r.code, code::PERIOD_TOO_LONG);
+        assert_eq!(
+            parse_response(b"Can't find method Info GetShippingInfo_v9").unwrap_err(),
+            ResponseError::Routing("Can't find method Info GetShippingInfo_v9".into())
+        );
+        assert!(matches!(parse_response(b"<html>502</html>"), Err(ResponseError::NotJson(_))));
+        assert!(matches!(parse_response(b""), Err(ResponseError::NotJson(_))));
+        assert!(matches!(parse_response(b"{\"a\":1}"), Err(ResponseError::NoEnvelope(_))));
+        assert!(matches!(parse_response(b"{\"ResultCode\":0"), Err(ResponseError::NotJson(_))));
+    }
+}
