@@ -1,1 +1,140 @@
-fn main() {}
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use bytes::Bytes;
+use clap::Parser;
+use normalizer::normalize::normalize;
+use runtime::nats::{consumer_idle, durable_consumer, fetch_batch, msg_id_headers, publish_dead_letter};
+use schemas::config::PipelineConfig;
+use schemas::order::order_msg_id;
+use schemas::raw::RawEnvelope;
+use schemas::status::StatusMap;
+use schemas::subjects::{self, Namespace};
+
+/// Raw payloads larger than this are dead letters (a Qoo10 row is about 1.5 KB).
+const MAX_RAW_BYTES: usize = 256 * 1024;
+
+/// Maps raw Qoo10 rows (QOO10_RAW) to canonical orders (ORDERS); what it cannot map goes to
+/// dlq.normalizer.<shop> with the reason.
+#[derive(Debug, Parser)]
+#[command(name = "normalizer", version, about)]
+struct Args {
+    /// Configuration file (default: $PIPELINE_CONFIG, else ./pipeline.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Exit 0 once nothing is pending and everything done is durable.
+    #[arg(long)]
+    until_idle: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    orders: u64,
+    dead_letters: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    runtime::init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("normalizer: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = PipelineConfig::load(args.config.as_deref())?;
+    let ns = Namespace::from_config(&config.nats);
+    let statuses = config.normalizer.status_map();
+    let client = runtime::nats::connect(&config.nats, "normalizer").await?;
+    let js = jetstream::new(client);
+    runtime::nats::ensure_streams(&js, &config.nats).await?;
+    let mut consumer = durable_consumer(
+        &js,
+        &ns.stream(subjects::STREAM_RAW),
+        subjects::CONSUMER_NORMALIZER,
+        ns.stream_subjects(subjects::STREAM_RAW),
+        Duration::from_secs(60),
+    )
+    .await?;
+    tracing::info!(until_idle = args.until_idle, destination_status = %config.normalizer.destination_status, "normalizer started");
+
+    let mut counters = Counters::default();
+    let shutdown = runtime::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let batch = tokio::select! {
+            b = fetch_batch(&consumer, config.normalizer.batch_size, Duration::from_millis(500)) => b?,
+            _ = &mut shutdown => break,
+        };
+        if batch.is_empty() {
+            if args.until_idle && consumer_idle(&mut consumer).await? {
+                break;
+            }
+            continue;
+        }
+        process_batch(&js, &ns, &statuses, batch, &mut counters).await.context("processing a batch")?;
+    }
+    tracing::info!(orders = counters.orders, dead_letters = counters.dead_letters, "normalizer stopped");
+    Ok(())
+}
+
+/// Publishes every message's outcome (order or dead letter), waits for all publish
+/// acknowledgements, and only then acknowledges the originals. A message whose outcome could not
+/// be published is not acknowledged; JetStream redelivers it.
+async fn process_batch(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    statuses: &StatusMap,
+    batch: Vec<jetstream::Message>,
+    counters: &mut Counters,
+) -> anyhow::Result<()> {
+    let mut pending: Vec<(jetstream::Message, Option<PublishAckFuture>, bool)> = Vec::with_capacity(batch.len());
+    for msg in batch {
+        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let outcome = if msg.payload.len() > MAX_RAW_BYTES {
+            Err((Namespace::shop_of(&msg.subject).to_owned(), format!("payload of {} bytes exceeds {MAX_RAW_BYTES}", msg.payload.len())))
+        } else {
+            match serde_json::from_slice::<RawEnvelope>(&msg.payload) {
+                Err(e) => Err((Namespace::shop_of(&msg.subject).to_owned(), format!("not a raw envelope: {e}"))),
+                Ok(env) => match normalize(&env, seq, statuses) {
+                    Ok(order) => Ok(order),
+                    Err(e) => Err((env.shop.clone(), e.to_string())),
+                },
+            }
+        };
+        let (ack, is_order) = match outcome {
+            Ok(order) => {
+                let payload = Bytes::from(serde_json::to_vec(&order).expect("canonical order serializes"));
+                let id = order_msg_id(&order.shop_id, order.order_no, order.version);
+                let ack = js.publish_with_headers(ns.orders(&order.shop_id), msg_id_headers(&id), payload).await;
+                (ack.map_err(|e| tracing::warn!(error = %e, "publish to ORDERS failed")).ok(), true)
+            }
+            Err((shop, reason)) => {
+                tracing::warn!(shop = %shop, stream_seq = seq, reason = %reason, "dead letter");
+                let ack = publish_dead_letter(js, ns, subjects::STAGE_NORMALIZER, &shop, &msg, &reason).await;
+                (ack.map_err(|e| tracing::warn!(error = %e, "publish to DLQ failed")).ok(), false)
+            }
+        };
+        pending.push((msg, ack, is_order));
+    }
+    for (msg, ack, is_order) in pending {
+        let durable = match ack {
+            Some(f) => f.await.map_err(|e| tracing::warn!(error = %e, "publish not acknowledged")).is_ok(),
+            None => false,
+        };
+        if durable {
+            if is_order { counters.orders += 1 } else { counters.dead_letters += 1 }
+            msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        } else {
+            let _ = msg.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await;
+        }
+    }
+    Ok(())
+}

@@ -31,18 +31,20 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
 }
 
 /// The streams of the contract and how long they keep messages.
-const STREAMS: &[(&str, Duration)] = &[
-    (subjects::STREAM_RAW, Duration::from_secs(14 * 86_400)),
-    (subjects::STREAM_ORDERS, Duration::from_secs(30 * 86_400)),
-    (subjects::STREAM_ALERTS, Duration::from_secs(90 * 86_400)),
-    (subjects::STREAM_OMS_EDITS, Duration::from_secs(90 * 86_400)),
-    (subjects::STREAM_DLQ, Duration::from_secs(90 * 86_400)),
+/// (stream, max age, messages kept per subject; -1 = no limit).
+const STREAMS: &[(&str, Duration, i64)] = &[
+    (subjects::STREAM_RAW, Duration::from_secs(14 * 86_400), -1),
+    (subjects::STREAM_ORDERS, Duration::from_secs(30 * 86_400), -1),
+    (subjects::STREAM_ALERTS, Duration::from_secs(90 * 86_400), -1),
+    (subjects::STREAM_OMS_EDITS, Duration::from_secs(90 * 86_400), -1),
+    (subjects::STREAM_DLQ, Duration::from_secs(90 * 86_400), -1),
+    (subjects::STREAM_FETCH_STATE, Duration::ZERO, 1),
 ];
 
 /// Creates the contract's streams when missing (file storage, limits retention).
 pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result<(), NatsError> {
     let ns = Namespace::from_config(cfg);
-    for (base, max_age) in STREAMS {
+    for (base, max_age, per_subject) in STREAMS {
         let name = ns.stream(base);
         let config = stream::Config {
             name: name.clone(),
@@ -52,6 +54,7 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result
             num_replicas: cfg.stream_replicas,
             duplicate_window: cfg.duplicate_window,
             max_age: *max_age,
+            max_messages_per_subject: *per_subject,
             ..Default::default()
         };
         js.get_or_create_stream(config)
@@ -105,4 +108,64 @@ pub fn msg_id_headers(id: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(async_nats::header::NATS_MESSAGE_ID, id);
     h
+}
+
+/// Up to `max` messages, waiting at most `expires` for the first ones.
+pub async fn fetch_batch(
+    consumer: &consumer::PullConsumer,
+    max: usize,
+    expires: Duration,
+) -> Result<Vec<jetstream::Message>, NatsError> {
+    use futures::StreamExt;
+    let err = |e: String| NatsError::Consumer { stream: String::new(), consumer: String::new(), reason: e };
+    let mut batch = consumer.fetch().max_messages(max).expires(expires).messages().await.map_err(|e| err(e.to_string()))?;
+    let mut out = Vec::with_capacity(max.min(1024));
+    while let Some(m) = batch.next().await {
+        match m {
+            Ok(m) => out.push(m),
+            // A fetch that ends early (timeout, heartbeat gap) still returns what arrived.
+            Err(e) if out.is_empty() => return Err(err(e.to_string())),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Publishes `msg` as a dead letter on `dlq.<stage>.<shop>`: its payload and headers verbatim,
+/// plus the `Dlq-*` headers saying why. Returns the publish acknowledgement future; the caller
+/// acks the original only after it resolves.
+pub async fn publish_dead_letter(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    stage: &str,
+    shop: &str,
+    msg: &jetstream::Message,
+    reason: &str,
+) -> Result<jetstream::context::PublishAckFuture, NatsError> {
+    use schemas::dlq;
+    let mut headers = msg.headers.clone().unwrap_or_default();
+    let one_line: String = reason.replace(['\n', '\r'], " ").chars().take(1000).collect();
+    headers.insert(dlq::STAGE, stage);
+    headers.insert(dlq::ERROR, one_line.as_str());
+    headers.insert(dlq::TIME, chrono::Utc::now().to_rfc3339().as_str());
+    headers.insert(dlq::SUBJECT, msg.subject.as_str());
+    if let Ok(info) = msg.info() {
+        headers.insert(dlq::STREAM_SEQ, info.stream_sequence.to_string().as_str());
+        // Keep the id unique per original message so redelivered dead letters de-duplicate.
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("dlq:{stage}:{}:{}", info.stream, info.stream_sequence).as_str());
+    }
+    let subject = ns.dlq(stage, &sanitize_token(shop));
+    js.publish_with_headers(subject, headers, msg.payload.clone())
+        .await
+        .map_err(|e| NatsError::Stream { stream: "DLQ".into(), reason: e.to_string() })
+}
+
+/// A subject token from untrusted text: anything outside `[a-z0-9_-]` becomes `_`.
+pub fn sanitize_token(text: &str) -> String {
+    let t: String = text
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    if t.is_empty() { "_".into() } else { t }
 }

@@ -3,7 +3,6 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 
 pub const RAW_SCHEMA_VERSION: u32 = 1;
 
@@ -49,28 +48,9 @@ pub struct RawEnvelope {
     pub row: Box<RawValue>,
 }
 
-/// `Nats-Msg-Id` of a raw row: the same shop, kind and row bytes give the same id, so
-/// re-publishing unchanged content within the stream's duplicate window stores nothing.
-pub fn raw_msg_id(shop: &str, kind: RowKind, order_no: Option<u64>, row: &RawValue) -> String {
-    let digest = Sha256::digest(row.get().as_bytes());
-    let order = order_no.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
-    format!("raw:{shop}:{}:{order}:{}", kind.as_str(), hex::encode(&digest[..12]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn msg_id_depends_on_content_only() {
-        let a = RawValue::from_string(r#"{"orderNo":1,"orderQty":1}"#.into()).unwrap();
-        let b = RawValue::from_string(r#"{"orderNo":1,"orderQty":2}"#.into()).unwrap();
-        let id = raw_msg_id("s", RowKind::Order, Some(1), &a);
-        assert_eq!(id, raw_msg_id("s", RowKind::Order, Some(1), &a));
-        assert_ne!(id, raw_msg_id("s", RowKind::Order, Some(1), &b));
-        assert_ne!(id, raw_msg_id("t", RowKind::Order, Some(1), &a));
-        assert!(id.starts_with("raw:s:order:1:"));
-    }
 
     #[test]
     fn envelope_keeps_row_bytes() {

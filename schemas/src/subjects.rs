@@ -12,6 +12,8 @@ pub const STREAM_ORDERS: &str = "ORDERS";
 pub const STREAM_ALERTS: &str = "ALERTS";
 pub const STREAM_OMS_EDITS: &str = "OMS_EDITS";
 pub const STREAM_DLQ: &str = "DLQ";
+/// The fetcher's durable state: one message per shop (what it last published).
+pub const STREAM_FETCH_STATE: &str = "QOO10_FETCH_STATE";
 
 /// Durable consumer names.
 pub const CONSUMER_NORMALIZER: &str = "normalizer";
@@ -67,6 +69,9 @@ impl Namespace {
     pub fn dlq(&self, stage: &str, shop: &str) -> String {
         self.subject(&format!("dlq.{stage}.{shop}"))
     }
+    pub fn fetch_state(&self, shop: &str) -> String {
+        self.subject(&format!("qoo10.state.{shop}"))
+    }
 
     /// The wildcard subjects each stream captures.
     pub fn stream_subjects(&self, base: &str) -> String {
@@ -76,6 +81,7 @@ impl Namespace {
             STREAM_ALERTS => "alerts.>",
             STREAM_OMS_EDITS => "oms.edits.>",
             STREAM_DLQ => "dlq.>",
+            STREAM_FETCH_STATE => "qoo10.state.>",
             other => panic!("unknown stream {other}"),
         };
         self.subject(pattern)

@@ -1,0 +1,201 @@
+//! The QAPI HTTP client: rate limits, retries with backoff, and secret hygiene.
+//!
+//! Every attempt, retries included, first waits for the shop's limiter and then the process-wide
+//! one, so no mix of shops, retries and faults can exceed the configured rates. Transient
+//! failures (transport errors, timeouts, 5xx/429, HTML or garbage bodies) are retried with
+//! exponential backoff and jitter within a time budget; QAPI result codes are never retried here
+//! (the poller decides, e.g. renewing an expired key once).
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use governor::{DefaultDirectRateLimiter, Quota};
+use schemas::Secret;
+use schemas::config::{Qoo10Config, UrlStyle};
+use schemas::qapi::{self, QapiResponse, ResponseError};
+use schemas::secret::scrub;
+
+pub type Limiter = DefaultDirectRateLimiter;
+
+/// A limiter that spaces calls evenly at `per_second` with no burst, so that no one-second
+/// window ever holds more than the configured number of calls.
+pub fn limiter(per_second: f64) -> Limiter {
+    let period = Duration::from_secs_f64(1.0 / per_second);
+    let quota = Quota::with_period(period).expect("validated rate is above 0").allow_burst(NonZeroU32::MIN);
+    DefaultDirectRateLimiter::direct(quota)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{method}: transport error: {reason}")]
+    Transport { method: String, reason: String },
+    #[error("{method}: no answer within {timeout:?}")]
+    Timeout { method: String, timeout: Duration },
+    #[error("{method}: HTTP {status}")]
+    Http { method: String, status: u16, retry_after: Option<Duration> },
+    #[error("{method}: {source}")]
+    Response { method: String, source: ResponseError },
+}
+
+impl CallError {
+    /// Worth another attempt: the same request may well succeed later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CallError::Transport { .. } | CallError::Timeout { .. } => true,
+            CallError::Http { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            CallError::Response { source, .. } => !matches!(source, ResponseError::Routing(_)),
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct QapiClient {
+    http: reqwest::Client,
+    base_url: String,
+    style: UrlStyle,
+    timeout: Duration,
+    retry_budget: Duration,
+    global: Limiter,
+}
+
+impl QapiClient {
+    pub fn new(cfg: &Qoo10Config) -> Result<Self, CallError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("qoo10-pipeline-fetcher/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CallError::Transport { method: "client".into(), reason: e.to_string() })?;
+        Ok(QapiClient {
+            http,
+            base_url: cfg.base_url.trim_end_matches('/').to_owned(),
+            style: cfg.url_style,
+            timeout: cfg.timeout,
+            retry_budget: cfg.retry_budget,
+            global: limiter(cfg.global_requests_per_second),
+        })
+    }
+
+    /// Calls `method` with `key` (the API key for CreateCertificationKey, else the seller
+    /// authorization key). `secrets` are scrubbed from every error text.
+    pub async fn call(
+        &self,
+        shop_limiter: &Limiter,
+        method: &str,
+        key: &Secret,
+        params: &[(&str, String)],
+        secrets: &[&Secret],
+        shop_id: &str,
+    ) -> Result<QapiResponse, CallError> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .with_max_times(usize::MAX)
+            .with_total_delay(Some(self.retry_budget));
+        let attempt = || async {
+            shop_limiter.until_ready().await;
+            self.global.until_ready().await;
+            self.attempt(method, key, params, secrets).await
+        };
+        attempt
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(CallError::is_transient)
+            .adjust(|e, delay| delay.map(|d| e.retry_after().map_or(d, |r| r.max(d))))
+            .notify(|e, delay| {
+                tracing::warn!(shop = shop_id, method, error = %e, retry_in_ms = delay.as_millis() as u64, "QAPI call failed; retrying");
+            })
+            .await
+    }
+
+    async fn attempt(
+        &self,
+        method: &str,
+        key: &Secret,
+        params: &[(&str, String)],
+        secrets: &[&Secret],
+    ) -> Result<QapiResponse, CallError> {
+        let request = match self.style {
+            UrlStyle::Path => {
+                let mut form: Vec<(&str, &str)> = vec![("returnType", "application/json")];
+                form.extend(params.iter().map(|(k, v)| (*k, v.as_str())));
+                self.http
+                    .post(format!("{}/{method}", self.base_url))
+                    .header(qapi::CERT_HEADER, key.expose())
+                    .header("QAPIVersion", "1.0")
+                    .form(&form)
+            }
+            UrlStyle::Query => {
+                let mut query: Vec<(&str, &str)> =
+                    vec![("v", "1.0"), ("returnType", "json"), ("method", method), ("key", key.expose())];
+                query.extend(params.iter().map(|(k, v)| (*k, v.as_str())));
+                self.http.get(&self.base_url).query(&query)
+            }
+        };
+        let clean = |e: reqwest::Error| scrub(&e.without_url().to_string(), secrets);
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                CallError::Timeout { method: method.into(), timeout: self.timeout }
+            } else {
+                CallError::Transport { method: method.into(), reason: clean(e) }
+            }
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(CallError::Http { method: method.into(), status: status.as_u16(), retry_after });
+        }
+        let body = response.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                CallError::Timeout { method: method.into(), timeout: self.timeout }
+            } else {
+                CallError::Transport { method: method.into(), reason: clean(e) }
+            }
+        })?;
+        qapi::parse_response(&body).map_err(|source| {
+            let source = match source {
+                ResponseError::Routing(t) => ResponseError::Routing(scrub(&t, secrets)),
+                ResponseError::NotJson(t) => ResponseError::NotJson(scrub(&t, secrets)),
+                ResponseError::NoEnvelope(t) => ResponseError::NoEnvelope(scrub(&t, secrets)),
+            };
+            CallError::Response { method: method.into(), source }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_or_not() {
+        let m = || "m".to_string();
+        assert!(CallError::Transport { method: m(), reason: "reset".into() }.is_transient());
+        assert!(CallError::Http { method: m(), status: 503, retry_after: None }.is_transient());
+        assert!(CallError::Http { method: m(), status: 429, retry_after: None }.is_transient());
+        assert!(!CallError::Http { method: m(), status: 404, retry_after: None }.is_transient());
+        assert!(CallError::Response { method: m(), source: ResponseError::NotJson("<html>".into()) }.is_transient());
+        assert!(!CallError::Response { method: m(), source: ResponseError::Routing("Can't find".into()) }.is_transient());
+    }
+
+    #[test]
+    fn limiter_has_no_burst() {
+        let l = limiter(5.0);
+        assert!(l.check().is_ok());
+        assert!(l.check().is_err(), "a second call in the same instant must wait");
+    }
+}
