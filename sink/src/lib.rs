@@ -1,0 +1,8 @@
+//! The sink: canonical orders (`ORDERS`) into ClickHouse, in batches, acknowledged only after
+//! ClickHouse confirmed every insert they caused.
+//!
+//! - [`rows`]: canonical order → table rows, and the merge rule between row kinds (pure).
+//! - [`store`]: ClickHouse IO (migrations, lookups, inserts).
+
+pub mod rows;
+pub mod store;

@@ -1,0 +1,280 @@
+//! Canonical orders → ClickHouse rows, and how a new version merges with the stored one. Pure.
+//!
+//! Each source kind owns its fields. A shipping-info row (`source.kind = order`) says everything
+//! about the order line except its claim; a claim row says only the claim. So:
+//! - an order row keeps the claim status already stored (Qoo10's order API never reports claims);
+//! - a claim row keeps every stored order field and replaces the claim status.
+//!
+//! The canonical status is recomputed from both with the configured [`StatusMap`]: a claim
+//! overrides the shipping status.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use schemas::order::{CanonicalOrder, Personal};
+use schemas::raw::RowKind;
+use schemas::status::StatusMap;
+use serde::{Deserialize, Serialize};
+
+/// A row of `orders` and `order_versions`, in column order (RowBinary is positional).
+/// `Decimal(18,2)` travels as its scaled `Int64`, `DateTime` as `UInt32` seconds, `Date` as
+/// `UInt16` days since 1970-01-01.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct OrderRow {
+    pub shop_id: String,
+    pub order_no: u64,
+    pub pack_no: u64,
+    pub status: String,
+    pub qoo10_status: u8,
+    pub claim_status: u8,
+    pub item_code: String,
+    pub seller_item_code: String,
+    pub item_title: String,
+    pub option_text: String,
+    pub option_code: String,
+    pub quantity: u32,
+    pub order_price: i64,
+    pub discount: i64,
+    pub total: i64,
+    pub settle_price: i64,
+    pub shipping_rate: i64,
+    pub currency: String,
+    pub ordered_at: u32,
+    pub paid_at: Option<u32>,
+    pub estimated_ship_date: Option<u16>,
+    pub shipped_at: Option<u32>,
+    pub delivered_at: Option<u32>,
+    pub carrier: String,
+    pub tracking_no: String,
+    pub payment_method: String,
+    pub version: u64,
+    pub fetched_at: u32,
+    pub source_kind: String,
+    pub source_method: String,
+    pub raw_seq: u64,
+}
+
+/// A row of `order_contacts`.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct ContactRow {
+    pub shop_id: String,
+    pub order_no: u64,
+    pub pack_no: u64,
+    pub buyer_name: String,
+    pub buyer_kana: String,
+    pub buyer_tel: String,
+    pub buyer_mobile: String,
+    pub buyer_email: String,
+    pub receiver_name: String,
+    pub receiver_kana: String,
+    pub receiver_tel: String,
+    pub receiver_mobile: String,
+    pub zip_code: String,
+    pub address: String,
+    pub address1: String,
+    pub address2: String,
+    pub country: String,
+    pub ordered_at: u32,
+    pub version: u64,
+    pub fetched_at: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {problem}")]
+pub struct RowError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+/// Decimal(18,2) as its scaled integer. Rounds half away from zero to cents.
+pub fn money(field: &'static str, d: Option<Decimal>) -> Result<i64, RowError> {
+    let d = d.unwrap_or_default();
+    let scaled = (d.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero) * Decimal::from(100))
+        .to_i64()
+        .filter(|v| v.unsigned_abs() < 10u64.pow(18))
+        .ok_or_else(|| RowError { field, problem: format!("{d} does not fit Decimal(18,2)") })?;
+    Ok(scaled)
+}
+
+pub fn seconds(field: &'static str, t: DateTime<Utc>) -> Result<u32, RowError> {
+    u32::try_from(t.timestamp()).map_err(|_| RowError { field, problem: format!("{t} is outside DateTime's range") })
+}
+
+fn opt_seconds(field: &'static str, t: Option<DateTime<Utc>>) -> Result<Option<u32>, RowError> {
+    t.map(|t| seconds(field, t)).transpose()
+}
+
+pub fn days(field: &'static str, d: Option<NaiveDate>) -> Result<Option<u16>, RowError> {
+    d.map(|d| {
+        let n = (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days();
+        u16::try_from(n).map_err(|_| RowError { field, problem: format!("{d} is outside Date's range") })
+    })
+    .transpose()
+}
+
+/// The row for this version alone, before merging with what is stored.
+pub fn order_row(o: &CanonicalOrder) -> Result<OrderRow, RowError> {
+    Ok(OrderRow {
+        shop_id: o.shop_id.clone(),
+        order_no: o.order_no,
+        pack_no: o.pack_no,
+        status: o.status.clone(),
+        qoo10_status: o.qoo10_status,
+        claim_status: o.claim_status,
+        item_code: o.item_code.clone(),
+        seller_item_code: o.seller_item_code.clone(),
+        item_title: o.item_title.clone(),
+        option_text: o.option_text.clone().unwrap_or_default(),
+        option_code: o.option_code.clone().unwrap_or_default(),
+        quantity: o.quantity,
+        order_price: money("order_price", o.order_price)?,
+        discount: money("discount", o.discount)?,
+        total: money("total", o.total)?,
+        settle_price: money("settle_price", o.settle_price)?,
+        shipping_rate: money("shipping_rate", o.shipping_rate)?,
+        currency: o.currency.clone(),
+        ordered_at: seconds("ordered_at", o.ordered_at)?,
+        paid_at: opt_seconds("paid_at", o.paid_at)?,
+        estimated_ship_date: days("estimated_ship_date", o.estimated_ship_date)?,
+        shipped_at: opt_seconds("shipped_at", o.shipped_at)?,
+        delivered_at: opt_seconds("delivered_at", o.delivered_at)?,
+        carrier: o.carrier.clone(),
+        tracking_no: o.tracking_no.clone(),
+        payment_method: o.payment_method.clone().unwrap_or_default(),
+        version: o.version,
+        fetched_at: seconds("fetched_at", o.source.fetched_at)?,
+        source_kind: o.source.kind.as_str().to_owned(),
+        source_method: o.source.method.clone(),
+        raw_seq: o.source.raw_seq,
+    })
+}
+
+pub fn contact_row(o: &CanonicalOrder, p: &Personal) -> Result<ContactRow, RowError> {
+    Ok(ContactRow {
+        shop_id: o.shop_id.clone(),
+        order_no: o.order_no,
+        pack_no: o.pack_no,
+        buyer_name: p.buyer_name.clone(),
+        buyer_kana: p.buyer_kana.clone(),
+        buyer_tel: p.buyer_tel.clone(),
+        buyer_mobile: p.buyer_mobile.clone(),
+        buyer_email: p.buyer_email.clone(),
+        receiver_name: p.receiver_name.clone(),
+        receiver_kana: p.receiver_kana.clone(),
+        receiver_tel: p.receiver_tel.clone(),
+        receiver_mobile: p.receiver_mobile.clone(),
+        zip_code: p.zip_code.clone(),
+        address: p.address.clone(),
+        address1: p.address1.clone(),
+        address2: p.address2.clone(),
+        country: p.country.clone(),
+        ordered_at: seconds("ordered_at", o.ordered_at)?,
+        version: o.version,
+        fetched_at: seconds("fetched_at", o.source.fetched_at)?,
+    })
+}
+
+/// Merges a new version with the latest stored row of the same order line (see module docs).
+pub fn merge(stored: Option<&OrderRow>, incoming: OrderRow, kind: RowKind, statuses: &StatusMap) -> OrderRow {
+    let mut row = match (kind, stored) {
+        (RowKind::Order, Some(s)) => OrderRow { claim_status: s.claim_status, ..incoming },
+        (RowKind::Claim, Some(s)) => OrderRow {
+            claim_status: incoming.claim_status,
+            version: incoming.version,
+            fetched_at: incoming.fetched_at,
+            source_kind: incoming.source_kind,
+            source_method: incoming.source_method,
+            raw_seq: incoming.raw_seq,
+            ..s.clone()
+        },
+        (_, None) => incoming,
+    };
+    let shipping = (row.qoo10_status != 0).then_some(row.qoo10_status);
+    if let Some(status) = statuses.canonical(shipping, row.claim_status) {
+        row.status = status.to_owned();
+    }
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kind: &str, qoo10: u8, claim: u8, version: u64) -> OrderRow {
+        OrderRow {
+            shop_id: "s".into(),
+            order_no: 1,
+            pack_no: 2,
+            status: String::new(),
+            qoo10_status: qoo10,
+            claim_status: claim,
+            item_code: "i".into(),
+            seller_item_code: "sku".into(),
+            item_title: "t".into(),
+            option_text: if kind == "order" { "色:藍".into() } else { String::new() },
+            option_code: String::new(),
+            quantity: 1,
+            order_price: if kind == "order" { 128000 } else { 0 },
+            discount: 0,
+            total: 128000,
+            settle_price: 0,
+            shipping_rate: 0,
+            currency: "JPY".into(),
+            ordered_at: 1,
+            paid_at: None,
+            estimated_ship_date: None,
+            shipped_at: None,
+            delivered_at: None,
+            carrier: String::new(),
+            tracking_no: String::new(),
+            payment_method: String::new(),
+            version,
+            fetched_at: 0,
+            source_kind: kind.into(),
+            source_method: "m".into(),
+            raw_seq: version,
+        }
+    }
+
+    #[test]
+    fn money_is_scaled_and_bounded() {
+        assert_eq!(money("x", Some(Decimal::new(21504, 1))).unwrap(), 215040);
+        assert_eq!(money("x", Some(Decimal::new(1005, 3))).unwrap(), 101, "1.005 rounds half away from zero");
+        assert_eq!(money("x", None).unwrap(), 0);
+        assert!(money("x", Some(Decimal::from(10i64.pow(17)))).is_err());
+    }
+
+    #[test]
+    fn dates_and_times() {
+        assert_eq!(days("d", NaiveDate::from_ymd_opt(1970, 1, 2)).unwrap(), Some(1));
+        assert_eq!(days("d", NaiveDate::from_ymd_opt(2026, 11, 25)).unwrap(), Some(20_417));
+        assert!(seconds("t", "1960-01-01T00:00:00Z".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn claim_keeps_order_fields_and_overrides_status() {
+        let m = StatusMap::default();
+        let stored = merge(None, row("order", 2, 0, 10), RowKind::Order, &m);
+        assert_eq!(stored.status, "new");
+        let merged = merge(Some(&stored), row("claim", 0, 3, 20), RowKind::Claim, &m);
+        assert_eq!((merged.status.as_str(), merged.qoo10_status, merged.claim_status), ("cancelled", 2, 3));
+        assert_eq!((merged.order_price, merged.option_text.as_str(), merged.version), (128000, "色:藍", 20));
+    }
+
+    #[test]
+    fn order_keeps_claim() {
+        let m = StatusMap::default();
+        let stored = merge(None, row("claim", 0, 1, 10), RowKind::Claim, &m);
+        assert_eq!(stored.status, "cancel_requested");
+        let merged = merge(Some(&stored), row("order", 3, 0, 20), RowKind::Order, &m);
+        assert_eq!((merged.status.as_str(), merged.qoo10_status, merged.claim_status), ("cancel_requested", 3, 1));
+        assert_eq!(merged.order_price, 128000);
+    }
+
+    #[test]
+    fn claim_without_stored_row_stands_alone() {
+        let m = StatusMap::default();
+        let r = merge(None, row("claim", 0, 3, 10), RowKind::Claim, &m);
+        assert_eq!((r.status.as_str(), r.qoo10_status), ("cancelled", 0));
+    }
+}

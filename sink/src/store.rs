@@ -1,0 +1,156 @@
+//! ClickHouse: migrations at start, the latest stored rows for merging, and batch inserts.
+//!
+//! The client runs with validation off: validation needs `RowBinaryWithNamesAndTypes`, which
+//! ClickHouse 18.16 lacks, so rows travel as positional `RowBinary` and the Rust structs in
+//! [`crate::rows`] must list columns in table order (a test against a real server checks it).
+
+use std::collections::HashMap;
+
+use schemas::config::ClickHouseConfig;
+use schemas::sql::{MIGRATIONS, MIGRATIONS_TABLE};
+
+use crate::rows::{ContactRow, OrderRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("ClickHouse at {url}: {op}: {source}")]
+    ClickHouse {
+        url: String,
+        op: String,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+}
+
+#[derive(Clone)]
+pub struct Store {
+    client: clickhouse::Client,
+    /// Without a database: for `CREATE DATABASE`.
+    server: clickhouse::Client,
+    url: String,
+    database: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).field("database", &self.database).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct Applied {
+    version: u32,
+}
+
+#[derive(Debug, clickhouse::Row, serde::Serialize)]
+struct MigrationRecord {
+    version: u32,
+    name: String,
+    applied_at: u32,
+}
+
+impl Store {
+    pub fn new(cfg: &ClickHouseConfig) -> Self {
+        let mut server = clickhouse::Client::default().with_url(&cfg.url).with_user(&cfg.user).with_validation(false);
+        if let Some(p) = cfg.password() {
+            server = server.with_password(p.expose());
+        }
+        let client = server.clone().with_database(&cfg.database);
+        Store { client, server, url: cfg.url.clone(), database: cfg.database.clone() }
+    }
+
+    fn err(&self, op: impl Into<String>) -> impl FnOnce(clickhouse::error::Error) -> StoreError + '_ {
+        let op = op.into();
+        move |source| StoreError::ClickHouse { url: self.url.clone(), op, source }
+    }
+
+    /// Creates the database and applies the migrations not yet recorded. Safe to run from
+    /// several sinks at once: every statement is `IF NOT EXISTS`.
+    pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        self.server
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+            .execute()
+            .await
+            .map_err(self.err("create database"))?;
+        self.client.query(MIGRATIONS_TABLE).execute().await.map_err(self.err("create schema_migrations"))?;
+        let applied: Vec<u32> = self
+            .client
+            .query("SELECT version FROM schema_migrations FINAL")
+            .fetch_all::<Applied>()
+            .await
+            .map_err(self.err("read schema_migrations"))?
+            .into_iter()
+            .map(|a| a.version)
+            .collect();
+        let mut done = Vec::new();
+        for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            for statement in m.statements() {
+                self.client.query(&statement).execute().await.map_err(self.err(format!("migration {}", m.version)))?;
+            }
+            let mut insert = self.client.insert::<MigrationRecord>("schema_migrations").await.map_err(self.err("record migration"))?;
+            let record = MigrationRecord {
+                version: m.version,
+                name: m.name.to_owned(),
+                applied_at: u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(0),
+            };
+            insert.write(&record).await.map_err(self.err("record migration"))?;
+            insert.end().await.map_err(self.err("record migration"))?;
+            tracing::info!(version = m.version, name = m.name, "migration applied");
+            done.push(m.version);
+        }
+        Ok(done)
+    }
+
+    /// The latest stored row of each of these order lines (those that exist).
+    pub async fn latest(&self, keys: &[(String, u64)]) -> Result<HashMap<(String, u64), OrderRow>, StoreError> {
+        let mut by_shop: HashMap<&str, Vec<u64>> = HashMap::new();
+        for (shop, no) in keys {
+            by_shop.entry(shop.as_str()).or_default().push(*no);
+        }
+        let mut out = HashMap::new();
+        for (shop, numbers) in by_shop {
+            let list = numbers.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            let rows = self
+                .client
+                .query(&format!("SELECT ?fields FROM orders FINAL WHERE shop_id = ? AND order_no IN ({list})"))
+                .bind(shop)
+                .fetch_all::<OrderRow>()
+                .await
+                .map_err(self.err("read latest orders"))?;
+            for r in rows {
+                out.insert((r.shop_id.clone(), r.order_no), r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes one batch: contacts, history, latest state. Returns when ClickHouse has confirmed
+    /// every insert; only then may the messages behind them be acknowledged.
+    pub async fn write(&self, orders: &[OrderRow], contacts: &[ContactRow]) -> Result<(), StoreError> {
+        if !contacts.is_empty() {
+            self.insert_all("order_contacts", contacts).await?;
+        }
+        if !orders.is_empty() {
+            self.insert_all("order_versions", orders).await?;
+            self.insert_all("orders", orders).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_all<T>(&self, table: &str, rows: &[T]) -> Result<(), StoreError>
+    where
+        T: clickhouse::Row + clickhouse::RowWrite + serde::Serialize,
+        for<'a> T: clickhouse::Row<Value<'a> = T>,
+    {
+        let op = || format!("insert into {table}");
+        let mut insert = self.client.insert::<T>(table).await.map_err(self.err(op()))?;
+        for r in rows {
+            insert.write(r).await.map_err(self.err(op()))?;
+        }
+        insert.end().await.map_err(self.err(op()))
+    }
+
+    pub fn client(&self) -> &clickhouse::Client {
+        &self.client
+    }
+}
