@@ -25,12 +25,19 @@ pub struct NormalizeError {
 }
 
 fn err(field: &str, problem: impl Into<String>) -> NormalizeError {
-    NormalizeError { field: field.to_owned(), problem: problem.into() }
+    NormalizeError {
+        field: field.to_owned(),
+        problem: problem.into(),
+    }
 }
 
 fn shown(v: &Value) -> String {
     let s = v.to_string();
-    if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s }
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s
+    }
 }
 
 /// A row whose keys are looked up without case, by any of several names.
@@ -38,7 +45,12 @@ struct Row<'a>(&'a Map<String, Value>);
 
 impl<'a> Row<'a> {
     fn get(&self, names: &[&str]) -> Option<(&'a str, &'a Value)> {
-        names.iter().find_map(|n| self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(k, v)| (k.as_str(), v)))
+        names.iter().find_map(|n| {
+            self.0
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(k, v)| (k.as_str(), v))
+        })
     }
 
     /// Text, or "" when absent or null. Numbers are accepted as their text.
@@ -63,12 +75,17 @@ impl<'a> Row<'a> {
         };
         match parsed {
             Some(n) if n > 0 => Ok(n),
-            _ => Err(err(key, format!("value {} is not a positive integer", shown(v)))),
+            _ => Err(err(
+                key,
+                format!("value {} is not a positive integer", shown(v)),
+            )),
         }
     }
 
     fn decimal(&self, names: &[&str]) -> Result<Option<Decimal>, NormalizeError> {
-        let Some((key, v)) = self.get(names) else { return Ok(None) };
+        let Some((key, v)) = self.get(names) else {
+            return Ok(None);
+        };
         let text = match v {
             Value::Number(n) => n.to_string(),
             Value::String(s) if s.trim().is_empty() => return Ok(Some(Decimal::ZERO)),
@@ -84,22 +101,35 @@ impl<'a> Row<'a> {
 
     /// A Qoo10 date/time field. `None` for absent or empty.
     fn time(&self, names: &[&str]) -> Result<Option<Qoo10Time>, NormalizeError> {
-        let Some((key, v)) = self.get(names) else { return Ok(None) };
+        let Some((key, v)) = self.get(names) else {
+            return Ok(None);
+        };
         match v {
             Value::Null => Ok(None),
             Value::String(s) => match parse_qoo10_time(s) {
                 Some(Qoo10Time::Empty) => Ok(None),
                 Some(t) => check_plausible(key, v, t).map(Some),
-                None => Err(err(key, format!("value {} is not a date (YYYY-MM-DD[ HH:MM[:SS]], JST)", shown(v)))),
+                None => Err(err(
+                    key,
+                    format!(
+                        "value {} is not a date (YYYY-MM-DD[ HH:MM[:SS]], JST)",
+                        shown(v)
+                    ),
+                )),
             },
-            other => Err(err(key, format!("value {} is not a date string", shown(other)))),
+            other => Err(err(
+                key,
+                format!("value {} is not a date string", shown(other)),
+            )),
         }
     }
 
     fn instant(&self, names: &[&str]) -> Result<Option<DateTime<Utc>>, NormalizeError> {
         Ok(self.time(names)?.map(|t| match t {
             Qoo10Time::Instant(i) => i,
-            Qoo10Time::Date(d) => schemas::time::jst_naive_to_utc(d.and_hms_opt(0, 0, 0).expect("midnight exists")),
+            Qoo10Time::Date(d) => {
+                schemas::time::jst_naive_to_utc(d.and_hms_opt(0, 0, 0).expect("midnight exists"))
+            }
             Qoo10Time::Empty => unreachable!("empty is None"),
         }))
     }
@@ -123,19 +153,28 @@ fn check_plausible(key: &str, v: &Value, t: Qoo10Time) -> Result<Qoo10Time, Norm
     if (2000..=2100).contains(&year) {
         Ok(t)
     } else {
-        Err(err(key, format!("value {} is outside 2000..2100", shown(v))))
+        Err(err(
+            key,
+            format!("value {} is outside 2000..2100", shown(v)),
+        ))
     }
 }
 
 /// Turns one raw envelope (and its stream sequence) into a canonical order.
-pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Result<CanonicalOrder, NormalizeError> {
+pub fn normalize(
+    env: &RawEnvelope,
+    raw_seq: u64,
+    statuses: &StatusMap,
+) -> Result<CanonicalOrder, NormalizeError> {
     let map: Map<String, Value> = serde_json::from_str(env.row.get())
         .map_err(|e| err("row", format!("is not a JSON object: {e}")))?;
     let row = Row(&map);
 
     let order_no = row.required_u64(&["orderNo"])?;
     let pack_no = row.required_u64(&["packNo"])?;
-    let ordered_at = row.instant(&["orderDate"])?.ok_or_else(|| err("orderDate", "missing or empty"))?;
+    let ordered_at = row
+        .instant(&["orderDate"])?
+        .ok_or_else(|| err("orderDate", "missing or empty"))?;
 
     let claim_status = match row.get(&["claimStatus"]) {
         None => 0,
@@ -157,10 +196,22 @@ pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Resul
             let text = match v {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
-                other => return Err(err(key, format!("value {} is not a status label", shown(other)))),
+                other => {
+                    return Err(err(
+                        key,
+                        format!("value {} is not a status label", shown(other)),
+                    ));
+                }
             };
-            let code = parse_status_label(&text)
-                .ok_or_else(|| err(key, format!("value {} is not a status label like \"On request(2)\"", shown(v))))?;
+            let code = parse_status_label(&text).ok_or_else(|| {
+                err(
+                    key,
+                    format!(
+                        "value {} is not a status label like \"On request(2)\"",
+                        shown(v)
+                    ),
+                )
+            })?;
             (code, text)
         }
     };
@@ -170,9 +221,15 @@ pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Resul
     let shipping = (qoo10_status != 0).then_some(qoo10_status);
     let status = statuses.canonical(shipping, claim_status).ok_or_else(|| {
         if claim_status != 0 {
-            err("claimStatus", format!("code {claim_status} is not in the status mapping"))
+            err(
+                "claimStatus",
+                format!("code {claim_status} is not in the status mapping"),
+            )
         } else {
-            err("shippingStatus", format!("code {qoo10_status} is not in the status mapping"))
+            err(
+                "shippingStatus",
+                format!("code {qoo10_status} is not in the status mapping"),
+            )
         }
     })?;
 
@@ -180,16 +237,28 @@ pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Resul
         None => return Err(err("orderQty", "missing")),
         Some((key, v)) => {
             let q = match v {
-                Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+                Value::Number(n) => n
+                    .as_i64()
+                    .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
                 Value::String(s) => {
                     let t = s.trim();
-                    t.parse::<i64>().ok().or_else(|| Decimal::from_str(t).ok().filter(|d| d.fract().is_zero()).and_then(|d| i64::try_from(d).ok()))
+                    t.parse::<i64>().ok().or_else(|| {
+                        Decimal::from_str(t)
+                            .ok()
+                            .filter(|d| d.fract().is_zero())
+                            .and_then(|d| i64::try_from(d).ok())
+                    })
                 }
                 _ => None,
             };
             match q {
                 Some(q) if q > 0 && q <= i64::from(u32::MAX) => q as u32,
-                _ => return Err(err(key, format!("value {} is not a positive whole quantity", shown(v)))),
+                _ => {
+                    return Err(err(
+                        key,
+                        format!("value {} is not a positive whole quantity", shown(v)),
+                    ));
+                }
             }
         }
     };
@@ -234,7 +303,11 @@ pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Resul
         currency: row.text(&["Currency"]),
         ordered_at,
         paid_at: row.instant(&["PaymentDate"])?,
-        estimated_ship_date: if is_claim { None } else { row.date(&["EstShippingDate", "EstimatedShippingDate"])? },
+        estimated_ship_date: if is_claim {
+            None
+        } else {
+            row.date(&["EstShippingDate", "EstimatedShippingDate"])?
+        },
         shipped_at: row.instant(&["ShippingDate"])?,
         delivered_at: row.instant(&["DeliveredDate"])?,
         carrier: row.text(&["DeliveryCompany"]),
@@ -273,7 +346,12 @@ mod tests {
             shop: "sample-shop".into(),
             kind,
             method: "ShippingBasic.GetShippingInfo_v2".into(),
-            query: RawQuery { status: 2, from: "20261101".into(), to: "20261129".into(), condition: 1 },
+            query: RawQuery {
+                status: 2,
+                from: "20261101".into(),
+                to: "20261129".into(),
+                condition: 1,
+            },
             fetched_at: "2026-11-29T00:00:00.000123Z".parse().unwrap(),
             row,
         }
@@ -296,17 +374,29 @@ mod tests {
         let rows = fixture("shipping_info_v2_status2.json");
         let a = norm(RowKind::Order, rows[0].clone()).unwrap();
         let b = norm(RowKind::Order, rows[1].clone()).unwrap();
-        assert_eq!((a.order_no, a.pack_no, b.order_no, b.pack_no), (1090000101, 890000101, 1090000102, 890000101));
-        assert_eq!((a.status.as_str(), a.qoo10_status, a.claim_status), ("new", 2, 0));
+        assert_eq!(
+            (a.order_no, a.pack_no, b.order_no, b.pack_no),
+            (1090000101, 890000101, 1090000102, 890000101)
+        );
+        assert_eq!(
+            (a.status.as_str(), a.qoo10_status, a.claim_status),
+            ("new", 2, 0)
+        );
         assert_eq!(a.quantity, 2);
-        assert_eq!((a.order_price, a.discount, a.total), (dec("1280"), dec("128"), dec("2432")));
+        assert_eq!(
+            (a.order_price, a.discount, a.total),
+            (dec("1280"), dec("128"), dec("2432"))
+        );
         assert_eq!(a.settle_price, dec("2150.4"));
         // Numbers as strings: "2980.0000" and "1".
         assert_eq!((b.order_price, b.quantity), (dec("2980"), 1));
         // JST wall clock → UTC instant.
         assert_eq!(a.ordered_at.to_rfc3339(), "2026-11-20T12:14:03+00:00");
         assert_eq!(a.paid_at.unwrap().to_rfc3339(), "2026-11-20T12:15:40+00:00");
-        assert_eq!((a.estimated_ship_date, a.shipped_at, a.delivered_at), (None, None, None));
+        assert_eq!(
+            (a.estimated_ship_date, a.shipped_at, a.delivered_at),
+            (None, None, None)
+        );
         assert_eq!(a.option_text.as_deref(), Some("容量:100包"));
         assert_eq!(a.item_title, "緑茶 ティーバッグ 100包");
         assert_eq!(a.currency, "JPY");
@@ -314,13 +404,24 @@ mod tests {
         assert_eq!(a.source.raw_seq, 42);
         assert_eq!(a.source.qoo10_label, "On request(2)");
         let p = a.personal.unwrap();
-        assert_eq!((p.buyer_name.as_str(), p.buyer_kana.as_str(), p.zip_code.as_str()), ("見本 花子", "ミホン ハナコ", "150-0000"));
+        assert_eq!(
+            (
+                p.buyer_name.as_str(),
+                p.buyer_kana.as_str(),
+                p.zip_code.as_str()
+            ),
+            ("見本 花子", "ミホン ハナコ", "150-0000")
+        );
         assert_eq!(p.address1, "東京都渋谷区");
     }
 
     #[test]
     fn v2_status3_date_without_seconds_and_ship_date() {
-        let o = norm(RowKind::Order, fixture("shipping_info_v2_status3.json").remove(0)).unwrap();
+        let o = norm(
+            RowKind::Order,
+            fixture("shipping_info_v2_status3.json").remove(0),
+        )
+        .unwrap();
         assert_eq!(o.status, "awaiting_shipment");
         assert_eq!(o.ordered_at.to_rfc3339(), "2026-11-20T23:02:00+00:00");
         assert_eq!(o.estimated_ship_date, NaiveDate::from_ymd_opt(2026, 11, 25));
@@ -330,31 +431,69 @@ mod tests {
 
     #[test]
     fn v3_pascal_case_shipped() {
-        let o = norm(RowKind::Order, fixture("shipping_info_v3_status4.json").remove(0)).unwrap();
-        assert_eq!((o.order_no, o.pack_no, o.status.as_str(), o.qoo10_status), (1090000301, 890000301, "shipped", 4));
+        let o = norm(
+            RowKind::Order,
+            fixture("shipping_info_v3_status4.json").remove(0),
+        )
+        .unwrap();
+        assert_eq!(
+            (o.order_no, o.pack_no, o.status.as_str(), o.qoo10_status),
+            (1090000301, 890000301, "shipped", 4)
+        );
         assert_eq!(o.item_code, "1000000888");
         assert_eq!(o.estimated_ship_date, NaiveDate::from_ymd_opt(2026, 11, 20));
-        assert_eq!(o.shipped_at.unwrap().to_rfc3339(), "2026-11-20T06:30:00+00:00");
-        assert_eq!((o.carrier.as_str(), o.tracking_no.as_str()), ("ヤマト運輸", "0000-1111-2222"));
+        assert_eq!(
+            o.shipped_at.unwrap().to_rfc3339(),
+            "2026-11-20T06:30:00+00:00"
+        );
+        assert_eq!(
+            (o.carrier.as_str(), o.tracking_no.as_str()),
+            ("ヤマト運輸", "0000-1111-2222")
+        );
         assert_eq!((o.quantity, o.total), (3, dec("2970")));
         let p = o.personal.unwrap();
-        assert_eq!((p.buyer_kana.as_str(), p.address.as_str()), ("レイ ジロウ", "北海道札幌市中央区 例1条2丁目"));
+        assert_eq!(
+            (p.buyer_kana.as_str(), p.address.as_str()),
+            ("レイ ジロウ", "北海道札幌市中央区 例1条2丁目")
+        );
     }
 
     #[test]
     fn claim_row_overrides_status_and_carries_no_prices() {
-        let o = norm(RowKind::Claim, fixture("claim_info_v3_cancelled.json").remove(0)).unwrap();
-        assert_eq!((o.status.as_str(), o.claim_status, o.qoo10_status), ("cancelled", 3, 0));
-        assert_eq!((o.order_price, o.discount, o.settle_price, o.option_text.clone()), (None, None, None, None));
+        let o = norm(
+            RowKind::Claim,
+            fixture("claim_info_v3_cancelled.json").remove(0),
+        )
+        .unwrap();
+        assert_eq!(
+            (o.status.as_str(), o.claim_status, o.qoo10_status),
+            ("cancelled", 3, 0)
+        );
+        assert_eq!(
+            (
+                o.order_price,
+                o.discount,
+                o.settle_price,
+                o.option_text.clone()
+            ),
+            (None, None, None, None)
+        );
         assert_eq!(o.total, dec("1280"));
-        assert!(o.personal.is_none(), "claim rows never overwrite personal data");
+        assert!(
+            o.personal.is_none(),
+            "claim rows never overwrite personal data"
+        );
     }
 
     #[test]
     fn destination_status_is_configurable() {
         let rows = fixture("shipping_info_v2_status2.json");
-        let o = normalize(&envelope(RowKind::Order, rows[0].clone()), 1, &StatusMap::with_destination("awaiting_shipment"))
-            .unwrap();
+        let o = normalize(
+            &envelope(RowKind::Order, rows[0].clone()),
+            1,
+            &StatusMap::with_destination("awaiting_shipment"),
+        )
+        .unwrap();
         assert_eq!(o.status, "awaiting_shipment");
     }
 
@@ -380,7 +519,10 @@ mod tests {
             assert!(e.problem.contains(problem), "{row}: {e}");
         }
         let e = norm(RowKind::Claim, raw(r#"{"orderNo":1,"packNo":2,"orderDate":"2026-11-20","orderQty":1,"claimStatus":"7"}"#)).unwrap_err();
-        assert_eq!(e.to_string(), "field `claimStatus`: code 7 is not in the status mapping");
+        assert_eq!(
+            e.to_string(),
+            "field `claimStatus`: code 7 is not in the status mapping"
+        );
     }
 
     #[test]
@@ -390,7 +532,10 @@ mod tests {
             raw(r#"{"ORDERNO":"7","packno":8,"ShippingStatus":"Delivere(5)","orderdate":"2026/11/20 10:00","ORDERQTY":"2","orderprice":1e3}"#),
         )
         .unwrap();
-        assert_eq!((o.order_no, o.pack_no, o.status.as_str(), o.quantity), (7, 8, "delivered", 2));
+        assert_eq!(
+            (o.order_no, o.pack_no, o.status.as_str(), o.quantity),
+            (7, 8, "delivered", 2)
+        );
         assert_eq!(o.order_price, dec("1000"));
     }
 }

@@ -30,7 +30,10 @@ pub fn is_canonical(status: &str) -> bool {
 }
 
 pub fn japanese_name(status: &str) -> Option<&'static str> {
-    CANONICAL_STATUSES.iter().find(|(s, _)| *s == status).map(|(_, ja)| *ja)
+    CANONICAL_STATUSES
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map(|(_, ja)| *ja)
 }
 
 /// Qoo10 code → canonical status.
@@ -64,7 +67,10 @@ impl Default for StatusMap {
             (15, "refunded"),
         ];
         StatusMap {
-            shipping: shipping.into_iter().map(|(k, v)| (k, v.to_owned())).collect(),
+            shipping: shipping
+                .into_iter()
+                .map(|(k, v)| (k, v.to_owned()))
+                .collect(),
             claim: claim.into_iter().map(|(k, v)| (k, v.to_owned())).collect(),
         }
     }
