@@ -16,4 +16,13 @@ say "tests use NATS_URL=$NATS_URL CLICKHOUSE_URL=$CLICKHOUSE_URL"
 
 # The end-to-end tests run the real binaries as processes.
 cargo build --workspace --bins --locked
-cargo test --workspace --locked "$@"
+mkdir -p "$LOCAL"
+log="$LOCAL/test-output.log"
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# cargo's last line is the doc-test count of the last crate (often 0): close with the totals.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$rc"

@@ -10,7 +10,9 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use schemas::order::{CanonicalOrder, ORDER_SCHEMA_VERSION, Personal, Provenance, version_of};
+use schemas::order::{
+    Anomaly, CanonicalOrder, ORDER_SCHEMA_VERSION, Personal, Provenance, version_of,
+};
 use schemas::raw::{RawEnvelope, RowKind};
 use schemas::status::{StatusMap, parse_status_label};
 use schemas::time::{Qoo10Time, jst, parse_qoo10_time};
@@ -160,6 +162,139 @@ fn check_plausible(key: &str, v: &Value, t: Qoo10Time) -> Result<Qoo10Time, Norm
     }
 }
 
+/// Every key QAPI is known to send in order and claim rows (v2, v3, claim, single-order API),
+/// lower-cased. Anything else is counted in `source.unknown_keys`; the raw stream keeps it.
+const KNOWN_KEYS: &[&str] = &[
+    "orderno",
+    "packno",
+    "shippingstatus",
+    "sellerid",
+    "orderdate",
+    "paymentdate",
+    "estshippingdate",
+    "estimatedshippingdate",
+    "shippingdate",
+    "delivereddate",
+    "buyer",
+    "buyer_gata",
+    "buyerkana",
+    "buyertel",
+    "buyermobile",
+    "buyeremail",
+    "itemcode",
+    "itemno",
+    "selleritemcode",
+    "itemtitle",
+    "option",
+    "optioncode",
+    "orderprice",
+    "orderqty",
+    "discount",
+    "total",
+    "receiver",
+    "receiver_gata",
+    "receiverkana",
+    "shippingcountry",
+    "zipcode",
+    "shippingaddr",
+    "shippingaddress",
+    "addr1",
+    "addr2",
+    "address1",
+    "address2",
+    "receivertel",
+    "receivermobile",
+    "hopedate",
+    "desireddeliverydate",
+    "sendername",
+    "sendertel",
+    "sendernation",
+    "senderzipcode",
+    "senderaddr",
+    "senderaddress",
+    "shippingway",
+    "shippingmsg",
+    "shippingmessage",
+    "paymentmethod",
+    "sellerdiscount",
+    "currency",
+    "shippingrate",
+    "relatedorder",
+    "shippingratetype",
+    "deliverycompany",
+    "trackingno",
+    "vouchercode",
+    "packingno",
+    "sellerdeliveryno",
+    "paymentnation",
+    "gift",
+    "cod_price",
+    "cart_discount_seller",
+    "cart_discount_qoo10",
+    "cartdiscountseller",
+    "cartdiscountqoo10",
+    "settleprice",
+    "branchname",
+    "overseaconsignment",
+    "overseaconsignment_receiver",
+    "overseaconsignment_country",
+    "overseaconsignment_zipcode",
+    "overseaconsignment_addr1",
+    "overseaconsignment_addr2",
+    "ordertype",
+    "material",
+    "availablesendtype",
+    "availableshippingdate",
+    "claimstatus",
+    "cancelrefunddate",
+    "reason",
+    "requestdate",
+    "paymentamount",
+    "deliverycompanyreturn",
+    "trackingnoreturn",
+    "pickupaddress",
+    "paymentreturnshipping",
+    "itemcondition",
+    "codcancelprice",
+    "codqrefundprice",
+    "codcancelrelatedorder",
+    "nrdutytarget",
+    "nrsoltype",
+    "nrpartrefundcnt",
+    "nrpartrefundbalance",
+];
+
+fn unknown_keys(map: &Map<String, Value>) -> Vec<String> {
+    map.keys()
+        .filter(|k| !KNOWN_KEYS.contains(&k.to_ascii_lowercase().as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Checks Qoo10's figures against each other. `orderPrice` is the **unit** price: on 1,994 real
+/// rows `total = orderPrice × orderQty − discount` held for every row (see
+/// docs/qoo10-money.md); a row where it does not hold is flagged, never dropped or corrected.
+fn anomalies(o: &CanonicalOrder) -> Vec<Anomaly> {
+    let mut out = Vec::new();
+    if let (Some(price), Some(total)) = (o.order_price, o.total) {
+        let discount = o.discount.unwrap_or_default();
+        let expected = price * Decimal::from(o.quantity) - discount;
+        if expected != total {
+            out.push(Anomaly {
+                code: "total_mismatch".into(),
+                detail: format!("orderPrice {price} × orderQty {} − discount {discount} = {expected}, but total is {total}", o.quantity),
+            });
+        }
+    }
+    if !o.currency.is_empty() && o.currency != "JPY" {
+        out.push(Anomaly {
+            code: "currency_not_jpy".into(),
+            detail: format!("currency is {}", o.currency),
+        });
+    }
+    out
+}
+
 /// Turns one raw envelope (and its stream sequence) into a canonical order.
 pub fn normalize(
     env: &RawEnvelope,
@@ -281,7 +416,7 @@ pub fn normalize(
         country: row.text(&["shippingCountry"]),
     });
 
-    Ok(CanonicalOrder {
+    let mut order = CanonicalOrder {
         schema_version: ORDER_SCHEMA_VERSION,
         shop_id: env.shop.clone(),
         order_no,
@@ -320,9 +455,13 @@ pub fn normalize(
             fetched_at: env.fetched_at,
             raw_seq,
             qoo10_label: label,
+            unknown_keys: unknown_keys(&map),
         },
         personal,
-    })
+        anomalies: Vec::new(),
+    };
+    order.anomalies = anomalies(&order);
+    Ok(order)
 }
 
 #[cfg(test)]
@@ -523,6 +662,51 @@ mod tests {
             e.to_string(),
             "field `claimStatus`: code 7 is not in the status mapping"
         );
+    }
+
+    #[test]
+    fn fixtures_have_no_unknown_keys_and_add_up() {
+        for f in [
+            "shipping_info_v2_status2.json",
+            "shipping_info_v2_status3.json",
+            "shipping_info_v3_status4.json",
+        ] {
+            for row in fixture(f) {
+                let o = norm(RowKind::Order, row).unwrap();
+                assert!(
+                    o.source.unknown_keys.is_empty(),
+                    "{f}: {:?}",
+                    o.source.unknown_keys
+                );
+                assert!(o.anomalies.is_empty(), "{f}: {:?}", o.anomalies);
+            }
+        }
+        let o = norm(
+            RowKind::Claim,
+            fixture("claim_info_v3_cancelled.json").remove(0),
+        )
+        .unwrap();
+        assert!(
+            o.source.unknown_keys.is_empty(),
+            "{:?}",
+            o.source.unknown_keys
+        );
+    }
+
+    #[test]
+    fn inconsistent_money_is_flagged_not_dropped() {
+        let o = norm(
+            RowKind::Order,
+            raw(r#"{"orderNo":1,"packNo":2,"shippingStatus":"On request(2)","orderDate":"2026-11-20","orderQty":2,"orderPrice":1000,"discount":100,"total":2000,"Currency":"USD","NewField":1}"#),
+        )
+        .unwrap();
+        let codes: Vec<&str> = o.anomalies.iter().map(|a| a.code.as_str()).collect();
+        assert_eq!(codes, ["total_mismatch", "currency_not_jpy"]);
+        assert_eq!(
+            o.anomalies[0].detail,
+            "orderPrice 1000 × orderQty 2 − discount 100 = 1900, but total is 2000"
+        );
+        assert_eq!(o.source.unknown_keys, ["NewField"]);
     }
 
     #[test]

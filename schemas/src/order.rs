@@ -63,6 +63,19 @@ pub struct CanonicalOrder {
     pub source: Provenance,
     /// Buyer and recipient personal data, kept apart so analytics tables never hold it.
     pub personal: Option<Personal>,
+    /// Inconsistencies found in Qoo10's own figures (e.g. `total_mismatch`). The order is kept
+    /// as Qoo10 sent it; these say what a human should look at.
+    #[serde(default)]
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// Something in a row that does not add up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anomaly {
+    /// Stable code: `total_mismatch`, `currency_not_jpy`.
+    pub code: String,
+    /// Human-readable details with the figures involved.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +87,9 @@ pub struct Provenance {
     pub raw_seq: u64,
     /// Qoo10's status label as sent (`"On request(2)"`), or the claim code.
     pub qoo10_label: String,
+    /// Keys of the row that the normalizer does not know (kept verbatim in the raw stream).
+    #[serde(default)]
+    pub unknown_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -105,7 +105,12 @@ pub fn bin(name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root");
-    if let Some(newer) = newest_source(root).filter(|(t, _)| *t > built) {
+    let krate = if name == "qoo10-sandbox" {
+        "sandbox"
+    } else {
+        name
+    };
+    if let Some(newer) = newest_source(root, krate).filter(|(t, _)| *t > built) {
         panic!(
             "{} is older than {}: run `cargo build --workspace --bins` first",
             path.display(),
@@ -115,20 +120,11 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-fn newest_source(root: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+/// The newest source file of `krate` and of the crates every binary depends on.
+fn newest_source(root: &Path, krate: &str) -> Option<(std::time::SystemTime, PathBuf)> {
     let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    for krate in [
-        "schemas",
-        "runtime",
-        "sandbox",
-        "fetcher",
-        "normalizer",
-        "sink",
-    ] {
-        let mut stack = vec![
-            root.join(krate).join("src"),
-            root.join(krate).join("Cargo.toml"),
-        ];
+    for dir in ["schemas", "runtime", krate] {
+        let mut stack = vec![root.join(dir).join("src")];
         while let Some(p) = stack.pop() {
             let Ok(meta) = std::fs::metadata(&p) else {
                 continue;
@@ -396,4 +392,30 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Validates each payload against a JSON Schema file of `schemas/`; returns every violation.
+pub fn schema_violations(schema_file: &str, payloads: &[&[u8]]) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../schemas")
+        .join(schema_file);
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("schema file"))
+            .expect("schema is JSON");
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("schema compiles");
+    let mut out = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        match serde_json::from_slice::<serde_json::Value>(p) {
+            Ok(v) => out.extend(
+                validator
+                    .iter_errors(&v)
+                    .map(|e| format!("message {i}: {} at {}", e, e.instance_path())),
+            ),
+            Err(e) => out.push(format!("message {i}: not JSON: {e}")),
+        }
+    }
+    out
 }

@@ -370,6 +370,24 @@ async fn end_to_end(api_version: &str, url_style: &str) -> anyhow::Result<()> {
     dep.run_pipeline_once()?;
 
     assert_eq!(dep.query(ROWS_SQL).await?, expected_rows());
+    // Every published message matches its JSON Schema.
+    let orders = dep.stream_messages("ORDERS").await?;
+    let raw = dep.stream_messages("QOO10_RAW").await?;
+    assert_eq!(
+        (orders.len(), raw.len()),
+        (9, 9),
+        "7 shipping rows (5007 vanished, 5009 is too old) + 2 claim rows"
+    );
+    let payloads: Vec<&[u8]> = orders.iter().map(|m| m.payload.as_ref()).collect();
+    assert_eq!(
+        e2e::schema_violations("order.schema.json", &payloads),
+        Vec::<String>::new()
+    );
+    let payloads: Vec<&[u8]> = raw.iter().map(|m| m.payload.as_ref()).collect();
+    assert_eq!(
+        e2e::schema_violations("raw.schema.json", &payloads),
+        Vec::<String>::new()
+    );
     // Pack grouping: the two lines of cart 7001.
     assert_eq!(
         dep.query(

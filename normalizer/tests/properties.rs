@@ -1,0 +1,131 @@
+//! Property tests: whatever JSON arrives, the normalizer answers with a canonical order or an
+//! error naming a field, and never panics.
+
+use normalizer::normalize::normalize;
+use proptest::prelude::*;
+use schemas::raw::{RawEnvelope, RawQuery, RowKind};
+use schemas::status::StatusMap;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+const KEYS: &[&str] = &[
+    "orderNo",
+    "OrderNo",
+    "packNo",
+    "shippingStatus",
+    "ShippingStatus",
+    "orderDate",
+    "PaymentDate",
+    "EstShippingDate",
+    "EstimatedShippingDate",
+    "ShippingDate",
+    "DeliveredDate",
+    "orderQty",
+    "orderPrice",
+    "discount",
+    "total",
+    "SettlePrice",
+    "ShippingRate",
+    "claimStatus",
+    "paymentAmount",
+    "option",
+    "buyer",
+    "Currency",
+    "TrackingNo",
+];
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        ".{0,30}".prop_map(Value::String),
+        prop::sample::select(vec![
+            "On request(2)",
+            "Delivere(5)",
+            "(9)",
+            "2026-11-20 21:14:03",
+            "2026-11-20",
+            "",
+            "1980.0000",
+            "-1",
+            "0",
+            "1e400",
+            "9999-99-99",
+            "2026-02-30 25:61:61",
+            "３"
+        ])
+        .prop_map(|s| json!(s)),
+    ]
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(3, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((".{0,8}", inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+/// Objects whose keys are mostly the ones the normalizer looks for.
+fn row() -> impl Strategy<Value = Value> {
+    prop::collection::vec((prop::sample::select(KEYS), json_value()), 0..20).prop_map(|kv| {
+        let mut m = Map::new();
+        for (k, v) in kv {
+            m.insert(k.to_owned(), v);
+        }
+        Value::Object(m)
+    })
+}
+
+fn envelope(kind: RowKind, row: &Value) -> RawEnvelope {
+    RawEnvelope {
+        schema_version: 1,
+        shop: "s".into(),
+        kind,
+        method: "m".into(),
+        query: RawQuery {
+            status: 2,
+            from: "20261101".into(),
+            to: "20261129".into(),
+            condition: 1,
+        },
+        fetched_at: "2026-11-29T00:00:00Z".parse().unwrap(),
+        row: RawValue::from_string(row.to_string()).unwrap(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_row_gives_an_order_or_a_named_field(row in row(), claim in any::<bool>()) {
+        let kind = if claim { RowKind::Claim } else { RowKind::Order };
+        match normalize(&envelope(kind, &row), 1, &StatusMap::default()) {
+            Ok(o) => {
+                prop_assert!(o.quantity > 0);
+                prop_assert!(o.order_no > 0 && o.pack_no > 0);
+                prop_assert!(schemas::status::is_canonical(&o.status));
+            }
+            Err(e) => prop_assert!(!e.field.is_empty() && !e.problem.is_empty()),
+        }
+    }
+
+    #[test]
+    fn any_json_value_as_row_never_panics(v in json_value()) {
+        let _ = normalize(&envelope(RowKind::Order, &v), 1, &StatusMap::default());
+    }
+
+    #[test]
+    fn any_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        if let Ok(env) = serde_json::from_slice::<RawEnvelope>(&bytes) {
+            let _ = normalize(&env, 1, &StatusMap::default());
+        }
+    }
+}
