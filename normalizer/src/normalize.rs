@@ -5,18 +5,23 @@
 //! (`"1980.0000"`); empty strings mean "not yet". Anything required that is missing or
 //! unparsable is an error naming the field, the value and what was expected: the caller turns it
 //! into a dead letter, never into a guess.
+//!
+//! The hot path makes one pass over the row: each key is classified into a field slot (no
+//! allocation), values stay borrowed JSON text until a field is read, and money is parsed from
+//! that text straight into a decimal (never through a float).
 
+use std::borrow::Cow;
+use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use schemas::order::{
-    Anomaly, CanonicalOrder, ORDER_SCHEMA_VERSION, Personal, Provenance, version_of,
-};
+use schemas::order::{Anomaly, CanonicalOrder, ORDER_SCHEMA_VERSION, Personal, Provenance, version_of};
 use schemas::raw::{RawEnvelope, RowKind};
 use schemas::status::{StatusMap, parse_status_label};
 use schemas::time::{Qoo10Time, jst, parse_qoo10_time};
-use serde_json::{Map, Value};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 /// Why a row cannot become a canonical order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,117 +32,277 @@ pub struct NormalizeError {
 }
 
 fn err(field: &str, problem: impl Into<String>) -> NormalizeError {
-    NormalizeError {
-        field: field.to_owned(),
-        problem: problem.into(),
+    NormalizeError { field: field.to_owned(), problem: problem.into() }
+}
+
+/// A value as shown in an error: its JSON text, cut at 60 characters.
+fn shown(v: &RawValue) -> String {
+    let s = v.get();
+    if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s.to_owned() }
+}
+
+/// The canonical fields a row can feed, as slot numbers.
+mod slot {
+    pub const ORDER_NO: usize = 0;
+    pub const PACK_NO: usize = 1;
+    pub const SHIPPING_STATUS: usize = 2;
+    pub const CLAIM_STATUS: usize = 3;
+    pub const ORDER_DATE: usize = 4;
+    pub const PAYMENT_DATE: usize = 5;
+    pub const EST_SHIPPING_DATE: usize = 6;
+    pub const SHIPPING_DATE: usize = 7;
+    pub const DELIVERED_DATE: usize = 8;
+    pub const ITEM_CODE: usize = 9;
+    pub const SELLER_ITEM_CODE: usize = 10;
+    pub const ITEM_TITLE: usize = 11;
+    pub const OPTION: usize = 12;
+    pub const OPTION_CODE: usize = 13;
+    pub const ORDER_QTY: usize = 14;
+    pub const ORDER_PRICE: usize = 15;
+    pub const DISCOUNT: usize = 16;
+    pub const TOTAL: usize = 17;
+    pub const PAYMENT_AMOUNT: usize = 18;
+    pub const SETTLE_PRICE: usize = 19;
+    pub const SHIPPING_RATE: usize = 20;
+    pub const CURRENCY: usize = 21;
+    pub const DELIVERY_COMPANY: usize = 22;
+    pub const TRACKING_NO: usize = 23;
+    pub const PAYMENT_METHOD: usize = 24;
+    pub const BUYER: usize = 25;
+    pub const BUYER_KANA: usize = 26;
+    pub const BUYER_TEL: usize = 27;
+    pub const BUYER_MOBILE: usize = 28;
+    pub const BUYER_EMAIL: usize = 29;
+    pub const RECEIVER: usize = 30;
+    pub const RECEIVER_KANA: usize = 31;
+    pub const RECEIVER_TEL: usize = 32;
+    pub const RECEIVER_MOBILE: usize = 33;
+    pub const ZIP_CODE: usize = 34;
+    pub const ADDRESS: usize = 35;
+    pub const ADDRESS1: usize = 36;
+    pub const ADDRESS2: usize = 37;
+    pub const COUNTRY: usize = 38;
+    pub const COUNT: usize = 39;
+}
+
+/// What a key (lower-cased) is: a slot, a key QAPI is known to send that we do not use, or
+/// unknown. The list covers v2, v3, claim rows and the single-order API.
+enum Class {
+    Slot(usize),
+    Known,
+    Unknown,
+}
+
+fn classify(lower: &str) -> Class {
+    use slot::*;
+    Class::Slot(match lower {
+        "orderno" => ORDER_NO,
+        "packno" => PACK_NO,
+        "shippingstatus" => SHIPPING_STATUS,
+        "claimstatus" => CLAIM_STATUS,
+        "orderdate" => ORDER_DATE,
+        "paymentdate" => PAYMENT_DATE,
+        "estshippingdate" | "estimatedshippingdate" => EST_SHIPPING_DATE,
+        "shippingdate" => SHIPPING_DATE,
+        "delivereddate" => DELIVERED_DATE,
+        "itemcode" | "itemno" => ITEM_CODE,
+        "selleritemcode" => SELLER_ITEM_CODE,
+        "itemtitle" => ITEM_TITLE,
+        "option" => OPTION,
+        "optioncode" => OPTION_CODE,
+        "orderqty" => ORDER_QTY,
+        "orderprice" => ORDER_PRICE,
+        "discount" => DISCOUNT,
+        "total" => TOTAL,
+        "paymentamount" => PAYMENT_AMOUNT,
+        "settleprice" => SETTLE_PRICE,
+        "shippingrate" => SHIPPING_RATE,
+        "currency" => CURRENCY,
+        "deliverycompany" => DELIVERY_COMPANY,
+        "trackingno" => TRACKING_NO,
+        "paymentmethod" => PAYMENT_METHOD,
+        "buyer" => BUYER,
+        "buyer_gata" | "buyerkana" => BUYER_KANA,
+        "buyertel" => BUYER_TEL,
+        "buyermobile" => BUYER_MOBILE,
+        "buyeremail" => BUYER_EMAIL,
+        "receiver" => RECEIVER,
+        "receiver_gata" | "receiverkana" => RECEIVER_KANA,
+        "receivertel" => RECEIVER_TEL,
+        "receivermobile" => RECEIVER_MOBILE,
+        "zipcode" => ZIP_CODE,
+        "shippingaddr" | "shippingaddress" => ADDRESS,
+        "addr1" | "address1" => ADDRESS1,
+        "addr2" | "address2" => ADDRESS2,
+        "shippingcountry" => COUNTRY,
+        "sellerid" | "hopedate" | "desireddeliverydate" | "sendername" | "sendertel" | "sendernation"
+        | "senderzipcode" | "senderaddr" | "senderaddress" | "shippingway" | "shippingmsg" | "shippingmessage"
+        | "sellerdiscount" | "relatedorder" | "shippingratetype" | "vouchercode" | "packingno"
+        | "sellerdeliveryno" | "paymentnation" | "gift" | "cod_price" | "cart_discount_seller"
+        | "cart_discount_qoo10" | "cartdiscountseller" | "cartdiscountqoo10" | "branchname"
+        | "overseaconsignment" | "overseaconsignment_receiver" | "overseaconsignment_country"
+        | "overseaconsignment_zipcode" | "overseaconsignment_addr1" | "overseaconsignment_addr2" | "ordertype"
+        | "material" | "availablesendtype" | "availableshippingdate" | "cancelrefunddate" | "reason"
+        | "requestdate" | "deliverycompanyreturn" | "trackingnoreturn" | "pickupaddress"
+        | "paymentreturnshipping" | "itemcondition" | "codcancelprice" | "codqrefundprice"
+        | "codcancelrelatedorder" | "nrdutytarget" | "nrsoltype" | "nrpartrefundcnt" | "nrpartrefundbalance" => {
+            return Class::Known;
+        }
+        _ => return Class::Unknown,
+    })
+}
+
+/// A JSON object key, borrowed from the input unless it held escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
-fn shown(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s
+/// One pass over a row object: classified keys, values still as JSON text.
+struct Row<'a> {
+    slots: [Option<(Cow<'a, str>, &'a RawValue)>; slot::COUNT],
+    unknown: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for Row<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Row<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut row = Row { slots: [const { None }; slot::COUNT], unknown: Vec::new() };
+                let mut buf = [0u8; 48];
+                while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    let class = if key.len() <= buf.len() {
+                        let lower = &mut buf[..key.len()];
+                        lower.copy_from_slice(key.as_bytes());
+                        lower.make_ascii_lowercase();
+                        // ASCII lower-casing keeps UTF-8 valid.
+                        std::str::from_utf8(lower).map_or(Class::Unknown, classify)
+                    } else {
+                        Class::Unknown
+                    };
+                    match class {
+                        Class::Slot(i) => row.slots[i] = Some((key, value)),
+                        Class::Known => {}
+                        Class::Unknown => row.unknown.push(key.into_owned()),
+                    }
+                }
+                Ok(row)
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
-/// A row whose keys are looked up without case, by any of several names.
-struct Row<'a>(&'a Map<String, Value>);
+/// The JSON text of a number, or of a string's content (unescaped; borrowed when it has no
+/// escapes, which is nearly always: Japanese text arrives as plain UTF-8).
+fn scalar_text(v: &RawValue) -> Option<Cow<'_, str>> {
+    let t = v.get();
+    match t.as_bytes().first() {
+        Some(b'"') => {
+            let inner = &t[1..t.len() - 1];
+            if inner.contains('\\') { serde_json::from_str::<String>(t).ok().map(Cow::Owned) } else { Some(Cow::Borrowed(inner)) }
+        }
+        Some(b'-' | b'0'..=b'9') => Some(Cow::Borrowed(t)),
+        _ => None,
+    }
+}
+
+fn is_string(v: &RawValue) -> bool {
+    v.get().starts_with('"')
+}
+
+fn is_null(v: &RawValue) -> bool {
+    v.get() == "null"
+}
 
 impl<'a> Row<'a> {
-    fn get(&self, names: &[&str]) -> Option<(&'a str, &'a Value)> {
-        names.iter().find_map(|n| {
-            self.0
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(k, v)| (k.as_str(), v))
-        })
+    fn get(&self, slot: usize) -> Option<(&str, &'a RawValue)> {
+        self.slots[slot].as_ref().map(|(k, v)| (k.as_ref(), *v))
     }
 
-    /// Text, or "" when absent or null. Numbers are accepted as their text.
-    fn text(&self, names: &[&str]) -> String {
-        match self.get(names).map(|(_, v)| v) {
-            Some(Value::String(s)) => s.trim().to_owned(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => String::new(),
+    /// Text, or "" when absent, null or not a scalar. Numbers are accepted as their text.
+    fn text(&self, slot: usize) -> String {
+        match self.get(slot).and_then(|(_, v)| scalar_text(v)) {
+            Some(t) => t.trim().to_owned(),
+            None => String::new(),
         }
     }
 
-    fn opt_text(&self, names: &[&str]) -> Option<String> {
-        self.get(names).map(|_| self.text(names))
+    fn opt_text(&self, slot: usize) -> Option<String> {
+        self.get(slot).map(|_| self.text(slot))
     }
 
-    fn required_u64(&self, names: &[&str]) -> Result<u64, NormalizeError> {
-        let (key, v) = self.get(names).ok_or_else(|| err(names[0], "missing"))?;
-        let parsed = match v {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse::<u64>().ok(),
-            _ => None,
-        };
-        match parsed {
+    fn required_u64(&self, slot: usize, name: &str) -> Result<u64, NormalizeError> {
+        let (key, v) = self.get(slot).ok_or_else(|| err(name, "missing"))?;
+        match scalar_text(v).and_then(|t| t.trim().parse::<u64>().ok()) {
             Some(n) if n > 0 => Ok(n),
-            _ => Err(err(
-                key,
-                format!("value {} is not a positive integer", shown(v)),
-            )),
+            _ => Err(err(key, format!("value {} is not a positive integer", shown(v)))),
         }
     }
 
-    fn decimal(&self, names: &[&str]) -> Result<Option<Decimal>, NormalizeError> {
-        let Some((key, v)) = self.get(names) else {
+    fn decimal(&self, slot: usize) -> Result<Option<Decimal>, NormalizeError> {
+        let Some((key, v)) = self.get(slot) else { return Ok(None) };
+        if is_null(v) {
             return Ok(None);
-        };
-        let text = match v {
-            Value::Number(n) => n.to_string(),
-            Value::String(s) if s.trim().is_empty() => return Ok(Some(Decimal::ZERO)),
-            Value::String(s) => s.trim().replace(',', ""),
-            Value::Null => return Ok(None),
-            other => return Err(err(key, format!("value {} is not a number", shown(other)))),
-        };
-        Decimal::from_str(&text)
-            .or_else(|_| Decimal::from_scientific(&text))
-            .map(|d| Some(d.normalize()))
-            .map_err(|_| err(key, format!("value {} is not a decimal number", shown(v))))
+        }
+        let bad = || err(key, format!("value {} is not a decimal number", shown(v)));
+        let text = scalar_text(v).ok_or_else(|| err(key, format!("value {} is not a number", shown(v))))?;
+        let text = text.trim();
+        if text.is_empty() && is_string(v) {
+            return Ok(Some(Decimal::ZERO));
+        }
+        let text: Cow<'_, str> = if text.contains(',') { Cow::Owned(text.replace(',', "")) } else { Cow::Borrowed(text) };
+        Decimal::from_str(&text).or_else(|_| Decimal::from_scientific(&text)).map(|d| Some(d.normalize())).map_err(|_| bad())
     }
 
-    /// A Qoo10 date/time field. `None` for absent or empty.
-    fn time(&self, names: &[&str]) -> Result<Option<Qoo10Time>, NormalizeError> {
-        let Some((key, v)) = self.get(names) else {
+    /// A Qoo10 date/time field. `None` for absent, null or empty.
+    fn time(&self, slot: usize) -> Result<Option<Qoo10Time>, NormalizeError> {
+        let Some((key, v)) = self.get(slot) else { return Ok(None) };
+        if is_null(v) {
             return Ok(None);
-        };
-        match v {
-            Value::Null => Ok(None),
-            Value::String(s) => match parse_qoo10_time(s) {
-                Some(Qoo10Time::Empty) => Ok(None),
-                Some(t) => check_plausible(key, v, t).map(Some),
-                None => Err(err(
-                    key,
-                    format!(
-                        "value {} is not a date (YYYY-MM-DD[ HH:MM[:SS]], JST)",
-                        shown(v)
-                    ),
-                )),
-            },
-            other => Err(err(
-                key,
-                format!("value {} is not a date string", shown(other)),
-            )),
+        }
+        if !is_string(v) {
+            return Err(err(key, format!("value {} is not a date string", shown(v))));
+        }
+        let text = scalar_text(v).unwrap_or_default();
+        match parse_qoo10_time(&text) {
+            Some(Qoo10Time::Empty) => Ok(None),
+            Some(t) => check_plausible(key, v, t).map(Some),
+            None => Err(err(key, format!("value {} is not a date (YYYY-MM-DD[ HH:MM[:SS]], JST)", shown(v)))),
         }
     }
 
-    fn instant(&self, names: &[&str]) -> Result<Option<DateTime<Utc>>, NormalizeError> {
-        Ok(self.time(names)?.map(|t| match t {
+    fn instant(&self, slot: usize) -> Result<Option<DateTime<Utc>>, NormalizeError> {
+        Ok(self.time(slot)?.map(|t| match t {
             Qoo10Time::Instant(i) => i,
-            Qoo10Time::Date(d) => {
-                schemas::time::jst_naive_to_utc(d.and_hms_opt(0, 0, 0).expect("midnight exists"))
-            }
+            Qoo10Time::Date(d) => schemas::time::jst_naive_to_utc(d.and_hms_opt(0, 0, 0).expect("midnight exists")),
             Qoo10Time::Empty => unreachable!("empty is None"),
         }))
     }
 
-    fn date(&self, names: &[&str]) -> Result<Option<NaiveDate>, NormalizeError> {
-        Ok(self.time(names)?.map(|t| match t {
+    fn date(&self, slot: usize) -> Result<Option<NaiveDate>, NormalizeError> {
+        Ok(self.time(slot)?.map(|t| match t {
             Qoo10Time::Date(d) => d,
             Qoo10Time::Instant(i) => i.with_timezone(&jst()).date_naive(),
             Qoo10Time::Empty => unreachable!("empty is None"),
@@ -146,7 +311,7 @@ impl<'a> Row<'a> {
 }
 
 /// Qoo10 did not exist before 2000; a date past 2100 is a corrupted value.
-fn check_plausible(key: &str, v: &Value, t: Qoo10Time) -> Result<Qoo10Time, NormalizeError> {
+fn check_plausible(key: &str, v: &RawValue, t: Qoo10Time) -> Result<Qoo10Time, NormalizeError> {
     let year = match t {
         Qoo10Time::Date(d) => d.year(),
         Qoo10Time::Instant(i) => i.year(),
@@ -155,120 +320,8 @@ fn check_plausible(key: &str, v: &Value, t: Qoo10Time) -> Result<Qoo10Time, Norm
     if (2000..=2100).contains(&year) {
         Ok(t)
     } else {
-        Err(err(
-            key,
-            format!("value {} is outside 2000..2100", shown(v)),
-        ))
+        Err(err(key, format!("value {} is outside 2000..2100", shown(v))))
     }
-}
-
-/// Every key QAPI is known to send in order and claim rows (v2, v3, claim, single-order API),
-/// lower-cased. Anything else is counted in `source.unknown_keys`; the raw stream keeps it.
-const KNOWN_KEYS: &[&str] = &[
-    "orderno",
-    "packno",
-    "shippingstatus",
-    "sellerid",
-    "orderdate",
-    "paymentdate",
-    "estshippingdate",
-    "estimatedshippingdate",
-    "shippingdate",
-    "delivereddate",
-    "buyer",
-    "buyer_gata",
-    "buyerkana",
-    "buyertel",
-    "buyermobile",
-    "buyeremail",
-    "itemcode",
-    "itemno",
-    "selleritemcode",
-    "itemtitle",
-    "option",
-    "optioncode",
-    "orderprice",
-    "orderqty",
-    "discount",
-    "total",
-    "receiver",
-    "receiver_gata",
-    "receiverkana",
-    "shippingcountry",
-    "zipcode",
-    "shippingaddr",
-    "shippingaddress",
-    "addr1",
-    "addr2",
-    "address1",
-    "address2",
-    "receivertel",
-    "receivermobile",
-    "hopedate",
-    "desireddeliverydate",
-    "sendername",
-    "sendertel",
-    "sendernation",
-    "senderzipcode",
-    "senderaddr",
-    "senderaddress",
-    "shippingway",
-    "shippingmsg",
-    "shippingmessage",
-    "paymentmethod",
-    "sellerdiscount",
-    "currency",
-    "shippingrate",
-    "relatedorder",
-    "shippingratetype",
-    "deliverycompany",
-    "trackingno",
-    "vouchercode",
-    "packingno",
-    "sellerdeliveryno",
-    "paymentnation",
-    "gift",
-    "cod_price",
-    "cart_discount_seller",
-    "cart_discount_qoo10",
-    "cartdiscountseller",
-    "cartdiscountqoo10",
-    "settleprice",
-    "branchname",
-    "overseaconsignment",
-    "overseaconsignment_receiver",
-    "overseaconsignment_country",
-    "overseaconsignment_zipcode",
-    "overseaconsignment_addr1",
-    "overseaconsignment_addr2",
-    "ordertype",
-    "material",
-    "availablesendtype",
-    "availableshippingdate",
-    "claimstatus",
-    "cancelrefunddate",
-    "reason",
-    "requestdate",
-    "paymentamount",
-    "deliverycompanyreturn",
-    "trackingnoreturn",
-    "pickupaddress",
-    "paymentreturnshipping",
-    "itemcondition",
-    "codcancelprice",
-    "codqrefundprice",
-    "codcancelrelatedorder",
-    "nrdutytarget",
-    "nrsoltype",
-    "nrpartrefundcnt",
-    "nrpartrefundbalance",
-];
-
-fn unknown_keys(map: &Map<String, Value>) -> Vec<String> {
-    map.keys()
-        .filter(|k| !KNOWN_KEYS.contains(&k.to_ascii_lowercase().as_str()))
-        .cloned()
-        .collect()
 }
 
 /// Checks Qoo10's figures against each other. `orderPrice` is the **unit** price: on 1,994 real
@@ -287,67 +340,54 @@ fn anomalies(o: &CanonicalOrder) -> Vec<Anomaly> {
         }
     }
     if !o.currency.is_empty() && o.currency != "JPY" {
-        out.push(Anomaly {
-            code: "currency_not_jpy".into(),
-            detail: format!("currency is {}", o.currency),
-        });
+        out.push(Anomaly { code: "currency_not_jpy".into(), detail: format!("currency is {}", o.currency) });
     }
     out
 }
 
+/// A whole, positive quantity from a number or a string (`2`, `"2"`, `"2.0000"`).
+fn quantity(row: &Row<'_>) -> Result<u32, NormalizeError> {
+    let (key, v) = row.get(slot::ORDER_QTY).ok_or_else(|| err("orderQty", "missing"))?;
+    let q = scalar_text(v).and_then(|t| {
+        let t = t.trim();
+        t.parse::<i64>().ok().or_else(|| {
+            Decimal::from_str(t)
+                .or_else(|_| Decimal::from_scientific(t))
+                .ok()
+                .filter(|d| d.fract().is_zero())
+                .and_then(|d| i64::try_from(d).ok())
+        })
+    });
+    match q {
+        Some(q) if q > 0 && q <= i64::from(u32::MAX) => Ok(q as u32),
+        _ => Err(err(key, format!("value {} is not a positive whole quantity", shown(v)))),
+    }
+}
+
 /// Turns one raw envelope (and its stream sequence) into a canonical order.
-pub fn normalize(
-    env: &RawEnvelope,
-    raw_seq: u64,
-    statuses: &StatusMap,
-) -> Result<CanonicalOrder, NormalizeError> {
-    let map: Map<String, Value> = serde_json::from_str(env.row.get())
-        .map_err(|e| err("row", format!("is not a JSON object: {e}")))?;
-    let row = Row(&map);
+pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Result<CanonicalOrder, NormalizeError> {
+    use slot::*;
+    let row: Row<'_> = serde_json::from_str(env.row.get()).map_err(|e| err("row", format!("is not a JSON object: {e}")))?;
 
-    let order_no = row.required_u64(&["orderNo"])?;
-    let pack_no = row.required_u64(&["packNo"])?;
-    let ordered_at = row
-        .instant(&["orderDate"])?
-        .ok_or_else(|| err("orderDate", "missing or empty"))?;
+    let order_no = row.required_u64(ORDER_NO, "orderNo")?;
+    let pack_no = row.required_u64(PACK_NO, "packNo")?;
+    let ordered_at = row.instant(ORDER_DATE)?.ok_or_else(|| err("orderDate", "missing or empty"))?;
 
-    let claim_status = match row.get(&["claimStatus"]) {
+    let claim_status = match row.get(CLAIM_STATUS) {
         None => 0,
-        Some((_, Value::String(s))) if s.trim().is_empty() => 0,
-        Some((key, v)) => {
-            let code = match v {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.trim().parse::<u64>().ok(),
-                _ => None,
-            };
-            code.and_then(|c| u8::try_from(c).ok())
-                .ok_or_else(|| err(key, format!("value {} is not a claim code", shown(v))))?
-        }
+        Some((_, v)) if is_string(v) && scalar_text(v).is_some_and(|t| t.trim().is_empty()) => 0,
+        Some((key, v)) => scalar_text(v)
+            .and_then(|t| t.trim().parse::<u8>().ok())
+            .ok_or_else(|| err(key, format!("value {} is not a claim code", shown(v))))?,
     };
-    let (qoo10_status, label) = match (env.kind, row.get(&["shippingStatus"])) {
+    let (qoo10_status, label) = match (env.kind, row.get(SHIPPING_STATUS)) {
         (RowKind::Claim, _) => (0, claim_status.to_string()),
         (RowKind::Order, None) => return Err(err("shippingStatus", "missing")),
         (RowKind::Order, Some((key, v))) => {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                other => {
-                    return Err(err(
-                        key,
-                        format!("value {} is not a status label", shown(other)),
-                    ));
-                }
-            };
-            let code = parse_status_label(&text).ok_or_else(|| {
-                err(
-                    key,
-                    format!(
-                        "value {} is not a status label like \"On request(2)\"",
-                        shown(v)
-                    ),
-                )
-            })?;
-            (code, text)
+            let text = scalar_text(v).ok_or_else(|| err(key, format!("value {} is not a status label", shown(v))))?;
+            let code = parse_status_label(&text)
+                .ok_or_else(|| err(key, format!("value {} is not a status label like \"On request(2)\"", shown(v))))?;
+            (code, text.into_owned())
         }
     };
     if env.kind == RowKind::Claim && claim_status == 0 {
@@ -356,65 +396,34 @@ pub fn normalize(
     let shipping = (qoo10_status != 0).then_some(qoo10_status);
     let status = statuses.canonical(shipping, claim_status).ok_or_else(|| {
         if claim_status != 0 {
-            err(
-                "claimStatus",
-                format!("code {claim_status} is not in the status mapping"),
-            )
+            err("claimStatus", format!("code {claim_status} is not in the status mapping"))
         } else {
-            err(
-                "shippingStatus",
-                format!("code {qoo10_status} is not in the status mapping"),
-            )
+            err("shippingStatus", format!("code {qoo10_status} is not in the status mapping"))
         }
     })?;
-
-    let quantity = match row.get(&["orderQty"]) {
-        None => return Err(err("orderQty", "missing")),
-        Some((key, v)) => {
-            let q = match v {
-                Value::Number(n) => n
-                    .as_i64()
-                    .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
-                Value::String(s) => {
-                    let t = s.trim();
-                    t.parse::<i64>().ok().or_else(|| {
-                        Decimal::from_str(t)
-                            .ok()
-                            .filter(|d| d.fract().is_zero())
-                            .and_then(|d| i64::try_from(d).ok())
-                    })
-                }
-                _ => None,
-            };
-            match q {
-                Some(q) if q > 0 && q <= i64::from(u32::MAX) => q as u32,
-                _ => {
-                    return Err(err(
-                        key,
-                        format!("value {} is not a positive whole quantity", shown(v)),
-                    ));
-                }
-            }
-        }
-    };
+    let quantity = quantity(&row)?;
 
     let is_claim = env.kind == RowKind::Claim;
     let personal = (!is_claim).then(|| Personal {
-        buyer_name: row.text(&["buyer"]),
-        buyer_kana: row.text(&["buyer_gata", "BuyerKana"]),
-        buyer_tel: row.text(&["buyerTel"]),
-        buyer_mobile: row.text(&["buyerMobile"]),
-        buyer_email: row.text(&["buyerEmail"]),
-        receiver_name: row.text(&["receiver"]),
-        receiver_kana: row.text(&["receiver_gata", "ReceiverKana"]),
-        receiver_tel: row.text(&["receiverTel"]),
-        receiver_mobile: row.text(&["receiverMobile"]),
-        zip_code: row.text(&["zipCode"]),
-        address: row.text(&["shippingAddr", "ShippingAddress"]),
-        address1: row.text(&["Addr1", "Address1"]),
-        address2: row.text(&["Addr2", "Address2"]),
-        country: row.text(&["shippingCountry"]),
+        buyer_name: row.text(BUYER),
+        buyer_kana: row.text(BUYER_KANA),
+        buyer_tel: row.text(BUYER_TEL),
+        buyer_mobile: row.text(BUYER_MOBILE),
+        buyer_email: row.text(BUYER_EMAIL),
+        receiver_name: row.text(RECEIVER),
+        receiver_kana: row.text(RECEIVER_KANA),
+        receiver_tel: row.text(RECEIVER_TEL),
+        receiver_mobile: row.text(RECEIVER_MOBILE),
+        zip_code: row.text(ZIP_CODE),
+        address: row.text(ADDRESS),
+        address1: row.text(ADDRESS1),
+        address2: row.text(ADDRESS2),
+        country: row.text(COUNTRY),
     });
+    let total = match row.decimal(TOTAL)? {
+        Some(t) => Some(t),
+        None => row.decimal(PAYMENT_AMOUNT)?,
+    };
 
     let mut order = CanonicalOrder {
         schema_version: ORDER_SCHEMA_VERSION,
@@ -424,30 +433,26 @@ pub fn normalize(
         status: status.to_owned(),
         qoo10_status,
         claim_status,
-        item_code: row.text(&["itemCode", "ItemNo"]),
-        seller_item_code: row.text(&["sellerItemCode"]),
-        item_title: row.text(&["itemTitle"]),
-        option_text: row.opt_text(&["option"]),
-        option_code: row.opt_text(&["optionCode"]),
+        item_code: row.text(ITEM_CODE),
+        seller_item_code: row.text(SELLER_ITEM_CODE),
+        item_title: row.text(ITEM_TITLE),
+        option_text: row.opt_text(OPTION),
+        option_code: row.opt_text(OPTION_CODE),
         quantity,
-        order_price: row.decimal(&["orderPrice"])?,
-        discount: row.decimal(&["discount"])?,
-        total: row.decimal(&["total", "paymentAmount"])?,
-        settle_price: row.decimal(&["SettlePrice"])?,
-        shipping_rate: row.decimal(&["ShippingRate"])?,
-        currency: row.text(&["Currency"]),
+        order_price: row.decimal(ORDER_PRICE)?,
+        discount: row.decimal(DISCOUNT)?,
+        total,
+        settle_price: row.decimal(SETTLE_PRICE)?,
+        shipping_rate: row.decimal(SHIPPING_RATE)?,
+        currency: row.text(CURRENCY),
         ordered_at,
-        paid_at: row.instant(&["PaymentDate"])?,
-        estimated_ship_date: if is_claim {
-            None
-        } else {
-            row.date(&["EstShippingDate", "EstimatedShippingDate"])?
-        },
-        shipped_at: row.instant(&["ShippingDate"])?,
-        delivered_at: row.instant(&["DeliveredDate"])?,
-        carrier: row.text(&["DeliveryCompany"]),
-        tracking_no: row.text(&["TrackingNo"]),
-        payment_method: row.opt_text(&["PaymentMethod"]),
+        paid_at: row.instant(PAYMENT_DATE)?,
+        estimated_ship_date: if is_claim { None } else { row.date(EST_SHIPPING_DATE)? },
+        shipped_at: row.instant(SHIPPING_DATE)?,
+        delivered_at: row.instant(DELIVERED_DATE)?,
+        carrier: row.text(DELIVERY_COMPANY),
+        tracking_no: row.text(TRACKING_NO),
+        payment_method: row.opt_text(PAYMENT_METHOD),
         version: version_of(env.fetched_at),
         source: Provenance {
             kind: env.kind,
@@ -455,7 +460,7 @@ pub fn normalize(
             fetched_at: env.fetched_at,
             raw_seq,
             qoo10_label: label,
-            unknown_keys: unknown_keys(&map),
+            unknown_keys: row.unknown,
         },
         personal,
         anomalies: Vec::new(),
@@ -721,5 +726,12 @@ mod tests {
             (7, 8, "delivered", 2)
         );
         assert_eq!(o.order_price, dec("1000"));
+        // Escapes in keys and values are honoured.
+        let o = norm(
+            RowKind::Order,
+            raw(r#"{"order\u004eo":1,"packNo":2,"shippingStatus":"On request(2)","orderDate":"2026-11-20","orderQty":1,"itemTitle":"\u7dd1\u8336 \"A\""}"#),
+        )
+        .unwrap();
+        assert_eq!((o.order_no, o.item_title.as_str()), (1, "緑茶 \"A\""));
     }
 }
