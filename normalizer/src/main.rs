@@ -35,6 +35,10 @@ struct Args {
 struct Counters {
     orders: u64,
     dead_letters: u64,
+    /// Orders whose row held keys the normalizer does not know (kept in the raw stream).
+    with_unknown_keys: u64,
+    /// Orders whose figures do not add up (see docs/qoo10-money.md).
+    with_anomalies: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -132,6 +136,14 @@ async fn process_batch(
         };
         let (ack, is_order) = match outcome {
             Ok(order) => {
+                if !order.source.unknown_keys.is_empty() {
+                    counters.with_unknown_keys += 1;
+                    tracing::debug!(shop = %order.shop_id, order_no = order.order_no, keys = ?order.source.unknown_keys, "unknown keys");
+                }
+                if !order.anomalies.is_empty() {
+                    counters.with_anomalies += 1;
+                    tracing::warn!(shop = %order.shop_id, order_no = order.order_no, anomalies = ?order.anomalies, "figures do not add up");
+                }
                 let payload =
                     Bytes::from(serde_json::to_vec(&order).expect("canonical order serializes"));
                 let id = order_msg_id(&order.shop_id, order.order_no, order.version);

@@ -16,7 +16,9 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use schemas::order::{Anomaly, CanonicalOrder, ORDER_SCHEMA_VERSION, Personal, Provenance, version_of};
+use schemas::order::{
+    Anomaly, CanonicalOrder, ORDER_SCHEMA_VERSION, Personal, Provenance, version_of,
+};
 use schemas::raw::{RawEnvelope, RowKind};
 use schemas::status::{StatusMap, parse_status_label};
 use schemas::time::{Qoo10Time, jst, parse_qoo10_time};
@@ -32,13 +34,20 @@ pub struct NormalizeError {
 }
 
 fn err(field: &str, problem: impl Into<String>) -> NormalizeError {
-    NormalizeError { field: field.to_owned(), problem: problem.into() }
+    NormalizeError {
+        field: field.to_owned(),
+        problem: problem.into(),
+    }
 }
 
 /// A value as shown in an error: its JSON text, cut at 60 characters.
 fn shown(v: &RawValue) -> String {
     let s = v.get();
-    if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s.to_owned() }
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s.to_owned()
+    }
 }
 
 /// The canonical fields a row can feed, as slot numbers.
@@ -135,17 +144,57 @@ fn classify(lower: &str) -> Class {
         "addr1" | "address1" => ADDRESS1,
         "addr2" | "address2" => ADDRESS2,
         "shippingcountry" => COUNTRY,
-        "sellerid" | "hopedate" | "desireddeliverydate" | "sendername" | "sendertel" | "sendernation"
-        | "senderzipcode" | "senderaddr" | "senderaddress" | "shippingway" | "shippingmsg" | "shippingmessage"
-        | "sellerdiscount" | "relatedorder" | "shippingratetype" | "vouchercode" | "packingno"
-        | "sellerdeliveryno" | "paymentnation" | "gift" | "cod_price" | "cart_discount_seller"
-        | "cart_discount_qoo10" | "cartdiscountseller" | "cartdiscountqoo10" | "branchname"
-        | "overseaconsignment" | "overseaconsignment_receiver" | "overseaconsignment_country"
-        | "overseaconsignment_zipcode" | "overseaconsignment_addr1" | "overseaconsignment_addr2" | "ordertype"
-        | "material" | "availablesendtype" | "availableshippingdate" | "cancelrefunddate" | "reason"
-        | "requestdate" | "deliverycompanyreturn" | "trackingnoreturn" | "pickupaddress"
-        | "paymentreturnshipping" | "itemcondition" | "codcancelprice" | "codqrefundprice"
-        | "codcancelrelatedorder" | "nrdutytarget" | "nrsoltype" | "nrpartrefundcnt" | "nrpartrefundbalance" => {
+        "sellerid"
+        | "hopedate"
+        | "desireddeliverydate"
+        | "sendername"
+        | "sendertel"
+        | "sendernation"
+        | "senderzipcode"
+        | "senderaddr"
+        | "senderaddress"
+        | "shippingway"
+        | "shippingmsg"
+        | "shippingmessage"
+        | "sellerdiscount"
+        | "relatedorder"
+        | "shippingratetype"
+        | "vouchercode"
+        | "packingno"
+        | "sellerdeliveryno"
+        | "paymentnation"
+        | "gift"
+        | "cod_price"
+        | "cart_discount_seller"
+        | "cart_discount_qoo10"
+        | "cartdiscountseller"
+        | "cartdiscountqoo10"
+        | "branchname"
+        | "overseaconsignment"
+        | "overseaconsignment_receiver"
+        | "overseaconsignment_country"
+        | "overseaconsignment_zipcode"
+        | "overseaconsignment_addr1"
+        | "overseaconsignment_addr2"
+        | "ordertype"
+        | "material"
+        | "availablesendtype"
+        | "availableshippingdate"
+        | "cancelrefunddate"
+        | "reason"
+        | "requestdate"
+        | "deliverycompanyreturn"
+        | "trackingnoreturn"
+        | "pickupaddress"
+        | "paymentreturnshipping"
+        | "itemcondition"
+        | "codcancelprice"
+        | "codqrefundprice"
+        | "codcancelrelatedorder"
+        | "nrdutytarget"
+        | "nrsoltype"
+        | "nrpartrefundcnt"
+        | "nrpartrefundbalance" => {
             return Class::Known;
         }
         _ => return Class::Unknown,
@@ -189,7 +238,10 @@ impl<'de> Deserialize<'de> for Row<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut row = Row { slots: [const { None }; slot::COUNT], unknown: Vec::new() };
+                let mut row = Row {
+                    slots: [const { None }; slot::COUNT],
+                    unknown: Vec::new(),
+                };
                 let mut buf = [0u8; 48];
                 while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
                     let class = if key.len() <= buf.len() {
@@ -221,7 +273,11 @@ fn scalar_text(v: &RawValue) -> Option<Cow<'_, str>> {
     match t.as_bytes().first() {
         Some(b'"') => {
             let inner = &t[1..t.len() - 1];
-            if inner.contains('\\') { serde_json::from_str::<String>(t).ok().map(Cow::Owned) } else { Some(Cow::Borrowed(inner)) }
+            if inner.contains('\\') {
+                serde_json::from_str::<String>(t).ok().map(Cow::Owned)
+            } else {
+                Some(Cow::Borrowed(inner))
+            }
         }
         Some(b'-' | b'0'..=b'9') => Some(Cow::Borrowed(t)),
         _ => None,
@@ -232,8 +288,9 @@ fn is_string(v: &RawValue) -> bool {
     v.get().starts_with('"')
 }
 
+/// `null`, and the `[]` / `{}` that XML-to-JSON converters make of an empty element.
 fn is_null(v: &RawValue) -> bool {
-    v.get() == "null"
+    matches!(v.get(), "null" | "[]" | "{}")
 }
 
 impl<'a> Row<'a> {
@@ -257,28 +314,43 @@ impl<'a> Row<'a> {
         let (key, v) = self.get(slot).ok_or_else(|| err(name, "missing"))?;
         match scalar_text(v).and_then(|t| t.trim().parse::<u64>().ok()) {
             Some(n) if n > 0 => Ok(n),
-            _ => Err(err(key, format!("value {} is not a positive integer", shown(v)))),
+            _ => Err(err(
+                key,
+                format!("value {} is not a positive integer", shown(v)),
+            )),
         }
     }
 
     fn decimal(&self, slot: usize) -> Result<Option<Decimal>, NormalizeError> {
-        let Some((key, v)) = self.get(slot) else { return Ok(None) };
+        let Some((key, v)) = self.get(slot) else {
+            return Ok(None);
+        };
         if is_null(v) {
             return Ok(None);
         }
         let bad = || err(key, format!("value {} is not a decimal number", shown(v)));
-        let text = scalar_text(v).ok_or_else(|| err(key, format!("value {} is not a number", shown(v))))?;
+        let text = scalar_text(v)
+            .ok_or_else(|| err(key, format!("value {} is not a number", shown(v))))?;
         let text = text.trim();
         if text.is_empty() && is_string(v) {
             return Ok(Some(Decimal::ZERO));
         }
-        let text: Cow<'_, str> = if text.contains(',') { Cow::Owned(text.replace(',', "")) } else { Cow::Borrowed(text) };
-        Decimal::from_str(&text).or_else(|_| Decimal::from_scientific(&text)).map(|d| Some(d.normalize())).map_err(|_| bad())
+        let text: Cow<'_, str> = if text.contains(',') {
+            Cow::Owned(text.replace(',', ""))
+        } else {
+            Cow::Borrowed(text)
+        };
+        Decimal::from_str(&text)
+            .or_else(|_| Decimal::from_scientific(&text))
+            .map(|d| Some(d.normalize()))
+            .map_err(|_| bad())
     }
 
     /// A Qoo10 date/time field. `None` for absent, null or empty.
     fn time(&self, slot: usize) -> Result<Option<Qoo10Time>, NormalizeError> {
-        let Some((key, v)) = self.get(slot) else { return Ok(None) };
+        let Some((key, v)) = self.get(slot) else {
+            return Ok(None);
+        };
         if is_null(v) {
             return Ok(None);
         }
@@ -289,14 +361,22 @@ impl<'a> Row<'a> {
         match parse_qoo10_time(&text) {
             Some(Qoo10Time::Empty) => Ok(None),
             Some(t) => check_plausible(key, v, t).map(Some),
-            None => Err(err(key, format!("value {} is not a date (YYYY-MM-DD[ HH:MM[:SS]], JST)", shown(v)))),
+            None => Err(err(
+                key,
+                format!(
+                    "value {} is not a date (YYYY-MM-DD[ HH:MM[:SS]], JST)",
+                    shown(v)
+                ),
+            )),
         }
     }
 
     fn instant(&self, slot: usize) -> Result<Option<DateTime<Utc>>, NormalizeError> {
         Ok(self.time(slot)?.map(|t| match t {
             Qoo10Time::Instant(i) => i,
-            Qoo10Time::Date(d) => schemas::time::jst_naive_to_utc(d.and_hms_opt(0, 0, 0).expect("midnight exists")),
+            Qoo10Time::Date(d) => {
+                schemas::time::jst_naive_to_utc(d.and_hms_opt(0, 0, 0).expect("midnight exists"))
+            }
             Qoo10Time::Empty => unreachable!("empty is None"),
         }))
     }
@@ -320,7 +400,10 @@ fn check_plausible(key: &str, v: &RawValue, t: Qoo10Time) -> Result<Qoo10Time, N
     if (2000..=2100).contains(&year) {
         Ok(t)
     } else {
-        Err(err(key, format!("value {} is outside 2000..2100", shown(v))))
+        Err(err(
+            key,
+            format!("value {} is outside 2000..2100", shown(v)),
+        ))
     }
 }
 
@@ -340,14 +423,19 @@ fn anomalies(o: &CanonicalOrder) -> Vec<Anomaly> {
         }
     }
     if !o.currency.is_empty() && o.currency != "JPY" {
-        out.push(Anomaly { code: "currency_not_jpy".into(), detail: format!("currency is {}", o.currency) });
+        out.push(Anomaly {
+            code: "currency_not_jpy".into(),
+            detail: format!("currency is {}", o.currency),
+        });
     }
     out
 }
 
 /// A whole, positive quantity from a number or a string (`2`, `"2"`, `"2.0000"`).
 fn quantity(row: &Row<'_>) -> Result<u32, NormalizeError> {
-    let (key, v) = row.get(slot::ORDER_QTY).ok_or_else(|| err("orderQty", "missing"))?;
+    let (key, v) = row
+        .get(slot::ORDER_QTY)
+        .ok_or_else(|| err("orderQty", "missing"))?;
     let q = scalar_text(v).and_then(|t| {
         let t = t.trim();
         t.parse::<i64>().ok().or_else(|| {
@@ -360,18 +448,28 @@ fn quantity(row: &Row<'_>) -> Result<u32, NormalizeError> {
     });
     match q {
         Some(q) if q > 0 && q <= i64::from(u32::MAX) => Ok(q as u32),
-        _ => Err(err(key, format!("value {} is not a positive whole quantity", shown(v)))),
+        _ => Err(err(
+            key,
+            format!("value {} is not a positive whole quantity", shown(v)),
+        )),
     }
 }
 
 /// Turns one raw envelope (and its stream sequence) into a canonical order.
-pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Result<CanonicalOrder, NormalizeError> {
+pub fn normalize(
+    env: &RawEnvelope,
+    raw_seq: u64,
+    statuses: &StatusMap,
+) -> Result<CanonicalOrder, NormalizeError> {
     use slot::*;
-    let row: Row<'_> = serde_json::from_str(env.row.get()).map_err(|e| err("row", format!("is not a JSON object: {e}")))?;
+    let row: Row<'_> = serde_json::from_str(env.row.get())
+        .map_err(|e| err("row", format!("is not a JSON object: {e}")))?;
 
     let order_no = row.required_u64(ORDER_NO, "orderNo")?;
     let pack_no = row.required_u64(PACK_NO, "packNo")?;
-    let ordered_at = row.instant(ORDER_DATE)?.ok_or_else(|| err("orderDate", "missing or empty"))?;
+    let ordered_at = row
+        .instant(ORDER_DATE)?
+        .ok_or_else(|| err("orderDate", "missing or empty"))?;
 
     let claim_status = match row.get(CLAIM_STATUS) {
         None => 0,
@@ -384,9 +482,17 @@ pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Resul
         (RowKind::Claim, _) => (0, claim_status.to_string()),
         (RowKind::Order, None) => return Err(err("shippingStatus", "missing")),
         (RowKind::Order, Some((key, v))) => {
-            let text = scalar_text(v).ok_or_else(|| err(key, format!("value {} is not a status label", shown(v))))?;
-            let code = parse_status_label(&text)
-                .ok_or_else(|| err(key, format!("value {} is not a status label like \"On request(2)\"", shown(v))))?;
+            let text = scalar_text(v)
+                .ok_or_else(|| err(key, format!("value {} is not a status label", shown(v))))?;
+            let code = parse_status_label(&text).ok_or_else(|| {
+                err(
+                    key,
+                    format!(
+                        "value {} is not a status label like \"On request(2)\"",
+                        shown(v)
+                    ),
+                )
+            })?;
             (code, text.into_owned())
         }
     };
@@ -396,9 +502,15 @@ pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Resul
     let shipping = (qoo10_status != 0).then_some(qoo10_status);
     let status = statuses.canonical(shipping, claim_status).ok_or_else(|| {
         if claim_status != 0 {
-            err("claimStatus", format!("code {claim_status} is not in the status mapping"))
+            err(
+                "claimStatus",
+                format!("code {claim_status} is not in the status mapping"),
+            )
         } else {
-            err("shippingStatus", format!("code {qoo10_status} is not in the status mapping"))
+            err(
+                "shippingStatus",
+                format!("code {qoo10_status} is not in the status mapping"),
+            )
         }
     })?;
     let quantity = quantity(&row)?;
@@ -447,7 +559,11 @@ pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Resul
         currency: row.text(CURRENCY),
         ordered_at,
         paid_at: row.instant(PAYMENT_DATE)?,
-        estimated_ship_date: if is_claim { None } else { row.date(EST_SHIPPING_DATE)? },
+        estimated_ship_date: if is_claim {
+            None
+        } else {
+            row.date(EST_SHIPPING_DATE)?
+        },
         shipped_at: row.instant(SHIPPING_DATE)?,
         delivered_at: row.instant(DELIVERED_DATE)?,
         carrier: row.text(DELIVERY_COMPANY),
@@ -712,6 +828,44 @@ mod tests {
             "orderPrice 1000 × orderQty 2 − discount 100 = 1900, but total is 2000"
         );
         assert_eq!(o.source.unknown_keys, ["NewField"]);
+    }
+
+    #[test]
+    fn single_order_api_row_carries_its_claim() {
+        // GetShippingAndClaimInfoByOrderNo_V2: shipping fields and the claim flattened, other casing.
+        let o = norm(
+            RowKind::Order,
+            raw(r#"{"orderNo":11,"packNo":12,"shippingStatus":"On delivery(4)","orderDate":"2026-11-20 10:00:00","orderQty":1,
+                "orderPrice":500,"total":500,"deliveryCompany":"日本郵便","trackingNo":"T-1","shippingDate":"2026-11-21 09:00:00",
+                "paymentNation":"JP","currency":"JPY","claimStatus":"4","reason":"サイズ違い","requestDate":"2026-11-22 10:00:00"}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            (o.status.as_str(), o.qoo10_status, o.claim_status),
+            ("return_requested", 4, 4)
+        );
+        assert_eq!(
+            (
+                o.carrier.as_str(),
+                o.tracking_no.as_str(),
+                o.currency.as_str()
+            ),
+            ("日本郵便", "T-1", "JPY")
+        );
+        assert!(o.source.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn xml_style_empty_elements_are_empty() {
+        let o = norm(
+            RowKind::Order,
+            raw(r#"{"orderNo":1,"packNo":2,"shippingStatus":"On request(2)","orderDate":"2026-11-20","orderQty":1,"EstShippingDate":[],"TrackingNo":{},"discount":[]}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            (o.estimated_ship_date, o.tracking_no.as_str(), o.discount),
+            (None, "", None)
+        );
     }
 
     #[test]

@@ -250,6 +250,10 @@ fn default_true() -> bool {
 pub struct NormalizerConfig {
     /// Where new paid orders (Qoo10 status 2) land. GoQSystem calls it 新規受付.
     pub destination_status: String,
+    /// Overrides of the contract's status table: Qoo10 ShippingStat code → canonical status.
+    pub shipping_status_map: std::collections::BTreeMap<String, String>,
+    /// Overrides of the contract's status table: Qoo10 ClaimStat code → canonical status.
+    pub claim_status_map: std::collections::BTreeMap<String, String>,
     /// Messages fetched from the consumer at once.
     pub batch_size: usize,
 }
@@ -258,14 +262,29 @@ impl Default for NormalizerConfig {
     fn default() -> Self {
         NormalizerConfig {
             destination_status: "new".into(),
+            shipping_status_map: Default::default(),
+            claim_status_map: Default::default(),
             batch_size: 500,
         }
     }
 }
 
 impl NormalizerConfig {
+    /// The contract's table, with `destination_status` for status 2, then the overrides
+    /// (validated at load time).
     pub fn status_map(&self) -> StatusMap {
-        StatusMap::with_destination(&self.destination_status)
+        let mut map = StatusMap::with_destination(&self.destination_status);
+        for (code, status) in &self.shipping_status_map {
+            if let Ok(c) = code.parse() {
+                map.shipping.insert(c, status.clone());
+            }
+        }
+        for (code, status) in &self.claim_status_map {
+            if let Ok(c) = code.parse() {
+                map.claim.insert(c, status.clone());
+            }
+        }
+        map
     }
 }
 
@@ -535,6 +554,34 @@ impl PipelineConfig {
                 format!("{dest:?} is not a canonical status"),
             ));
         }
+        for (table, map, codes) in [
+            (
+                "normalizer.shipping_status_map",
+                &self.normalizer.shipping_status_map,
+                status::SHIPPING_STATUS_CODES,
+            ),
+            (
+                "normalizer.claim_status_map",
+                &self.normalizer.claim_status_map,
+                status::CLAIM_STATUS_CODES,
+            ),
+        ] {
+            for (code, canonical) in map {
+                let key = format!("{table}.{code}");
+                if !code.parse::<u8>().is_ok_and(|c| codes.contains(&c)) {
+                    return Err(bad(
+                        &key,
+                        format!("{code:?} is not a Qoo10 code (one of {codes:?})"),
+                    ));
+                }
+                if !status::is_canonical(canonical) {
+                    return Err(bad(
+                        &key,
+                        format!("{canonical:?} is not a canonical status"),
+                    ));
+                }
+            }
+        }
         if self.normalizer.batch_size == 0 {
             return Err(bad("normalizer.batch_size", "must be at least 1".into()));
         }
@@ -728,6 +775,14 @@ destination_status = "new"
                 "normalizer.destination_status",
             ),
             ("[clickhouse]\ndatabase = \"a.b\"\n", "clickhouse.database"),
+            (
+                "[normalizer.claim_status_map]\n\"7\" = \"cancelled\"\n",
+                "normalizer.claim_status_map.7",
+            ),
+            (
+                "[normalizer.shipping_status_map]\n\"3\" = \"ready\"\n",
+                "normalizer.shipping_status_map.3",
+            ),
         ];
         for (text, key) in cases {
             let err = load_str(text).unwrap_err().to_string();
@@ -739,6 +794,15 @@ destination_status = "new"
             println!("{err}");
             assert!(!err.contains('\n'), "{err:?} should be one line");
         }
+    }
+
+    #[test]
+    fn status_map_overrides_are_data() {
+        let c = load_str("[normalizer]\ndestination_status = \"awaiting_shipment\"\n[normalizer.claim_status_map]\n\"14\" = \"returned\"\n").unwrap();
+        let m = c.normalizer.status_map();
+        assert_eq!(m.canonical(Some(2), 0), Some("awaiting_shipment"));
+        assert_eq!(m.canonical(Some(5), 14), Some("returned"));
+        assert_eq!(m.canonical(Some(5), 15), Some("refunded"));
     }
 
     #[test]
@@ -761,5 +825,25 @@ destination_status = "new"
         assert_eq!(c.nats.url, "nats://10.0.0.1:4222");
         assert_eq!(c.clickhouse.database, "t1");
         assert_eq!(c.clickhouse.password().unwrap().expose(), "pw");
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The documented example is a valid configuration (with its commented shop left out).
+    #[test]
+    fn pipeline_toml_example_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../pipeline.toml.example");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut c = PipelineConfig::parse(&text, path).unwrap();
+        c.validate().unwrap();
+        let d = PipelineConfig::default();
+        assert_eq!(c.qoo10.requests_per_second, d.qoo10.requests_per_second);
+        assert_eq!(c.qoo10.retry_budget, d.qoo10.retry_budget);
+        assert_eq!(c.sink.flush_interval, d.sink.flush_interval);
+        assert_eq!(c.nats.duplicate_window, d.nats.duplicate_window);
+        assert_eq!(c.normalizer.batch_size, d.normalizer.batch_size);
     }
 }
