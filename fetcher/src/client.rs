@@ -22,9 +22,7 @@ pub type Limiter = DefaultDirectRateLimiter;
 /// window ever holds more than the configured number of calls.
 pub fn limiter(per_second: f64) -> Limiter {
     let period = Duration::from_secs_f64(1.0 / per_second);
-    let quota = Quota::with_period(period)
-        .expect("validated rate is above 0")
-        .allow_burst(NonZeroU32::MIN);
+    let quota = Quota::with_period(period).expect("validated rate is above 0").allow_burst(NonZeroU32::MIN);
     DefaultDirectRateLimiter::direct(quota)
 }
 
@@ -35,16 +33,9 @@ pub enum CallError {
     #[error("{method}: no answer within {timeout:?}")]
     Timeout { method: String, timeout: Duration },
     #[error("{method}: HTTP {status}")]
-    Http {
-        method: String,
-        status: u16,
-        retry_after: Option<Duration>,
-    },
+    Http { method: String, status: u16, retry_after: Option<Duration> },
     #[error("{method}: {source}")]
-    Response {
-        method: String,
-        source: ResponseError,
-    },
+    Response { method: String, source: ResponseError },
 }
 
 impl CallError {
@@ -80,15 +71,9 @@ impl QapiClient {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!(
-                "qoo10-pipeline-fetcher/",
-                env!("CARGO_PKG_VERSION")
-            ))
+            .user_agent(concat!("qoo10-pipeline-fetcher/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| CallError::Transport {
-                method: "client".into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| CallError::Transport { method: "client".into(), reason: e.to_string() })?;
         Ok(QapiClient {
             http,
             base_url: cfg.base_url.trim_end_matches('/').to_owned(),
@@ -150,12 +135,8 @@ impl QapiClient {
                     .form(&form)
             }
             UrlStyle::Query => {
-                let mut query: Vec<(&str, &str)> = vec![
-                    ("v", "1.0"),
-                    ("returnType", "json"),
-                    ("method", method),
-                    ("key", key.expose()),
-                ];
+                let mut query: Vec<(&str, &str)> =
+                    vec![("v", "1.0"), ("returnType", "json"), ("method", method), ("key", key.expose())];
                 query.extend(params.iter().map(|(k, v)| (*k, v.as_str())));
                 self.http.get(&self.base_url).query(&query)
             }
@@ -163,15 +144,9 @@ impl QapiClient {
         let clean = |e: reqwest::Error| scrub(&e.without_url().to_string(), secrets);
         let response = request.send().await.map_err(|e| {
             if e.is_timeout() {
-                CallError::Timeout {
-                    method: method.into(),
-                    timeout: self.timeout,
-                }
+                CallError::Timeout { method: method.into(), timeout: self.timeout }
             } else {
-                CallError::Transport {
-                    method: method.into(),
-                    reason: clean(e),
-                }
+                CallError::Transport { method: method.into(), reason: clean(e) }
             }
         })?;
         let status = response.status();
@@ -182,23 +157,13 @@ impl QapiClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            return Err(CallError::Http {
-                method: method.into(),
-                status: status.as_u16(),
-                retry_after,
-            });
+            return Err(CallError::Http { method: method.into(), status: status.as_u16(), retry_after });
         }
         let body = response.bytes().await.map_err(|e| {
             if e.is_timeout() {
-                CallError::Timeout {
-                    method: method.into(),
-                    timeout: self.timeout,
-                }
+                CallError::Timeout { method: method.into(), timeout: self.timeout }
             } else {
-                CallError::Transport {
-                    method: method.into(),
-                    reason: clean(e),
-                }
+                CallError::Transport { method: method.into(), reason: clean(e) }
             }
         })?;
         qapi::parse_response(&body).map_err(|source| {
@@ -207,10 +172,7 @@ impl QapiClient {
                 ResponseError::NotJson(t) => ResponseError::NotJson(scrub(&t, secrets)),
                 ResponseError::NoEnvelope(t) => ResponseError::NoEnvelope(scrub(&t, secrets)),
             };
-            CallError::Response {
-                method: method.into(),
-                source,
-            }
+            CallError::Response { method: method.into(), source }
         })
     }
 }
@@ -222,50 +184,13 @@ mod tests {
     #[test]
     fn transient_or_not() {
         let m = || "m".to_string();
+        assert!(CallError::Transport { method: m(), reason: "reset".into() }.is_transient());
+        assert!(CallError::Http { method: m(), status: 503, retry_after: None }.is_transient());
+        assert!(CallError::Http { method: m(), status: 429, retry_after: None }.is_transient());
+        assert!(!CallError::Http { method: m(), status: 404, retry_after: None }.is_transient());
+        assert!(CallError::Response { method: m(), source: ResponseError::NotJson("<html>".into()) }.is_transient());
         assert!(
-            CallError::Transport {
-                method: m(),
-                reason: "reset".into()
-            }
-            .is_transient()
-        );
-        assert!(
-            CallError::Http {
-                method: m(),
-                status: 503,
-                retry_after: None
-            }
-            .is_transient()
-        );
-        assert!(
-            CallError::Http {
-                method: m(),
-                status: 429,
-                retry_after: None
-            }
-            .is_transient()
-        );
-        assert!(
-            !CallError::Http {
-                method: m(),
-                status: 404,
-                retry_after: None
-            }
-            .is_transient()
-        );
-        assert!(
-            CallError::Response {
-                method: m(),
-                source: ResponseError::NotJson("<html>".into())
-            }
-            .is_transient()
-        );
-        assert!(
-            !CallError::Response {
-                method: m(),
-                source: ResponseError::Routing("Can't find".into())
-            }
-            .is_transient()
+            !CallError::Response { method: m(), source: ResponseError::Routing("Can't find".into()) }.is_transient()
         );
     }
 
@@ -273,9 +198,6 @@ mod tests {
     fn limiter_has_no_burst() {
         let l = limiter(5.0);
         assert!(l.check().is_ok());
-        assert!(
-            l.check().is_err(),
-            "a second call in the same instant must wait"
-        );
+        assert!(l.check().is_err(), "a second call in the same instant must wait");
     }
 }

@@ -30,10 +30,7 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     runtime::init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fetcher: cannot start the async runtime: {e}");
@@ -71,20 +68,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let nats = runtime::nats::connect(&config.nats, "fetcher").await?;
     let js = async_nats::jetstream::new(nats.clone());
     runtime::nats::ensure_streams(&js, &config.nats).await?;
-    let sink = Sink {
-        js,
-        ns: Namespace::from_config(&config.nats),
-    };
+    let sink = Sink { js, ns: Namespace::from_config(&config.nats) };
     let limit = Arc::new(Semaphore::new(config.fetcher.max_concurrent_shops));
     tracing::info!(shops = shops.len(), once = args.once, base_url = %config.qoo10.base_url, "fetcher started");
 
     let mut tasks = tokio::task::JoinSet::new();
     for shop in shops {
-        let poller = ShopPoller::new(
-            shop,
-            config.qoo10.api_version,
-            config.qoo10.requests_per_second,
-        );
+        let poller = ShopPoller::new(shop, config.qoo10.api_version, config.qoo10.requests_per_second);
         let (client, sink, limit) = (client.clone(), sink.clone(), limit.clone());
         if args.once {
             tasks.spawn(async move {
@@ -126,11 +116,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-async fn poll_logged(
-    poller: &mut ShopPoller,
-    client: &QapiClient,
-    sink: &Sink,
-) -> anyhow::Result<()> {
+async fn poll_logged(poller: &mut ShopPoller, client: &QapiClient, sink: &Sink) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     match poller.poll(client, sink, Utc::now()).await {
         Ok(r) => {
@@ -152,9 +138,7 @@ async fn poll_logged(
 fn jittered(interval: Duration, shop: &str) -> Duration {
     let seed = shop
         .bytes()
-        .fold(Utc::now().timestamp_subsec_nanos() as u64, |h, b| {
-            h.wrapping_mul(31).wrapping_add(u64::from(b))
-        });
+        .fold(Utc::now().timestamp_subsec_nanos() as u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let spread = interval.as_millis() as u64 / 5;
     let offset = if spread == 0 { 0 } else { seed % spread };
     interval - Duration::from_millis(spread / 2) + Duration::from_millis(offset)

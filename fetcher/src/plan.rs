@@ -34,10 +34,7 @@ pub fn split(from: NaiveDate, to: NaiveDate) -> Vec<Window> {
     let mut start = from;
     while start <= to {
         let end = (start + Duration::days(MAX_WINDOW_DAYS - 1)).min(to);
-        out.push(Window {
-            from: start,
-            to: end,
-        });
+        out.push(Window { from: start, to: end });
         start = end + Duration::days(1);
     }
     out
@@ -88,13 +85,7 @@ mod tests {
 
     #[test]
     fn a_week_is_one_window() {
-        assert_eq!(
-            windows(d("2026-11-29"), 7),
-            vec![Window {
-                from: d("2026-11-22"),
-                to: d("2026-11-29")
-            }]
-        );
+        assert_eq!(windows(d("2026-11-29"), 7), vec![Window { from: d("2026-11-22"), to: d("2026-11-29") }]);
     }
 
     #[test]
@@ -103,11 +94,7 @@ mod tests {
         assert_eq!(ws.first().unwrap().from, d("2025-11-29"));
         assert_eq!(ws.last().unwrap().to, d("2026-11-29"));
         for pair in ws.windows(2) {
-            assert_eq!(
-                pair[0].to + Duration::days(1),
-                pair[1].from,
-                "no gap, no overlap"
-            );
+            assert_eq!(pair[0].to + Duration::days(1), pair[1].from, "no gap, no overlap");
         }
         for w in &ws {
             let days = (w.to - w.from).num_days() + 1;
@@ -118,19 +105,10 @@ mod tests {
 
     #[test]
     fn params_per_version() {
-        let w = Window {
-            from: d("2026-11-22"),
-            to: d("2026-11-29"),
-        };
+        let w = Window { from: d("2026-11-22"), to: d("2026-11-29") };
         let v2 = shipping_params(ApiVersion::V2, 2, w);
-        assert!(
-            v2.contains(&("ShippingStat", "2".into()))
-                && v2.contains(&("search_Sdate", "20261122".into()))
-        );
+        assert!(v2.contains(&("ShippingStat", "2".into())) && v2.contains(&("search_Sdate", "20261122".into())));
         let v3 = shipping_params(ApiVersion::V3, 3, w);
-        assert!(
-            v3.contains(&("ShippingStatus", "3".into()))
-                && v3.contains(&("SearchEndDate", "20261129".into()))
-        );
+        assert!(v3.contains(&("ShippingStatus", "3".into())) && v3.contains(&("SearchEndDate", "20261129".into())));
     }
 }

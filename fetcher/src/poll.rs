@@ -22,17 +22,9 @@ use crate::state::{Decision, FetchState, row_hash};
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
     #[error("credentials rejected by {method}: {code} {message}")]
-    Credentials {
-        method: String,
-        code: i64,
-        message: String,
-    },
+    Credentials { method: String, code: i64, message: String },
     #[error("{method} answered {code}: {message}")]
-    Qapi {
-        method: String,
-        code: i64,
-        message: String,
-    },
+    Qapi { method: String, code: i64, message: String },
     #[error("{method} answered an unexpected ResultObject")]
     Shape { method: String },
     #[error(transparent)]
@@ -74,13 +66,7 @@ pub struct ShopPoller {
 
 impl ShopPoller {
     pub fn new(shop: ShopConfig, version: ApiVersion, per_shop_rps: f64) -> Self {
-        ShopPoller {
-            shop,
-            version,
-            limiter: limiter(per_shop_rps),
-            sak: None,
-            state: None,
-        }
+        ShopPoller { shop, version, limiter: limiter(per_shop_rps), sak: None, state: None }
     }
 
     pub async fn poll(
@@ -120,36 +106,17 @@ impl ShopPoller {
                 let params = plan::shipping_params(self.version, status, w);
                 let rows = self.call_rows(client, method, &params, &mut report).await?;
                 let query = query(status, w);
-                self.publish_rows(
-                    sink,
-                    state,
-                    RowKind::Order,
-                    method,
-                    &query,
-                    rows,
-                    &mut report,
-                )
-                .await?;
+                self.publish_rows(sink, state, RowKind::Order, method, &query, rows, &mut report).await?;
             }
         }
         if self.shop.claims {
             for &claim in CLAIM_STATUS_CODES {
                 for &w in &windows {
                     let params = plan::claim_params(claim, w);
-                    let rows = self
-                        .call_rows(client, qapi::GET_CLAIM_INFO_V3, &params, &mut report)
-                        .await?;
+                    let rows = self.call_rows(client, qapi::GET_CLAIM_INFO_V3, &params, &mut report).await?;
                     let query = query(claim, w);
-                    self.publish_rows(
-                        sink,
-                        state,
-                        RowKind::Claim,
-                        qapi::GET_CLAIM_INFO_V3,
-                        &query,
-                        rows,
-                        &mut report,
-                    )
-                    .await?;
+                    self.publish_rows(sink, state, RowKind::Claim, qapi::GET_CLAIM_INFO_V3, &query, rows, &mut report)
+                        .await?;
                 }
             }
         }
@@ -159,35 +126,18 @@ impl ShopPoller {
     /// Issues a new seller authorization key from the API key, QSM login and password.
     pub async fn certify(&mut self, client: &QapiClient) -> Result<(), PollError> {
         let method = qapi::CREATE_CERTIFICATION_KEY;
-        let params = [
-            ("user_id", self.shop.user_id.clone()),
-            ("pwd", self.shop.password().expose().to_owned()),
-        ];
+        let params = [("user_id", self.shop.user_id.clone()), ("pwd", self.shop.password().expose().to_owned())];
         let secrets = [self.shop.api_key(), self.shop.password()];
-        let response = client
-            .call(
-                &self.limiter,
-                method,
-                self.shop.api_key(),
-                &params,
-                &secrets,
-                &self.shop.id,
-            )
-            .await?;
+        let response =
+            client.call(&self.limiter, method, self.shop.api_key(), &params, &secrets, &self.shop.id).await?;
         match (response.code, response.object) {
             (code::OK, ResultObject::Text(sak)) if !sak.trim().is_empty() => {
                 self.sak = Some(Secret::new(sak.trim()));
                 tracing::info!(shop = %self.shop.id, "certification key issued");
                 Ok(())
             }
-            (code::OK, _) => Err(PollError::Shape {
-                method: method.into(),
-            }),
-            (code, _) => Err(PollError::Credentials {
-                method: method.into(),
-                code,
-                message: response.message,
-            }),
+            (code::OK, _) => Err(PollError::Shape { method: method.into() }),
+            (code, _) => Err(PollError::Credentials { method: method.into(), code, message: response.message }),
         }
     }
 
@@ -208,9 +158,7 @@ impl ShopPoller {
             let sak = self.sak.clone().expect("certified above");
             let secrets = [&sak, self.shop.api_key(), self.shop.password()];
             report.calls += 1;
-            let response = client
-                .call(&self.limiter, method, &sak, params, &secrets, &self.shop.id)
-                .await?;
+            let response = client.call(&self.limiter, method, &sak, params, &secrets, &self.shop.id).await?;
             let fetched_at = Utc::now();
             if code::needs_new_key(response.code) && !renewed {
                 tracing::info!(shop = %self.shop.id, method, code = response.code, message = %response.message, "certification key refused; issuing a new one");
@@ -225,18 +173,12 @@ impl ShopPoller {
                 });
             }
             if response.code != code::OK {
-                return Err(PollError::Qapi {
-                    method: method.into(),
-                    code: response.code,
-                    message: response.message,
-                });
+                return Err(PollError::Qapi { method: method.into(), code: response.code, message: response.message });
             }
             return match response.object {
                 ResultObject::Empty => Ok((Vec::new(), fetched_at)),
                 ResultObject::Rows(rows) => Ok((rows, fetched_at)),
-                ResultObject::Text(_) | ResultObject::Other(_) => Err(PollError::Shape {
-                    method: method.into(),
-                }),
+                ResultObject::Text(_) | ResultObject::Other(_) => Err(PollError::Shape { method: method.into() }),
             };
         }
     }
@@ -257,12 +199,7 @@ impl ShopPoller {
         for row in rows {
             report.rows += 1;
             let order_no = qapi::row_order_no(&row);
-            let msg_id = match state.observe(
-                &self.shop.id,
-                kind,
-                order_no,
-                &row_hash(row.get().as_bytes()),
-            ) {
+            let msg_id = match state.observe(&self.shop.id, kind, order_no, &row_hash(row.get().as_bytes())) {
                 Decision::Unchanged => {
                     report.unchanged += 1;
                     continue;
@@ -281,11 +218,7 @@ impl ShopPoller {
             let payload = Bytes::from(serde_json::to_vec(&envelope).expect("envelope serializes"));
             let ack = sink
                 .js
-                .publish_with_headers(
-                    subject.clone(),
-                    runtime::nats::msg_id_headers(&msg_id),
-                    payload,
-                )
+                .publish_with_headers(subject.clone(), runtime::nats::msg_id_headers(&msg_id), payload)
                 .await
                 .map_err(|e| PollError::Publish(e.to_string()))?;
             acks.push(ack);
@@ -300,31 +233,16 @@ impl ShopPoller {
 }
 
 fn query(status: u8, w: Window) -> RawQuery {
-    RawQuery {
-        status,
-        from: w.from_text(),
-        to: w.to_text(),
-        condition: 1,
-    }
+    RawQuery { status, from: w.from_text(), to: w.to_text(), condition: 1 }
 }
 
 async fn load_state(sink: &Sink, shop: &str) -> Result<FetchState, PollError> {
     let stream_name = sink.ns.stream(schemas::subjects::STREAM_FETCH_STATE);
-    let stream = sink
-        .js
-        .get_stream(&stream_name)
-        .await
-        .map_err(|e| PollError::State(e.to_string()))?;
-    match stream
-        .get_last_raw_message_by_subject(&sink.ns.fetch_state(shop))
-        .await
-    {
+    let stream = sink.js.get_stream(&stream_name).await.map_err(|e| PollError::State(e.to_string()))?;
+    match stream.get_last_raw_message_by_subject(&sink.ns.fetch_state(shop)).await {
         Ok(msg) => FetchState::from_bytes(&msg.payload)
             .map_err(|e| PollError::State(format!("stored state of {shop} is unreadable: {e}"))),
-        Err(e)
-            if e.kind()
-                == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
-        {
+        Err(e) if e.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
             Ok(FetchState::default())
         }
         Err(e) => Err(PollError::State(e.to_string())),

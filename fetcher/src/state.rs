@@ -55,34 +55,18 @@ impl FetchState {
     }
 
     /// Records a row seen in the current poll and says whether to publish it.
-    pub fn observe(
-        &mut self,
-        shop: &str,
-        kind: RowKind,
-        order_no: Option<u64>,
-        hash: &str,
-    ) -> Decision {
+    pub fn observe(&mut self, shop: &str, kind: RowKind, order_no: Option<u64>, hash: &str) -> Decision {
         let Some(order_no) = order_no else {
             // No order number: cannot be tracked; publish (the normalizer dead-letters it).
-            return Decision::Publish {
-                msg_id: format!("raw:{shop}:{}:-:{hash}", kind.as_str()),
-            };
+            return Decision::Publish { msg_id: format!("raw:{shop}:{}:-:{hash}", kind.as_str()) };
         };
         let key = format!("{}:{order_no}", kind.as_str());
-        let previous = self
-            .current
-            .get(&key)
-            .or_else(|| self.rows.get(&key))
-            .cloned();
+        let previous = self.current.get(&key).or_else(|| self.rows.get(&key)).cloned();
         self.current.insert(key, hash.to_owned());
         match previous {
             Some(p) if p == hash => Decision::Unchanged,
             p => Decision::Publish {
-                msg_id: format!(
-                    "raw:{shop}:{}:{order_no}:{hash}:{}",
-                    kind.as_str(),
-                    p.as_deref().unwrap_or("-")
-                ),
+                msg_id: format!("raw:{shop}:{}:{order_no}:{hash}:{}", kind.as_str(), p.as_deref().unwrap_or("-")),
             },
         }
     }
@@ -105,30 +89,20 @@ mod tests {
     #[test]
     fn unchanged_rows_are_skipped_changed_rows_published() {
         let mut s = FetchState::default();
-        let Decision::Publish { msg_id: first } = s.observe("s", RowKind::Order, Some(1), "aa")
-        else {
-            panic!()
-        };
+        let Decision::Publish { msg_id: first } = s.observe("s", RowKind::Order, Some(1), "aa") else { panic!() };
         assert_eq!(first, "raw:s:order:1:aa:-");
         s.complete_poll();
-        assert_eq!(
-            s.observe("s", RowKind::Order, Some(1), "aa"),
-            Decision::Unchanged
-        );
+        assert_eq!(s.observe("s", RowKind::Order, Some(1), "aa"), Decision::Unchanged);
         s.complete_poll();
         assert_eq!(
             s.observe("s", RowKind::Order, Some(1), "bb"),
-            Decision::Publish {
-                msg_id: "raw:s:order:1:bb:aa".into()
-            }
+            Decision::Publish { msg_id: "raw:s:order:1:bb:aa".into() }
         );
         s.complete_poll();
         // Back to the first content: a new id, so JetStream will not drop it as a duplicate.
         assert_eq!(
             s.observe("s", RowKind::Order, Some(1), "aa"),
-            Decision::Publish {
-                msg_id: "raw:s:order:1:aa:bb".into()
-            }
+            Decision::Publish { msg_id: "raw:s:order:1:aa:bb".into() }
         );
     }
 
@@ -141,9 +115,7 @@ mod tests {
         s.abandon_poll();
         assert_eq!(
             s.observe("s", RowKind::Order, Some(1), "bb"),
-            Decision::Publish {
-                msg_id: "raw:s:order:1:bb:aa".into()
-            }
+            Decision::Publish { msg_id: "raw:s:order:1:bb:aa".into() }
         );
     }
 

@@ -23,12 +23,7 @@ fn payloads(n: usize) -> Vec<Vec<u8>> {
                 shop: "bench-shop".into(),
                 kind: RowKind::Order,
                 method: "ShippingBasic.GetShippingInfo_v3".into(),
-                query: RawQuery {
-                    status: o.status,
-                    from: "20261119".into(),
-                    to: "20261129".into(),
-                    condition: 1,
-                },
+                query: RawQuery { status: o.status, from: "20261119".into(), to: "20261129".into(), condition: 1 },
                 fetched_at: "2026-11-29T03:00:00.123456Z".parse().unwrap(),
                 row: RawValue::from_string(row.to_string()).unwrap(),
             };

@@ -6,9 +6,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 use clap::Parser;
 use normalizer::normalize::normalize;
-use runtime::nats::{
-    consumer_idle, durable_consumer, fetch_batch, msg_id_headers, publish_dead_letter,
-};
+use runtime::nats::{consumer_idle, durable_consumer, fetch_batch, msg_id_headers, publish_dead_letter};
 use schemas::config::PipelineConfig;
 use schemas::order::order_msg_id;
 use schemas::raw::RawEnvelope;
@@ -44,10 +42,7 @@ struct Counters {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     runtime::init_tracing();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -88,15 +83,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             continue;
         }
-        process_batch(&js, &ns, &statuses, batch, &mut counters)
-            .await
-            .context("processing a batch")?;
+        process_batch(&js, &ns, &statuses, batch, &mut counters).await.context("processing a batch")?;
     }
-    tracing::info!(
-        orders = counters.orders,
-        dead_letters = counters.dead_letters,
-        "normalizer stopped"
-    );
+    tracing::info!(orders = counters.orders, dead_letters = counters.dead_letters, "normalizer stopped");
     Ok(())
 }
 
@@ -110,24 +99,17 @@ async fn process_batch(
     batch: Vec<jetstream::Message>,
     counters: &mut Counters,
 ) -> anyhow::Result<()> {
-    let mut pending: Vec<(jetstream::Message, Option<PublishAckFuture>, bool)> =
-        Vec::with_capacity(batch.len());
+    let mut pending: Vec<(jetstream::Message, Option<PublishAckFuture>, bool)> = Vec::with_capacity(batch.len());
     for msg in batch {
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let outcome = if msg.payload.len() > MAX_RAW_BYTES {
             Err((
                 Namespace::shop_of(&msg.subject).to_owned(),
-                format!(
-                    "payload of {} bytes exceeds {MAX_RAW_BYTES}",
-                    msg.payload.len()
-                ),
+                format!("payload of {} bytes exceeds {MAX_RAW_BYTES}", msg.payload.len()),
             ))
         } else {
             match serde_json::from_slice::<RawEnvelope>(&msg.payload) {
-                Err(e) => Err((
-                    Namespace::shop_of(&msg.subject).to_owned(),
-                    format!("not a raw envelope: {e}"),
-                )),
+                Err(e) => Err((Namespace::shop_of(&msg.subject).to_owned(), format!("not a raw envelope: {e}"))),
                 Ok(env) => match normalize(&env, seq, statuses) {
                     Ok(order) => Ok(order),
                     Err(e) => Err((env.shop.clone(), e.to_string())),
@@ -144,38 +126,22 @@ async fn process_batch(
                     counters.with_anomalies += 1;
                     tracing::warn!(shop = %order.shop_id, order_no = order.order_no, anomalies = ?order.anomalies, "figures do not add up");
                 }
-                let payload =
-                    Bytes::from(serde_json::to_vec(&order).expect("canonical order serializes"));
+                let payload = Bytes::from(serde_json::to_vec(&order).expect("canonical order serializes"));
                 let id = order_msg_id(&order.shop_id, order.order_no, order.version);
-                let ack = js
-                    .publish_with_headers(ns.orders(&order.shop_id), msg_id_headers(&id), payload)
-                    .await;
-                (
-                    ack.map_err(|e| tracing::warn!(error = %e, "publish to ORDERS failed"))
-                        .ok(),
-                    true,
-                )
+                let ack = js.publish_with_headers(ns.orders(&order.shop_id), msg_id_headers(&id), payload).await;
+                (ack.map_err(|e| tracing::warn!(error = %e, "publish to ORDERS failed")).ok(), true)
             }
             Err((shop, reason)) => {
                 tracing::warn!(shop = %shop, stream_seq = seq, reason = %reason, "dead letter");
-                let ack =
-                    publish_dead_letter(js, ns, subjects::STAGE_NORMALIZER, &shop, &msg, &reason)
-                        .await;
-                (
-                    ack.map_err(|e| tracing::warn!(error = %e, "publish to DLQ failed"))
-                        .ok(),
-                    false,
-                )
+                let ack = publish_dead_letter(js, ns, subjects::STAGE_NORMALIZER, &shop, &msg, &reason).await;
+                (ack.map_err(|e| tracing::warn!(error = %e, "publish to DLQ failed")).ok(), false)
             }
         };
         pending.push((msg, ack, is_order));
     }
     for (msg, ack, is_order) in pending {
         let durable = match ack {
-            Some(f) => f
-                .await
-                .map_err(|e| tracing::warn!(error = %e, "publish not acknowledged"))
-                .is_ok(),
+            Some(f) => f.await.map_err(|e| tracing::warn!(error = %e, "publish not acknowledged")).is_ok(),
             None => false,
         };
         if durable {
@@ -186,9 +152,7 @@ async fn process_batch(
             }
             msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         } else {
-            let _ = msg
-                .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
+            let _ = msg.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await;
         }
     }
     Ok(())

@@ -16,9 +16,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use schemas::order::{
-    Anomaly, CanonicalOrder, ORDER_SCHEMA_VERSION, Personal, Provenance, version_of,
-};
+use schemas::order::{Anomaly, CanonicalOrder, ORDER_SCHEMA_VERSION, Personal, Provenance, version_of};
 use schemas::raw::{RawEnvelope, RowKind};
 use schemas::status::{StatusMap, parse_status_label};
 use schemas::time::{Qoo10Time, jst, parse_qoo10_time};
@@ -34,20 +32,13 @@ pub struct NormalizeError {
 }
 
 fn err(field: &str, problem: impl Into<String>) -> NormalizeError {
-    NormalizeError {
-        field: field.to_owned(),
-        problem: problem.into(),
-    }
+    NormalizeError { field: field.to_owned(), problem: problem.into() }
 }
 
 /// A value as shown in an error: its JSON text, cut at 60 characters.
 fn shown(v: &RawValue) -> String {
     let s = v.get();
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s.to_owned()
-    }
+    if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s.to_owned() }
 }
 
 /// The canonical fields a row can feed, as slot numbers.
@@ -238,10 +229,7 @@ impl<'de> Deserialize<'de> for Row<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut row = Row {
-                    slots: [const { None }; slot::COUNT],
-                    unknown: Vec::new(),
-                };
+                let mut row = Row { slots: [const { None }; slot::COUNT], unknown: Vec::new() };
                 let mut buf = [0u8; 48];
                 while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
                     let class = if key.len() <= buf.len() {
@@ -314,10 +302,7 @@ impl<'a> Row<'a> {
         let (key, v) = self.get(slot).ok_or_else(|| err(name, "missing"))?;
         match scalar_text(v).and_then(|t| t.trim().parse::<u64>().ok()) {
             Some(n) if n > 0 => Ok(n),
-            _ => Err(err(
-                key,
-                format!("value {} is not a positive integer", shown(v)),
-            )),
+            _ => Err(err(key, format!("value {} is not a positive integer", shown(v)))),
         }
     }
 
@@ -329,17 +314,13 @@ impl<'a> Row<'a> {
             return Ok(None);
         }
         let bad = || err(key, format!("value {} is not a decimal number", shown(v)));
-        let text = scalar_text(v)
-            .ok_or_else(|| err(key, format!("value {} is not a number", shown(v))))?;
+        let text = scalar_text(v).ok_or_else(|| err(key, format!("value {} is not a number", shown(v))))?;
         let text = text.trim();
         if text.is_empty() && is_string(v) {
             return Ok(Some(Decimal::ZERO));
         }
-        let text: Cow<'_, str> = if text.contains(',') {
-            Cow::Owned(text.replace(',', ""))
-        } else {
-            Cow::Borrowed(text)
-        };
+        let text: Cow<'_, str> =
+            if text.contains(',') { Cow::Owned(text.replace(',', "")) } else { Cow::Borrowed(text) };
         Decimal::from_str(&text)
             .or_else(|_| Decimal::from_scientific(&text))
             .map(|d| Some(d.normalize()))
@@ -361,22 +342,14 @@ impl<'a> Row<'a> {
         match parse_qoo10_time(&text) {
             Some(Qoo10Time::Empty) => Ok(None),
             Some(t) => check_plausible(key, v, t).map(Some),
-            None => Err(err(
-                key,
-                format!(
-                    "value {} is not a date (YYYY-MM-DD[ HH:MM[:SS]], JST)",
-                    shown(v)
-                ),
-            )),
+            None => Err(err(key, format!("value {} is not a date (YYYY-MM-DD[ HH:MM[:SS]], JST)", shown(v)))),
         }
     }
 
     fn instant(&self, slot: usize) -> Result<Option<DateTime<Utc>>, NormalizeError> {
         Ok(self.time(slot)?.map(|t| match t {
             Qoo10Time::Instant(i) => i,
-            Qoo10Time::Date(d) => {
-                schemas::time::jst_naive_to_utc(d.and_hms_opt(0, 0, 0).expect("midnight exists"))
-            }
+            Qoo10Time::Date(d) => schemas::time::jst_naive_to_utc(d.and_hms_opt(0, 0, 0).expect("midnight exists")),
             Qoo10Time::Empty => unreachable!("empty is None"),
         }))
     }
@@ -400,10 +373,7 @@ fn check_plausible(key: &str, v: &RawValue, t: Qoo10Time) -> Result<Qoo10Time, N
     if (2000..=2100).contains(&year) {
         Ok(t)
     } else {
-        Err(err(
-            key,
-            format!("value {} is outside 2000..2100", shown(v)),
-        ))
+        Err(err(key, format!("value {} is outside 2000..2100", shown(v))))
     }
 }
 
@@ -418,24 +388,22 @@ fn anomalies(o: &CanonicalOrder) -> Vec<Anomaly> {
         if expected != total {
             out.push(Anomaly {
                 code: "total_mismatch".into(),
-                detail: format!("orderPrice {price} × orderQty {} − discount {discount} = {expected}, but total is {total}", o.quantity),
+                detail: format!(
+                    "orderPrice {price} × orderQty {} − discount {discount} = {expected}, but total is {total}",
+                    o.quantity
+                ),
             });
         }
     }
     if !o.currency.is_empty() && o.currency != "JPY" {
-        out.push(Anomaly {
-            code: "currency_not_jpy".into(),
-            detail: format!("currency is {}", o.currency),
-        });
+        out.push(Anomaly { code: "currency_not_jpy".into(), detail: format!("currency is {}", o.currency) });
     }
     out
 }
 
 /// A whole, positive quantity from a number or a string (`2`, `"2"`, `"2.0000"`).
 fn quantity(row: &Row<'_>) -> Result<u32, NormalizeError> {
-    let (key, v) = row
-        .get(slot::ORDER_QTY)
-        .ok_or_else(|| err("orderQty", "missing"))?;
+    let (key, v) = row.get(slot::ORDER_QTY).ok_or_else(|| err("orderQty", "missing"))?;
     let q = scalar_text(v).and_then(|t| {
         let t = t.trim();
         t.parse::<i64>().ok().or_else(|| {
@@ -448,28 +416,19 @@ fn quantity(row: &Row<'_>) -> Result<u32, NormalizeError> {
     });
     match q {
         Some(q) if q > 0 && q <= i64::from(u32::MAX) => Ok(q as u32),
-        _ => Err(err(
-            key,
-            format!("value {} is not a positive whole quantity", shown(v)),
-        )),
+        _ => Err(err(key, format!("value {} is not a positive whole quantity", shown(v)))),
     }
 }
 
 /// Turns one raw envelope (and its stream sequence) into a canonical order.
-pub fn normalize(
-    env: &RawEnvelope,
-    raw_seq: u64,
-    statuses: &StatusMap,
-) -> Result<CanonicalOrder, NormalizeError> {
+pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Result<CanonicalOrder, NormalizeError> {
     use slot::*;
-    let row: Row<'_> = serde_json::from_str(env.row.get())
-        .map_err(|e| err("row", format!("is not a JSON object: {e}")))?;
+    let row: Row<'_> =
+        serde_json::from_str(env.row.get()).map_err(|e| err("row", format!("is not a JSON object: {e}")))?;
 
     let order_no = row.required_u64(ORDER_NO, "orderNo")?;
     let pack_no = row.required_u64(PACK_NO, "packNo")?;
-    let ordered_at = row
-        .instant(ORDER_DATE)?
-        .ok_or_else(|| err("orderDate", "missing or empty"))?;
+    let ordered_at = row.instant(ORDER_DATE)?.ok_or_else(|| err("orderDate", "missing or empty"))?;
 
     let claim_status = match row.get(CLAIM_STATUS) {
         None => 0,
@@ -482,17 +441,9 @@ pub fn normalize(
         (RowKind::Claim, _) => (0, claim_status.to_string()),
         (RowKind::Order, None) => return Err(err("shippingStatus", "missing")),
         (RowKind::Order, Some((key, v))) => {
-            let text = scalar_text(v)
-                .ok_or_else(|| err(key, format!("value {} is not a status label", shown(v))))?;
-            let code = parse_status_label(&text).ok_or_else(|| {
-                err(
-                    key,
-                    format!(
-                        "value {} is not a status label like \"On request(2)\"",
-                        shown(v)
-                    ),
-                )
-            })?;
+            let text = scalar_text(v).ok_or_else(|| err(key, format!("value {} is not a status label", shown(v))))?;
+            let code = parse_status_label(&text)
+                .ok_or_else(|| err(key, format!("value {} is not a status label like \"On request(2)\"", shown(v))))?;
             (code, text.into_owned())
         }
     };
@@ -502,15 +453,9 @@ pub fn normalize(
     let shipping = (qoo10_status != 0).then_some(qoo10_status);
     let status = statuses.canonical(shipping, claim_status).ok_or_else(|| {
         if claim_status != 0 {
-            err(
-                "claimStatus",
-                format!("code {claim_status} is not in the status mapping"),
-            )
+            err("claimStatus", format!("code {claim_status} is not in the status mapping"))
         } else {
-            err(
-                "shippingStatus",
-                format!("code {qoo10_status} is not in the status mapping"),
-            )
+            err("shippingStatus", format!("code {qoo10_status} is not in the status mapping"))
         }
     })?;
     let quantity = quantity(&row)?;
@@ -559,11 +504,7 @@ pub fn normalize(
         currency: row.text(CURRENCY),
         ordered_at,
         paid_at: row.instant(PAYMENT_DATE)?,
-        estimated_ship_date: if is_claim {
-            None
-        } else {
-            row.date(EST_SHIPPING_DATE)?
-        },
+        estimated_ship_date: if is_claim { None } else { row.date(EST_SHIPPING_DATE)? },
         shipped_at: row.instant(SHIPPING_DATE)?,
         delivered_at: row.instant(DELIVERED_DATE)?,
         carrier: row.text(DELIVERY_COMPANY),
@@ -606,12 +547,7 @@ mod tests {
             shop: "sample-shop".into(),
             kind,
             method: "ShippingBasic.GetShippingInfo_v2".into(),
-            query: RawQuery {
-                status: 2,
-                from: "20261101".into(),
-                to: "20261129".into(),
-                condition: 1,
-            },
+            query: RawQuery { status: 2, from: "20261101".into(), to: "20261129".into(), condition: 1 },
             fetched_at: "2026-11-29T00:00:00.000123Z".parse().unwrap(),
             row,
         }
@@ -634,29 +570,17 @@ mod tests {
         let rows = fixture("shipping_info_v2_status2.json");
         let a = norm(RowKind::Order, rows[0].clone()).unwrap();
         let b = norm(RowKind::Order, rows[1].clone()).unwrap();
-        assert_eq!(
-            (a.order_no, a.pack_no, b.order_no, b.pack_no),
-            (1090000101, 890000101, 1090000102, 890000101)
-        );
-        assert_eq!(
-            (a.status.as_str(), a.qoo10_status, a.claim_status),
-            ("new", 2, 0)
-        );
+        assert_eq!((a.order_no, a.pack_no, b.order_no, b.pack_no), (1090000101, 890000101, 1090000102, 890000101));
+        assert_eq!((a.status.as_str(), a.qoo10_status, a.claim_status), ("new", 2, 0));
         assert_eq!(a.quantity, 2);
-        assert_eq!(
-            (a.order_price, a.discount, a.total),
-            (dec("1280"), dec("128"), dec("2432"))
-        );
+        assert_eq!((a.order_price, a.discount, a.total), (dec("1280"), dec("128"), dec("2432")));
         assert_eq!(a.settle_price, dec("2150.4"));
         // Numbers as strings: "2980.0000" and "1".
         assert_eq!((b.order_price, b.quantity), (dec("2980"), 1));
         // JST wall clock → UTC instant.
         assert_eq!(a.ordered_at.to_rfc3339(), "2026-11-20T12:14:03+00:00");
         assert_eq!(a.paid_at.unwrap().to_rfc3339(), "2026-11-20T12:15:40+00:00");
-        assert_eq!(
-            (a.estimated_ship_date, a.shipped_at, a.delivered_at),
-            (None, None, None)
-        );
+        assert_eq!((a.estimated_ship_date, a.shipped_at, a.delivered_at), (None, None, None));
         assert_eq!(a.option_text.as_deref(), Some("容量:100包"));
         assert_eq!(a.item_title, "緑茶 ティーバッグ 100包");
         assert_eq!(a.currency, "JPY");
@@ -665,11 +589,7 @@ mod tests {
         assert_eq!(a.source.qoo10_label, "On request(2)");
         let p = a.personal.unwrap();
         assert_eq!(
-            (
-                p.buyer_name.as_str(),
-                p.buyer_kana.as_str(),
-                p.zip_code.as_str()
-            ),
+            (p.buyer_name.as_str(), p.buyer_kana.as_str(), p.zip_code.as_str()),
             ("見本 花子", "ミホン ハナコ", "150-0000")
         );
         assert_eq!(p.address1, "東京都渋谷区");
@@ -677,11 +597,7 @@ mod tests {
 
     #[test]
     fn v2_status3_date_without_seconds_and_ship_date() {
-        let o = norm(
-            RowKind::Order,
-            fixture("shipping_info_v2_status3.json").remove(0),
-        )
-        .unwrap();
+        let o = norm(RowKind::Order, fixture("shipping_info_v2_status3.json").remove(0)).unwrap();
         assert_eq!(o.status, "awaiting_shipment");
         assert_eq!(o.ordered_at.to_rfc3339(), "2026-11-20T23:02:00+00:00");
         assert_eq!(o.estimated_ship_date, NaiveDate::from_ymd_opt(2026, 11, 25));
@@ -691,69 +607,32 @@ mod tests {
 
     #[test]
     fn v3_pascal_case_shipped() {
-        let o = norm(
-            RowKind::Order,
-            fixture("shipping_info_v3_status4.json").remove(0),
-        )
-        .unwrap();
-        assert_eq!(
-            (o.order_no, o.pack_no, o.status.as_str(), o.qoo10_status),
-            (1090000301, 890000301, "shipped", 4)
-        );
+        let o = norm(RowKind::Order, fixture("shipping_info_v3_status4.json").remove(0)).unwrap();
+        assert_eq!((o.order_no, o.pack_no, o.status.as_str(), o.qoo10_status), (1090000301, 890000301, "shipped", 4));
         assert_eq!(o.item_code, "1000000888");
         assert_eq!(o.estimated_ship_date, NaiveDate::from_ymd_opt(2026, 11, 20));
-        assert_eq!(
-            o.shipped_at.unwrap().to_rfc3339(),
-            "2026-11-20T06:30:00+00:00"
-        );
-        assert_eq!(
-            (o.carrier.as_str(), o.tracking_no.as_str()),
-            ("ヤマト運輸", "0000-1111-2222")
-        );
+        assert_eq!(o.shipped_at.unwrap().to_rfc3339(), "2026-11-20T06:30:00+00:00");
+        assert_eq!((o.carrier.as_str(), o.tracking_no.as_str()), ("ヤマト運輸", "0000-1111-2222"));
         assert_eq!((o.quantity, o.total), (3, dec("2970")));
         let p = o.personal.unwrap();
-        assert_eq!(
-            (p.buyer_kana.as_str(), p.address.as_str()),
-            ("レイ ジロウ", "北海道札幌市中央区 例1条2丁目")
-        );
+        assert_eq!((p.buyer_kana.as_str(), p.address.as_str()), ("レイ ジロウ", "北海道札幌市中央区 例1条2丁目"));
     }
 
     #[test]
     fn claim_row_overrides_status_and_carries_no_prices() {
-        let o = norm(
-            RowKind::Claim,
-            fixture("claim_info_v3_cancelled.json").remove(0),
-        )
-        .unwrap();
-        assert_eq!(
-            (o.status.as_str(), o.claim_status, o.qoo10_status),
-            ("cancelled", 3, 0)
-        );
-        assert_eq!(
-            (
-                o.order_price,
-                o.discount,
-                o.settle_price,
-                o.option_text.clone()
-            ),
-            (None, None, None, None)
-        );
+        let o = norm(RowKind::Claim, fixture("claim_info_v3_cancelled.json").remove(0)).unwrap();
+        assert_eq!((o.status.as_str(), o.claim_status, o.qoo10_status), ("cancelled", 3, 0));
+        assert_eq!((o.order_price, o.discount, o.settle_price, o.option_text.clone()), (None, None, None, None));
         assert_eq!(o.total, dec("1280"));
-        assert!(
-            o.personal.is_none(),
-            "claim rows never overwrite personal data"
-        );
+        assert!(o.personal.is_none(), "claim rows never overwrite personal data");
     }
 
     #[test]
     fn destination_status_is_configurable() {
         let rows = fixture("shipping_info_v2_status2.json");
-        let o = normalize(
-            &envelope(RowKind::Order, rows[0].clone()),
-            1,
-            &StatusMap::with_destination("awaiting_shipment"),
-        )
-        .unwrap();
+        let o =
+            normalize(&envelope(RowKind::Order, rows[0].clone()), 1, &StatusMap::with_destination("awaiting_shipment"))
+                .unwrap();
         assert_eq!(o.status, "awaiting_shipment");
     }
 
@@ -778,40 +657,25 @@ mod tests {
             assert_eq!(e.field, field, "{row}: {e}");
             assert!(e.problem.contains(problem), "{row}: {e}");
         }
-        let e = norm(RowKind::Claim, raw(r#"{"orderNo":1,"packNo":2,"orderDate":"2026-11-20","orderQty":1,"claimStatus":"7"}"#)).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "field `claimStatus`: code 7 is not in the status mapping"
-        );
+        let e = norm(
+            RowKind::Claim,
+            raw(r#"{"orderNo":1,"packNo":2,"orderDate":"2026-11-20","orderQty":1,"claimStatus":"7"}"#),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "field `claimStatus`: code 7 is not in the status mapping");
     }
 
     #[test]
     fn fixtures_have_no_unknown_keys_and_add_up() {
-        for f in [
-            "shipping_info_v2_status2.json",
-            "shipping_info_v2_status3.json",
-            "shipping_info_v3_status4.json",
-        ] {
+        for f in ["shipping_info_v2_status2.json", "shipping_info_v2_status3.json", "shipping_info_v3_status4.json"] {
             for row in fixture(f) {
                 let o = norm(RowKind::Order, row).unwrap();
-                assert!(
-                    o.source.unknown_keys.is_empty(),
-                    "{f}: {:?}",
-                    o.source.unknown_keys
-                );
+                assert!(o.source.unknown_keys.is_empty(), "{f}: {:?}", o.source.unknown_keys);
                 assert!(o.anomalies.is_empty(), "{f}: {:?}", o.anomalies);
             }
         }
-        let o = norm(
-            RowKind::Claim,
-            fixture("claim_info_v3_cancelled.json").remove(0),
-        )
-        .unwrap();
-        assert!(
-            o.source.unknown_keys.is_empty(),
-            "{:?}",
-            o.source.unknown_keys
-        );
+        let o = norm(RowKind::Claim, fixture("claim_info_v3_cancelled.json").remove(0)).unwrap();
+        assert!(o.source.unknown_keys.is_empty(), "{:?}", o.source.unknown_keys);
     }
 
     #[test]
@@ -823,10 +687,7 @@ mod tests {
         .unwrap();
         let codes: Vec<&str> = o.anomalies.iter().map(|a| a.code.as_str()).collect();
         assert_eq!(codes, ["total_mismatch", "currency_not_jpy"]);
-        assert_eq!(
-            o.anomalies[0].detail,
-            "orderPrice 1000 × orderQty 2 − discount 100 = 1900, but total is 2000"
-        );
+        assert_eq!(o.anomalies[0].detail, "orderPrice 1000 × orderQty 2 − discount 100 = 1900, but total is 2000");
         assert_eq!(o.source.unknown_keys, ["NewField"]);
     }
 
@@ -840,18 +701,8 @@ mod tests {
                 "paymentNation":"JP","currency":"JPY","claimStatus":"4","reason":"サイズ違い","requestDate":"2026-11-22 10:00:00"}"#),
         )
         .unwrap();
-        assert_eq!(
-            (o.status.as_str(), o.qoo10_status, o.claim_status),
-            ("return_requested", 4, 4)
-        );
-        assert_eq!(
-            (
-                o.carrier.as_str(),
-                o.tracking_no.as_str(),
-                o.currency.as_str()
-            ),
-            ("日本郵便", "T-1", "JPY")
-        );
+        assert_eq!((o.status.as_str(), o.qoo10_status, o.claim_status), ("return_requested", 4, 4));
+        assert_eq!((o.carrier.as_str(), o.tracking_no.as_str(), o.currency.as_str()), ("日本郵便", "T-1", "JPY"));
         assert!(o.source.unknown_keys.is_empty());
     }
 
@@ -862,10 +713,7 @@ mod tests {
             raw(r#"{"orderNo":1,"packNo":2,"shippingStatus":"On request(2)","orderDate":"2026-11-20","orderQty":1,"EstShippingDate":[],"TrackingNo":{},"discount":[]}"#),
         )
         .unwrap();
-        assert_eq!(
-            (o.estimated_ship_date, o.tracking_no.as_str(), o.discount),
-            (None, "", None)
-        );
+        assert_eq!((o.estimated_ship_date, o.tracking_no.as_str(), o.discount), (None, "", None));
     }
 
     #[test]
@@ -875,10 +723,7 @@ mod tests {
             raw(r#"{"ORDERNO":"7","packno":8,"ShippingStatus":"Delivere(5)","orderdate":"2026/11/20 10:00","ORDERQTY":"2","orderprice":1e3}"#),
         )
         .unwrap();
-        assert_eq!(
-            (o.order_no, o.pack_no, o.status.as_str(), o.quantity),
-            (7, 8, "delivered", 2)
-        );
+        assert_eq!((o.order_no, o.pack_no, o.status.as_str(), o.quantity), (7, 8, "delivered", 2));
         assert_eq!(o.order_price, dec("1000"));
         // Escapes in keys and values are honoured.
         let o = norm(

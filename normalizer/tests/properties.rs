@@ -40,9 +40,7 @@ fn leaf() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
         any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(|f| json!(f)),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
         ".{0,30}".prop_map(Value::String),
         prop::sample::select(vec![
             "On request(2)",
@@ -67,8 +65,7 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(3, 32, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((".{0,8}", inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            prop::collection::vec((".{0,8}", inner), 0..6).prop_map(|kv| Value::Object(kv.into_iter().collect())),
         ]
     })
 }
@@ -90,12 +87,7 @@ fn envelope(kind: RowKind, row: &Value) -> RawEnvelope {
         shop: "s".into(),
         kind,
         method: "m".into(),
-        query: RawQuery {
-            status: 2,
-            from: "20261101".into(),
-            to: "20261129".into(),
-            condition: 1,
-        },
+        query: RawQuery { status: 2, from: "20261101".into(), to: "20261129".into(), condition: 1 },
         fetched_at: "2026-11-29T00:00:00Z".parse().unwrap(),
         row: RawValue::from_string(row.to_string()).unwrap(),
     }

@@ -18,11 +18,7 @@ pub enum NatsError {
     #[error("JetStream stream {stream}: {reason}")]
     Stream { stream: String, reason: String },
     #[error("JetStream consumer {consumer} on {stream}: {reason}")]
-    Consumer {
-        stream: String,
-        consumer: String,
-        reason: String,
-    },
+    Consumer { stream: String, consumer: String, reason: String },
 }
 
 pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client, NatsError> {
@@ -31,31 +27,16 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
         .connection_timeout(Duration::from_secs(5))
         .connect(cfg.url.as_str())
         .await
-        .map_err(|e| NatsError::Connect {
-            url: cfg.url.clone(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| NatsError::Connect { url: cfg.url.clone(), reason: e.to_string() })
 }
 
 /// The streams of the contract and how long they keep messages.
 /// (stream, max age, messages kept per subject; -1 = no limit).
 const STREAMS: &[(&str, Duration, i64)] = &[
     (subjects::STREAM_RAW, Duration::from_secs(14 * 86_400), -1),
-    (
-        subjects::STREAM_ORDERS,
-        Duration::from_secs(30 * 86_400),
-        -1,
-    ),
-    (
-        subjects::STREAM_ALERTS,
-        Duration::from_secs(90 * 86_400),
-        -1,
-    ),
-    (
-        subjects::STREAM_OMS_EDITS,
-        Duration::from_secs(90 * 86_400),
-        -1,
-    ),
+    (subjects::STREAM_ORDERS, Duration::from_secs(30 * 86_400), -1),
+    (subjects::STREAM_ALERTS, Duration::from_secs(90 * 86_400), -1),
+    (subjects::STREAM_OMS_EDITS, Duration::from_secs(90 * 86_400), -1),
     (subjects::STREAM_DLQ, Duration::from_secs(90 * 86_400), -1),
     (subjects::STREAM_FETCH_STATE, Duration::ZERO, 1),
 ];
@@ -78,10 +59,7 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result
         };
         js.get_or_create_stream(config)
             .await
-            .map_err(|e| NatsError::Stream {
-                stream: name.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| NatsError::Stream { stream: name.clone(), reason: e.to_string() })?;
     }
     Ok(())
 }
@@ -96,15 +74,8 @@ pub async fn durable_consumer(
     filter_subject: String,
     ack_wait: Duration,
 ) -> Result<consumer::PullConsumer, NatsError> {
-    let err = |e: String| NatsError::Consumer {
-        stream: stream_name.into(),
-        consumer: durable.into(),
-        reason: e,
-    };
-    let stream = js
-        .get_stream(stream_name)
-        .await
-        .map_err(|e| err(e.to_string()))?;
+    let err = |e: String| NatsError::Consumer { stream: stream_name.into(), consumer: durable.into(), reason: e };
+    let stream = js.get_stream(stream_name).await.map_err(|e| err(e.to_string()))?;
     stream
         .get_or_create_consumer(
             durable,
@@ -146,18 +117,9 @@ pub async fn fetch_batch(
     expires: Duration,
 ) -> Result<Vec<jetstream::Message>, NatsError> {
     use futures::StreamExt;
-    let err = |e: String| NatsError::Consumer {
-        stream: String::new(),
-        consumer: String::new(),
-        reason: e,
-    };
-    let mut batch = consumer
-        .fetch()
-        .max_messages(max)
-        .expires(expires)
-        .messages()
-        .await
-        .map_err(|e| err(e.to_string()))?;
+    let err = |e: String| NatsError::Consumer { stream: String::new(), consumer: String::new(), reason: e };
+    let mut batch =
+        consumer.fetch().max_messages(max).expires(expires).messages().await.map_err(|e| err(e.to_string()))?;
     let mut out = Vec::with_capacity(max.min(1024));
     while let Some(m) = batch.next().await {
         match m {
@@ -183,11 +145,7 @@ pub async fn publish_dead_letter(
 ) -> Result<jetstream::context::PublishAckFuture, NatsError> {
     use schemas::dlq;
     let mut headers = msg.headers.clone().unwrap_or_default();
-    let one_line: String = reason
-        .replace(['\n', '\r'], " ")
-        .chars()
-        .take(1000)
-        .collect();
+    let one_line: String = reason.replace(['\n', '\r'], " ").chars().take(1000).collect();
     headers.insert(dlq::STAGE, stage);
     headers.insert(dlq::ERROR, one_line.as_str());
     headers.insert(dlq::TIME, chrono::Utc::now().to_rfc3339().as_str());
@@ -203,10 +161,7 @@ pub async fn publish_dead_letter(
     let subject = ns.dlq(stage, &sanitize_token(shop));
     js.publish_with_headers(subject, headers, msg.payload.clone())
         .await
-        .map_err(|e| NatsError::Stream {
-            stream: "DLQ".into(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| NatsError::Stream { stream: "DLQ".into(), reason: e.to_string() })
 }
 
 /// A subject token from untrusted text: anything outside `[a-z0-9_-]` becomes `_`.
@@ -214,13 +169,7 @@ pub fn sanitize_token(text: &str) -> String {
     let t: String = text
         .chars()
         .take(64)
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' { c } else { '_' })
         .collect();
     if t.is_empty() { "_".into() } else { t }
 }

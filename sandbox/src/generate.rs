@@ -89,71 +89,33 @@ const ITEMS: &[(&str, &str, &str, i64, &[(&str, &str)])] = &[
         "TEA-GRN-100",
         "緑茶 ティーバッグ 100包",
         1280,
-        &[
-            ("容量:100包", "TEA-GRN-100-L"),
-            ("容量:50包", "TEA-GRN-100-S"),
-        ],
+        &[("容量:100包", "TEA-GRN-100-L"), ("容量:50包", "TEA-GRN-100-S")],
     ),
-    (
-        "1000000777",
-        "CUP-YUNOMI",
-        "湯呑み 有田焼",
-        2980,
-        &[("色:藍 / サイズ:大", ""), ("色:白 / サイズ:小", "")],
-    ),
+    ("1000000777", "CUP-YUNOMI", "湯呑み 有田焼", 2980, &[("色:藍 / サイズ:大", ""), ("色:白 / サイズ:小", "")]),
     ("1000000888", "SOAP-YUZU", "柚子石鹸 3個セット", 990, &[]),
     (
         "1000001001",
         "TOWEL-IMA",
         "今治タオル フェイスタオル",
         1650,
-        &[
-            ("カラー:ホワイト", "TOWEL-IMA-W"),
-            ("カラー:ネイビー", "TOWEL-IMA-N"),
-        ],
+        &[("カラー:ホワイト", "TOWEL-IMA-W"), ("カラー:ネイビー", "TOWEL-IMA-N")],
     ),
-    (
-        "1000001002",
-        "SOCKS-5P",
-        "靴下 5足組 綿混",
-        1100,
-        &[("サイズ:M", "SOCKS-5P-M"), ("サイズ:L", "SOCKS-5P-L")],
-    ),
-    (
-        "1000001003",
-        "RICE-KOSHI-5",
-        "新潟県産コシヒカリ 5kg",
-        3480,
-        &[],
-    ),
-    (
-        "1000001004",
-        "BENTO-BOX",
-        "曲げわっぱ 弁当箱",
-        4200,
-        &[("サイズ:一段", ""), ("サイズ:二段", "")],
-    ),
+    ("1000001002", "SOCKS-5P", "靴下 5足組 綿混", 1100, &[("サイズ:M", "SOCKS-5P-M"), ("サイズ:L", "SOCKS-5P-L")]),
+    ("1000001003", "RICE-KOSHI-5", "新潟県産コシヒカリ 5kg", 3480, &[]),
+    ("1000001004", "BENTO-BOX", "曲げわっぱ 弁当箱", 4200, &[("サイズ:一段", ""), ("サイズ:二段", "")]),
     ("1000001005", "CHOPS-5", "若狭塗 箸 5膳セット", 2750, &[]),
     (
         "1000001006",
         "MASK-50",
         "不織布マスク 50枚入",
         598,
-        &[
-            ("カラー:ホワイト", "MASK-50-W"),
-            ("カラー:ピンク", "MASK-50-P"),
-        ],
+        &[("カラー:ホワイト", "MASK-50-W"), ("カラー:ピンク", "MASK-50-P")],
     ),
     ("1000001007", "SERUM-VC", "ビタミンC 美容液 30ml", 3300, &[]),
 ];
 
 const CARRIERS: &[&str] = &["ヤマト運輸", "佐川急便", "日本郵便"];
-const PAYMENTS: &[&str] = &[
-    "クレジットカード",
-    "コンビニ決済",
-    "Qoo10キャッシュ",
-    "PayPay",
-];
+const PAYMENTS: &[&str] = &["クレジットカード", "コンビニ決済", "Qoo10キャッシュ", "PayPay"];
 
 /// Shop `i` (1-based) of the sandbox, with its credentials.
 pub fn shop(i: u32) -> Shop {
@@ -168,18 +130,8 @@ pub fn shop(i: u32) -> Shop {
 /// About `count` order lines for `shop` (1-based index `shop_index`), placed over the `days`
 /// before `now` (JST), in packs of one to three lines. Older orders are further along their
 /// life cycle; a few carry claims.
-pub fn orders(
-    seed: u64,
-    shop_index: u32,
-    shop_id: &str,
-    count: usize,
-    days: i64,
-    now: NaiveDateTime,
-) -> Vec<Order> {
-    let mut rng = Rng::new(
-        seed.wrapping_mul(1_000_003)
-            .wrapping_add(u64::from(shop_index)),
-    );
+pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64, now: NaiveDateTime) -> Vec<Order> {
+    let mut rng = Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(u64::from(shop_index)));
     let mut out = Vec::with_capacity(count);
     let base_order = 1_000_000_000 + u64::from(shop_index) * 10_000_000;
     let base_pack = 800_000_000 + u64::from(shop_index) * 10_000_000;
@@ -207,22 +159,14 @@ pub fn orders(
         let (given, given_kana) = *rng.pick(GIVEN_NAMES);
         let (place, zip) = *rng.pick(PLACES);
         let town = *rng.pick(TOWNS);
-        let addr2 = format!(
-            "{town}{}-{}-{}",
-            1 + rng.below(9),
-            1 + rng.below(20),
-            1 + rng.below(30)
-        );
+        let addr2 = format!("{town}{}-{}-{}", 1 + rng.below(9), 1 + rng.below(20), 1 + rng.below(30));
         let n = pack_no % 10_000;
         let payment_method = *rng.pick(PAYMENTS);
         let carrier = *rng.pick(CARRIERS);
         let paid = (status >= 2).then(|| order_date + Duration::minutes(1 + rng.below(30) as i64));
-        let est =
-            (status >= 3).then(|| (order_date + Duration::days(2 + rng.below(3) as i64)).date());
-        let shipped =
-            (status >= 4).then(|| order_date + Duration::hours(30 + rng.below(24) as i64));
-        let delivered =
-            (status >= 5).then(|| order_date + Duration::hours(60 + rng.below(24) as i64));
+        let est = (status >= 3).then(|| (order_date + Duration::days(2 + rng.below(3) as i64)).date());
+        let shipped = (status >= 4).then(|| order_date + Duration::hours(30 + rng.below(24) as i64));
+        let delivered = (status >= 5).then(|| order_date + Duration::hours(60 + rng.below(24) as i64));
         let claim_status = if rng.chance(6) {
             match status {
                 1 => 16,
@@ -236,11 +180,7 @@ pub fn orders(
         for line in 0..lines {
             let order_no = base_order + out.len() as u64 + 1;
             let (item_code, seller_code, title, price, options) = *rng.pick(ITEMS);
-            let (option, option_code) = if options.is_empty() {
-                ("", "")
-            } else {
-                *rng.pick(options)
-            };
+            let (option, option_code) = if options.is_empty() { ("", "") } else { *rng.pick(options) };
             let quantity = 1 + (rng.below(10) / 7) as u32 + u32::from(rng.chance(5)) * 2;
             let unit_price = Decimal::from(price);
             let discount = if rng.chance(20) {
@@ -248,11 +188,7 @@ pub fn orders(
             } else {
                 Decimal::ZERO
             };
-            let shipping_rate = if line == 0 && price < 2000 {
-                Decimal::from(600)
-            } else {
-                Decimal::ZERO
-            };
+            let shipping_rate = if line == 0 && price < 2000 { Decimal::from(600) } else { Decimal::ZERO };
             out.push(Order {
                 shop: shop_id.to_owned(),
                 order_no,
@@ -265,13 +201,8 @@ pub fn orders(
                 shipping_date: shipped,
                 delivered_date: delivered,
                 claim_request_date: (claim_status != 0).then(|| now - Duration::hours(2)),
-                claim_done_date: matches!(claim_status, 3 | 6 | 16)
-                    .then(|| now - Duration::hours(1)),
-                claim_reason: if claim_status != 0 {
-                    "お客様都合".into()
-                } else {
-                    String::new()
-                },
+                claim_done_date: matches!(claim_status, 3 | 6 | 16).then(|| now - Duration::hours(1)),
+                claim_reason: if claim_status != 0 { "お客様都合".into() } else { String::new() },
                 buyer: format!("{sur} {given}"),
                 buyer_kana: format!("{sur_kana} {given_kana}"),
                 buyer_tel: String::new(),
@@ -294,21 +225,13 @@ pub fn orders(
                 discount,
                 shipping_rate,
                 payment_method: payment_method.into(),
-                carrier: if status >= 4 {
-                    carrier.into()
-                } else {
-                    String::new()
-                },
+                carrier: if status >= 4 { carrier.into() } else { String::new() },
                 tracking_no: if status >= 4 {
                     format!("{:04}-{:04}-{:04}", n, order_no % 10_000, rng.below(10_000))
                 } else {
                     String::new()
                 },
-                message: if rng.chance(15) {
-                    "置き配希望".into()
-                } else {
-                    String::new()
-                },
+                message: if rng.chance(15) { "置き配希望".into() } else { String::new() },
                 numbers_as_strings: rng.chance(10),
             });
         }
@@ -326,14 +249,8 @@ mod tests {
 
     #[test]
     fn same_seed_same_world() {
-        assert_eq!(
-            orders(7, 1, "s", 200, 10, now()),
-            orders(7, 1, "s", 200, 10, now())
-        );
-        assert_ne!(
-            orders(7, 1, "s", 50, 10, now()),
-            orders(8, 1, "s", 50, 10, now())
-        );
+        assert_eq!(orders(7, 1, "s", 200, 10, now()), orders(7, 1, "s", 200, 10, now()));
+        assert_ne!(orders(7, 1, "s", 50, 10, now()), orders(8, 1, "s", 50, 10, now()));
     }
 
     #[test]
@@ -344,10 +261,7 @@ mod tests {
             assert!(o.iter().any(|x| x.status == s), "status {s}");
         }
         assert!(o.iter().any(|x| x.claim_status != 0));
-        assert!(
-            o.iter()
-                .any(|x| o.iter().filter(|y| y.pack_no == x.pack_no).count() > 1)
-        );
+        assert!(o.iter().any(|x| o.iter().filter(|y| y.pack_no == x.pack_no).count() > 1));
         assert!(o.iter().all(|x| x.order_date < now()));
         let mut nos: Vec<u64> = o.iter().map(|x| x.order_no).collect();
         nos.dedup();

@@ -6,6 +6,7 @@
 //! sometimes as strings, `null` for no rows, a 90-day window limit, and keys that expire.
 
 pub mod generate;
+pub mod lifecycle;
 pub mod model;
 pub mod render;
 pub mod server;

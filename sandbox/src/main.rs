@@ -29,6 +29,13 @@ struct Args {
     /// The sandbox's "now" in JST (`2026-11-29 12:00:00`); default: the current hour.
     #[arg(long)]
     now: Option<String>,
+    /// Requests one shop may make in any one-second window; more are answered HTTP 429 and
+    /// counted as violations (GET /_sandbox/stats). 0 = unlimited.
+    #[arg(long, default_value_t = 0.0)]
+    rate_limit_per_shop: f64,
+    /// Requests all shops together may make in any one-second window. 0 = unlimited.
+    #[arg(long, default_value_t = 0.0)]
+    rate_limit_global: f64,
     /// Print `[[shops]]` entries for pipeline.toml that reach this sandbox, then exit.
     #[arg(long)]
     print_config: bool,
@@ -37,16 +44,12 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let now = match &args.now {
-        Some(t) => NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
-            .context("--now: expected YYYY-MM-DD HH:MM:SS")?,
+        Some(t) => {
+            NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").context("--now: expected YYYY-MM-DD HH:MM:SS")?
+        }
         None => {
-            let t = Utc::now()
-                .with_timezone(&schemas::time::jst())
-                .naive_local();
-            t.with_minute(0)
-                .and_then(|t| t.with_second(0))
-                .and_then(|t| t.with_nanosecond(0))
-                .unwrap_or(t)
+            let t = Utc::now().with_timezone(&schemas::time::jst()).naive_local();
+            t.with_minute(0).and_then(|t| t.with_second(0)).and_then(|t| t.with_nanosecond(0)).unwrap_or(t)
         }
     };
     let shops: Vec<_> = (1..=args.shops).map(generate::shop).collect();
@@ -57,17 +60,12 @@ fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
     let mut world = World {
         seed: args.seed,
+        limit_per_shop: args.rate_limit_per_shop,
+        limit_global: args.rate_limit_global,
         ..Default::default()
     };
     for (i, shop) in shops.iter().enumerate() {
-        let orders: Vec<Order> = generate::orders(
-            args.seed,
-            i as u32 + 1,
-            &shop.id,
-            args.orders,
-            args.days,
-            now,
-        );
+        let orders: Vec<Order> = generate::orders(args.seed, i as u32 + 1, &shop.id, args.orders, args.days, now);
         for o in orders {
             world.orders.insert((o.shop.clone(), o.order_no), o);
         }
@@ -75,17 +73,11 @@ fn main() -> anyhow::Result<()> {
     world.shops = shops;
     tracing::info!(listen = %args.listen, shops = args.shops, orders = world.orders.len(), seed = args.seed, now = %now, "qoo10-sandbox ready");
     let app = router(Arc::new(Mutex::new(world)));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("--listen {}", args.listen))?;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(runtime::shutdown_signal())
-            .await?;
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
+        axum::serve(listener, app).with_graceful_shutdown(runtime::shutdown_signal()).await?;
         Ok(())
     })
 }
@@ -95,18 +87,13 @@ fn print_config(args: &Args, shops: &[sandbox::model::Shop]) {
         "# Shops of qoo10-sandbox --seed {} --shops {} (sandbox credentials, not secrets).",
         args.seed, args.shops
     );
-    println!(
-        "[qoo10]\nbase_url = \"http://{}/GMKT.INC.Front.QAPIService/ebayjapan.qapi\"",
-        args.listen
-    );
+    println!("[qoo10]\nbase_url = \"http://{}/GMKT.INC.Front.QAPIService/ebayjapan.qapi\"", args.listen);
     println!("requests_per_second = 20\nglobal_requests_per_second = 100\n");
     for s in shops {
         println!(
             "[[shops]]\nid = \"{}\"\nuser_id = \"{}\"\napi_key = \"{}\"\npassword = \"{}\"",
             s.id, s.user_id, s.api_key, s.password
         );
-        println!(
-            "statuses = [1, 2, 3, 4, 5]\nlookback_days = 7\ninterval = \"1m\"\nclaims = true\n"
-        );
+        println!("statuses = [1, 2, 3, 4, 5]\nlookback_days = 7\ninterval = \"1m\"\nclaims = true\n");
     }
 }

@@ -134,9 +134,9 @@ pub mod jst_time_opt {
         let text = Option::<String>::deserialize(d)?;
         match text.as_deref() {
             None | Some("") => Ok(None),
-            Some(t) => NaiveDateTime::parse_from_str(t, super::jst_time::FORMAT)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
+            Some(t) => {
+                NaiveDateTime::parse_from_str(t, super::jst_time::FORMAT).map(Some).map_err(serde::de::Error::custom)
+            }
         }
     }
 }

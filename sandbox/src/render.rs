@@ -9,24 +9,15 @@ use serde_json::{Map, Value, json};
 use crate::model::Order;
 
 fn time(t: Option<NaiveDateTime>) -> Value {
-    Value::String(
-        t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_default(),
-    )
+    Value::String(t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default())
 }
 
 fn date_v2(d: Option<NaiveDate>) -> Value {
-    Value::String(
-        d.map(|d| d.format("%Y-%m-%d 00:00:00").to_string())
-            .unwrap_or_default(),
-    )
+    Value::String(d.map(|d| d.format("%Y-%m-%d 00:00:00").to_string()).unwrap_or_default())
 }
 
 fn date_v3(d: Option<NaiveDate>) -> Value {
-    Value::String(
-        d.map(|d| d.format("%Y-%m-%d").to_string())
-            .unwrap_or_default(),
-    )
+    Value::String(d.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default())
 }
 
 fn money(o: &Order, d: Decimal) -> Value {
@@ -42,28 +33,15 @@ fn money(o: &Order, d: Decimal) -> Value {
 }
 
 fn qty(o: &Order) -> Value {
-    if o.numbers_as_strings {
-        Value::String(o.quantity.to_string())
-    } else {
-        json!(o.quantity)
-    }
+    if o.numbers_as_strings { Value::String(o.quantity.to_string()) } else { json!(o.quantity) }
 }
 
 fn related(o: &Order, siblings: &[u64]) -> String {
-    siblings
-        .iter()
-        .filter(|n| **n != o.order_no)
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    siblings.iter().filter(|n| **n != o.order_no).map(u64::to_string).collect::<Vec<_>>().join(",")
 }
 
 fn shipping_rate_type(o: &Order) -> &'static str {
-    if o.shipping_rate.is_zero() {
-        "Free"
-    } else {
-        "Charge"
-    }
+    if o.shipping_rate.is_zero() { "Free" } else { "Charge" }
 }
 
 /// A `GetShippingInfo_v2` row. `siblings` are the order numbers of the same pack.
@@ -74,10 +52,7 @@ pub fn v2_row(o: &Order, seller: &str, siblings: &[u64]) -> Value {
     };
     put("orderNo", json!(o.order_no));
     put("packNo", json!(o.pack_no));
-    put(
-        "shippingStatus",
-        json!(schemas::status::shipping_label(o.status)),
-    );
+    put("shippingStatus", json!(schemas::status::shipping_label(o.status)));
     put("sellerID", json!(seller));
     put("orderDate", time(Some(o.order_date)));
     put("PaymentDate", time(o.payment_date));
@@ -135,10 +110,7 @@ pub fn v3_row(o: &Order, seller: &str, siblings: &[u64]) -> Value {
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);
     };
-    put(
-        "ShippingStatus",
-        json!(schemas::status::shipping_label(o.status)),
-    );
+    put("ShippingStatus", json!(schemas::status::shipping_label(o.status)));
     put("SellerID", json!(seller));
     put("PackNo", json!(o.pack_no));
     put("OrderNo", json!(o.order_no));

@@ -13,16 +13,10 @@ use crate::secret::Secret;
 use crate::status::{self, StatusMap};
 
 /// Environment variables that override connection settings.
-pub const ENV_OVERRIDES: &[&str] = &[
-    "NATS_URL",
-    "CLICKHOUSE_URL",
-    "CLICKHOUSE_USER",
-    "CLICKHOUSE_PASSWORD",
-    "CLICKHOUSE_DATABASE",
-];
+pub const ENV_OVERRIDES: &[&str] =
+    &["NATS_URL", "CLICKHOUSE_URL", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_DATABASE"];
 
-pub const DEFAULT_QAPI_BASE_URL: &str =
-    "https://api.qoo10.jp/GMKT.INC.Front.QAPIService/ebayjapan.qapi";
+pub const DEFAULT_QAPI_BASE_URL: &str = "https://api.qoo10.jp/GMKT.INC.Front.QAPIService/ebayjapan.qapi";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -31,11 +25,7 @@ pub enum ConfigError {
     #[error("{file}: {reason}")]
     Parse { file: String, reason: String },
     #[error("{file}: `{key}`: {reason}")]
-    Invalid {
-        file: String,
-        key: String,
-        reason: String,
-    },
+    Invalid { file: String, key: String, reason: String },
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -170,9 +160,7 @@ pub struct FetcherConfig {
 
 impl Default for FetcherConfig {
     fn default() -> Self {
-        FetcherConfig {
-            max_concurrent_shops: 64,
-        }
+        FetcherConfig { max_concurrent_shops: 64 }
     }
 }
 
@@ -300,10 +288,7 @@ pub struct SinkConfig {
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig {
-            batch_size: 5000,
-            flush_interval: Duration::from_secs(1),
-        }
+        SinkConfig { batch_size: 5000, flush_interval: Duration::from_secs(1) }
     }
 }
 
@@ -313,23 +298,15 @@ impl PipelineConfig {
     pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
         let env_path = std::env::var_os("PIPELINE_CONFIG").map(PathBuf::from);
         let named = explicit.map(Path::to_path_buf).or(env_path);
-        let path = named
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("pipeline.toml"));
+        let path = named.clone().unwrap_or_else(|| PathBuf::from("pipeline.toml"));
         let file = path.display().to_string();
         let mut config = match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text, &file)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && named.is_none() => {
-                PipelineConfig {
-                    source: "built-in defaults".into(),
-                    ..Default::default()
-                }
+                PipelineConfig { source: "built-in defaults".into(), ..Default::default() }
             }
             Err(e) => {
-                return Err(ConfigError::Read {
-                    file,
-                    reason: e.to_string(),
-                });
+                return Err(ConfigError::Read { file, reason: e.to_string() });
             }
         };
         config.apply_env(|k| std::env::var(k).ok());
@@ -345,21 +322,11 @@ impl PipelineConfig {
                 Some(span) => {
                     let line = text[..span.start].matches('\n').count() + 1;
                     match key_at(text, span.start) {
-                        Some(key) => ConfigError::Invalid {
-                            file: format!("{file}:{line}"),
-                            key,
-                            reason,
-                        },
-                        None => ConfigError::Parse {
-                            file: format!("{file}:{line}"),
-                            reason,
-                        },
+                        Some(key) => ConfigError::Invalid { file: format!("{file}:{line}"), key, reason },
+                        None => ConfigError::Parse { file: format!("{file}:{line}"), reason },
                     }
                 }
-                None => ConfigError::Parse {
-                    file: file.to_owned(),
-                    reason,
-                },
+                None => ConfigError::Parse { file: file.to_owned(), reason },
             }
         })?;
         config.source = file.to_owned();
@@ -390,42 +357,20 @@ impl PipelineConfig {
     /// Checks every value and resolves secrets. Errors name the key.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         let file = self.source.clone();
-        let bad = |key: &str, reason: String| ConfigError::Invalid {
-            file: file.clone(),
-            key: key.to_owned(),
-            reason,
-        };
+        let bad = |key: &str, reason: String| ConfigError::Invalid { file: file.clone(), key: key.to_owned(), reason };
 
         if !(self.nats.url.starts_with("nats://") || self.nats.url.starts_with("tls://")) {
-            return Err(bad(
-                "nats.url",
-                format!("{:?} is not a nats:// or tls:// URL", self.nats.url),
-            ));
+            return Err(bad("nats.url", format!("{:?} is not a nats:// or tls:// URL", self.nats.url)));
         }
         let p = &self.nats.subject_prefix;
-        if !p.is_empty()
-            && !p
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(bad(
-                "nats.subject_prefix",
-                format!("{p:?} may only hold a-z, 0-9 and _"),
-            ));
+        if !p.is_empty() && !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(bad("nats.subject_prefix", format!("{p:?} may only hold a-z, 0-9 and _")));
         }
         if self.nats.stream_replicas == 0 || self.nats.stream_replicas > 5 {
             return Err(bad("nats.stream_replicas", "must be 1 to 5".into()));
         }
-        if !(self.clickhouse.url.starts_with("http://")
-            || self.clickhouse.url.starts_with("https://"))
-        {
-            return Err(bad(
-                "clickhouse.url",
-                format!(
-                    "{:?} is not an http:// or https:// URL",
-                    self.clickhouse.url
-                ),
-            ));
+        if !(self.clickhouse.url.starts_with("http://") || self.clickhouse.url.starts_with("https://")) {
+            return Err(bad("clickhouse.url", format!("{:?} is not an http:// or https:// URL", self.clickhouse.url)));
         }
         if !is_identifier(&self.clickhouse.database) {
             return Err(bad(
@@ -444,31 +389,19 @@ impl PipelineConfig {
 
         let q = &self.qoo10;
         if !(q.base_url.starts_with("http://") || q.base_url.starts_with("https://")) {
-            return Err(bad(
-                "qoo10.base_url",
-                format!("{:?} is not an http(s) URL", q.base_url),
-            ));
+            return Err(bad("qoo10.base_url", format!("{:?} is not an http(s) URL", q.base_url)));
         }
         if !(q.requests_per_second > 0.0 && q.requests_per_second <= 1000.0) {
-            return Err(bad(
-                "qoo10.requests_per_second",
-                "must be above 0 and at most 1000".into(),
-            ));
+            return Err(bad("qoo10.requests_per_second", "must be above 0 and at most 1000".into()));
         }
         if !(q.global_requests_per_second > 0.0 && q.global_requests_per_second <= 100_000.0) {
-            return Err(bad(
-                "qoo10.global_requests_per_second",
-                "must be above 0 and at most 100000".into(),
-            ));
+            return Err(bad("qoo10.global_requests_per_second", "must be above 0 and at most 100000".into()));
         }
         if q.timeout.is_zero() {
             return Err(bad("qoo10.timeout", "must be above 0".into()));
         }
         if self.fetcher.max_concurrent_shops == 0 {
-            return Err(bad(
-                "fetcher.max_concurrent_shops",
-                "must be at least 1".into(),
-            ));
+            return Err(bad("fetcher.max_concurrent_shops", "must be at least 1".into()));
         }
 
         let mut seen = std::collections::HashSet::new();
@@ -476,39 +409,21 @@ impl PipelineConfig {
             let key = |k: &str| format!("shops[{i}].{k}");
             let id_ok = !shop.id.is_empty()
                 && shop.id.len() <= 64
-                && shop.id.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
-                });
+                && shop.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
             if !id_ok {
-                return Err(bad(
-                    &key("id"),
-                    format!("{:?} must match [a-z0-9_-]{{1,64}}", shop.id),
-                ));
+                return Err(bad(&key("id"), format!("{:?} must match [a-z0-9_-]{{1,64}}", shop.id)));
             }
             if !seen.insert(shop.id.clone()) {
-                return Err(bad(
-                    &key("id"),
-                    format!("{:?} is used by two shops", shop.id),
-                ));
+                return Err(bad(&key("id"), format!("{:?} is used by two shops", shop.id)));
             }
             if shop.user_id.trim().is_empty() {
                 return Err(bad(&key("user_id"), "must not be empty".into()));
             }
             if shop.statuses.is_empty() {
-                return Err(bad(
-                    &key("statuses"),
-                    "must list at least one Qoo10 ShippingStat code".into(),
-                ));
+                return Err(bad(&key("statuses"), "must list at least one Qoo10 ShippingStat code".into()));
             }
-            if let Some(s) = shop
-                .statuses
-                .iter()
-                .find(|s| !status::SHIPPING_STATUS_CODES.contains(s))
-            {
-                return Err(bad(
-                    &key("statuses"),
-                    format!("{s} is not a Qoo10 ShippingStat code (1 to 5)"),
-                ));
+            if let Some(s) = shop.statuses.iter().find(|s| !status::SHIPPING_STATUS_CODES.contains(s)) {
+                return Err(bad(&key("statuses"), format!("{s} is not a Qoo10 ShippingStat code (1 to 5)")));
             }
             if shop.lookback_days == 0 || shop.lookback_days > 3650 {
                 return Err(bad(&key("lookback_days"), "must be 1 to 3650".into()));
@@ -524,12 +439,7 @@ impl PipelineConfig {
                     shop.api_key_file.as_deref(),
                 )
                 .map_err(|(k, r)| bad(&k, r))?
-                .ok_or_else(|| {
-                    bad(
-                        &key("api_key"),
-                        "missing: set api_key, api_key_env or api_key_file".into(),
-                    )
-                })?;
+                .ok_or_else(|| bad(&key("api_key"), "missing: set api_key, api_key_env or api_key_file".into()))?;
                 let password = resolve_secret(
                     &key("password"),
                     shop.password.clone(),
@@ -537,48 +447,26 @@ impl PipelineConfig {
                     shop.password_file.as_deref(),
                 )
                 .map_err(|(k, r)| bad(&k, r))?
-                .ok_or_else(|| {
-                    bad(
-                        &key("password"),
-                        "missing: set password, password_env or password_file".into(),
-                    )
-                })?;
+                .ok_or_else(|| bad(&key("password"), "missing: set password, password_env or password_file".into()))?;
                 shop.resolved = Some((api_key, password));
             }
         }
 
         let dest = &self.normalizer.destination_status;
         if !status::is_canonical(dest) {
-            return Err(bad(
-                "normalizer.destination_status",
-                format!("{dest:?} is not a canonical status"),
-            ));
+            return Err(bad("normalizer.destination_status", format!("{dest:?} is not a canonical status")));
         }
         for (table, map, codes) in [
-            (
-                "normalizer.shipping_status_map",
-                &self.normalizer.shipping_status_map,
-                status::SHIPPING_STATUS_CODES,
-            ),
-            (
-                "normalizer.claim_status_map",
-                &self.normalizer.claim_status_map,
-                status::CLAIM_STATUS_CODES,
-            ),
+            ("normalizer.shipping_status_map", &self.normalizer.shipping_status_map, status::SHIPPING_STATUS_CODES),
+            ("normalizer.claim_status_map", &self.normalizer.claim_status_map, status::CLAIM_STATUS_CODES),
         ] {
             for (code, canonical) in map {
                 let key = format!("{table}.{code}");
                 if !code.parse::<u8>().is_ok_and(|c| codes.contains(&c)) {
-                    return Err(bad(
-                        &key,
-                        format!("{code:?} is not a Qoo10 code (one of {codes:?})"),
-                    ));
+                    return Err(bad(&key, format!("{code:?} is not a Qoo10 code (one of {codes:?})")));
                 }
                 if !status::is_canonical(canonical) {
-                    return Err(bad(
-                        &key,
-                        format!("{canonical:?} is not a canonical status"),
-                    ));
+                    return Err(bad(&key, format!("{canonical:?} is not a canonical status")));
                 }
             }
         }
@@ -609,33 +497,19 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for l in text[..line_start].lines() {
         let l = l.trim();
-        if let Some(t) = l
-            .strip_prefix("[[")
-            .and_then(|r| r.split_once("]]"))
-            .map(|(t, _)| t.trim())
-        {
+        if let Some(t) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")).map(|(t, _)| t.trim()) {
             let n = counts.entry(t.to_owned()).or_insert(0);
             table = format!("{t}[{n}]");
             *n += 1;
-        } else if let Some(t) = l
-            .strip_prefix('[')
-            .and_then(|r| r.split_once(']'))
-            .map(|(t, _)| t.trim())
-        {
+        } else if let Some(t) = l.strip_prefix('[').and_then(|r| r.split_once(']')).map(|(t, _)| t.trim()) {
             table = t.to_owned();
         }
     }
-    Some(if table.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{table}.{name}")
-    })
+    Some(if table.is_empty() { name.to_owned() } else { format!("{table}.{name}") })
 }
 
 fn is_identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !s.as_bytes()[0].is_ascii_digit()
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && !s.as_bytes()[0].is_ascii_digit()
 }
 
 /// `<name>`, `<name>_env` or `<name>_file`: exactly one may be set.
@@ -647,10 +521,7 @@ fn resolve_secret(
 ) -> Result<Option<Secret>, (String, String)> {
     let count = value.is_some() as u8 + env.is_some() as u8 + file.is_some() as u8;
     if count > 1 {
-        return Err((
-            name.to_owned(),
-            format!("set only one of {name}, {name}_env, {name}_file"),
-        ));
+        return Err((name.to_owned(), format!("set only one of {name}, {name}_env, {name}_file")));
     }
     if let Some(v) = value {
         return Ok(Some(v));
@@ -658,25 +529,14 @@ fn resolve_secret(
     if let Some(var) = env {
         return match std::env::var(var) {
             Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
-            _ => Err((
-                format!("{name}_env"),
-                format!("environment variable {var} is not set"),
-            )),
+            _ => Err((format!("{name}_env"), format!("environment variable {var} is not set"))),
         };
     }
     if let Some(path) = file {
         return match std::fs::read_to_string(path) {
-            Ok(v) if !v.trim().is_empty() => {
-                Ok(Some(Secret::new(v.trim_end_matches(['\n', '\r']))))
-            }
-            Ok(_) => Err((
-                format!("{name}_file"),
-                format!("{} is empty", path.display()),
-            )),
-            Err(e) => Err((
-                format!("{name}_file"),
-                format!("cannot read {}: {e}", path.display()),
-            )),
+            Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim_end_matches(['\n', '\r'])))),
+            Ok(_) => Err((format!("{name}_file"), format!("{} is empty", path.display()))),
+            Err(e) => Err((format!("{name}_file"), format!("cannot read {}: {e}", path.display()))),
         };
     }
     Ok(None)
@@ -690,11 +550,8 @@ pub mod duration_text {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration like \"30m\" or \"5s\": {e}"
-            ))
-        })
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"30m\" or \"5s\": {e}")))
     }
 }
 
@@ -738,10 +595,7 @@ destination_status = "new"
         .unwrap();
         assert_eq!(c.shops[0].interval, Duration::from_secs(1800));
         assert_eq!(c.shops[0].api_key().expose(), "k");
-        assert_eq!(
-            c.shops[0].password().expose(),
-            std::env::var("PATH").unwrap()
-        );
+        assert_eq!(c.shops[0].password().expose(), std::env::var("PATH").unwrap());
         assert_eq!(c.qoo10.requests_per_second, 1.0);
     }
 
@@ -750,10 +604,7 @@ destination_status = "new"
         let cases = [
             ("[nats]\nurl2 = \"x\"\n", "nats.url2"),
             ("[nats]\nurl = 5\n", "nats.url"),
-            (
-                "[[shops]]\nid = \"Bad Shop\"\nuser_id = \"u\"\napi_key = \"k\"\npassword = \"p\"\n",
-                "shops[0].id",
-            ),
+            ("[[shops]]\nid = \"Bad Shop\"\nuser_id = \"u\"\napi_key = \"k\"\npassword = \"p\"\n", "shops[0].id"),
             (
                 "[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\npassword = \"p\"\ninterval = \"soon\"\n",
                 "shops[0].interval",
@@ -762,35 +613,20 @@ destination_status = "new"
                 "[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\npassword_env = \"TEST_CFG_SURELY_UNSET\"\n",
                 "shops[0].password_env",
             ),
-            (
-                "[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\n",
-                "shops[0].password",
-            ),
+            ("[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\n", "shops[0].password"),
             (
                 "[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\npassword = \"p\"\nstatuses = [7]\n",
                 "shops[0].statuses",
             ),
-            (
-                "[normalizer]\ndestination_status = \"shinki\"\n",
-                "normalizer.destination_status",
-            ),
+            ("[normalizer]\ndestination_status = \"shinki\"\n", "normalizer.destination_status"),
             ("[clickhouse]\ndatabase = \"a.b\"\n", "clickhouse.database"),
-            (
-                "[normalizer.claim_status_map]\n\"7\" = \"cancelled\"\n",
-                "normalizer.claim_status_map.7",
-            ),
-            (
-                "[normalizer.shipping_status_map]\n\"3\" = \"ready\"\n",
-                "normalizer.shipping_status_map.3",
-            ),
+            ("[normalizer.claim_status_map]\n\"7\" = \"cancelled\"\n", "normalizer.claim_status_map.7"),
+            ("[normalizer.shipping_status_map]\n\"3\" = \"ready\"\n", "normalizer.shipping_status_map.3"),
         ];
         for (text, key) in cases {
             let err = load_str(text).unwrap_err().to_string();
             assert!(err.contains(key), "{err:?} should name {key}");
-            assert!(
-                err.starts_with("pipeline.toml"),
-                "{err:?} should name the file"
-            );
+            assert!(err.starts_with("pipeline.toml"), "{err:?} should name the file");
             println!("{err}");
             assert!(!err.contains('\n'), "{err:?} should be one line");
         }
@@ -807,7 +643,8 @@ destination_status = "new"
 
     #[test]
     fn secrets_never_show_in_debug() {
-        let c = load_str("[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"KEY-123\"\npassword = \"PW-456\"\n").unwrap();
+        let c =
+            load_str("[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"KEY-123\"\npassword = \"PW-456\"\n").unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("KEY-123") && !dbg.contains("PW-456"), "{dbg}");
     }

@@ -88,32 +88,22 @@ pub fn parse_response(body: &[u8]) -> Result<QapiResponse, ResponseError> {
         }
         return Err(ResponseError::NotJson(snippet));
     }
-    let map: Map<String, Value> = serde_json::from_str::<Map<String, Value>>(text)
-        .map_err(|_| ResponseError::NotJson(snippet(text)))?;
+    let map: Map<String, Value> =
+        serde_json::from_str::<Map<String, Value>>(text).map_err(|_| ResponseError::NotJson(snippet(text)))?;
     let raw: std::collections::HashMap<String, Box<RawValue>> =
         serde_json::from_str(text).map_err(|_| ResponseError::NotJson(snippet(text)))?;
-    let get = |name: &str| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(k, v)| (k.as_str(), v))
-    };
+    let get = |name: &str| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(k, v)| (k.as_str(), v));
 
     if let Some((_, c)) = get("ErrorCode") {
         let code = as_i64(c).unwrap_or(i64::MIN);
         let message = get("ErrorMsg").map(|(_, v)| as_text(v)).unwrap_or_default();
-        return Ok(QapiResponse {
-            code,
-            message,
-            object: ResultObject::Empty,
-        });
+        return Ok(QapiResponse { code, message, object: ResultObject::Empty });
     }
     let Some((_, c)) = get("ResultCode") else {
         return Err(ResponseError::NoEnvelope(snippet(text)));
     };
     let code = as_i64(c).ok_or_else(|| ResponseError::NoEnvelope(snippet(text)))?;
-    let message = get("ResultMsg")
-        .map(|(_, v)| as_text(v))
-        .unwrap_or_default();
+    let message = get("ResultMsg").map(|(_, v)| as_text(v)).unwrap_or_default();
     let object = match get("ResultObject") {
         None | Some((_, Value::Null)) => ResultObject::Empty,
         Some((_, Value::String(s))) => ResultObject::Text(s.clone()),
@@ -121,19 +111,15 @@ pub fn parse_response(body: &[u8]) -> Result<QapiResponse, ResponseError> {
             if a.is_empty() {
                 ResultObject::Empty
             } else {
-                let rows: Vec<Box<RawValue>> = serde_json::from_str(raw[key].get())
-                    .map_err(|_| ResponseError::NotJson(snippet(text)))?;
+                let rows: Vec<Box<RawValue>> =
+                    serde_json::from_str(raw[key].get()).map_err(|_| ResponseError::NotJson(snippet(text)))?;
                 ResultObject::Rows(rows)
             }
         }
         Some((key, Value::Object(_))) => ResultObject::Rows(vec![raw[key].clone()]),
         Some((key, _)) => ResultObject::Other(raw[key].clone()),
     };
-    Ok(QapiResponse {
-        code,
-        message,
-        object,
-    })
+    Ok(QapiResponse { code, message, object })
 }
 
 fn as_i64(v: &Value) -> Option<i64> {
@@ -163,10 +149,7 @@ fn snippet(text: &str) -> String {
 /// The order number of a row (`orderNo`, `OrderNo`, any case; number or string).
 pub fn row_order_no(row: &RawValue) -> Option<u64> {
     let map: Map<String, Value> = serde_json::from_str(row.get()).ok()?;
-    let v = map
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("orderNo"))
-        .map(|(_, v)| v)?;
+    let v = map.iter().find(|(k, _)| k.eq_ignore_ascii_case("orderNo")).map(|(_, v)| v)?;
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -180,12 +163,11 @@ mod tests {
 
     #[test]
     fn normal_envelope_with_rows() {
-        let r = parse_response(br#"{"ResultCode":0,"ResultMsg":"SUCCESS","ResultObject":[{"orderNo":1},{"orderNo":"2"}]}"#)
-            .unwrap();
+        let r =
+            parse_response(br#"{"ResultCode":0,"ResultMsg":"SUCCESS","ResultObject":[{"orderNo":1},{"orderNo":"2"}]}"#)
+                .unwrap();
         assert_eq!(r.code, 0);
-        let ResultObject::Rows(rows) = r.object else {
-            panic!()
-        };
+        let ResultObject::Rows(rows) = r.object else { panic!() };
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].get(), r#"{"orderNo":"2"}"#);
         assert_eq!(row_order_no(&rows[1]), Some(2));
@@ -193,55 +175,35 @@ mod tests {
 
     #[test]
     fn null_empty_single_object_and_text() {
-        let r = parse_response(br#"{"ResultCode":0,"ResultMsg":"SUCCESS","ResultObject":null}"#)
-            .unwrap();
+        let r = parse_response(br#"{"ResultCode":0,"ResultMsg":"SUCCESS","ResultObject":null}"#).unwrap();
         assert!(matches!(r.object, ResultObject::Empty));
         let r = parse_response(br#"{"ResultCode":"0","ResultObject":[]}"#).unwrap();
         assert!(matches!(r.object, ResultObject::Empty));
-        let r =
-            parse_response(b"\xEF\xBB\xBF  {\"resultcode\":0,\"resultobject\":{\"OrderNo\":5}}\n")
-                .unwrap();
-        let ResultObject::Rows(rows) = r.object else {
-            panic!()
-        };
+        let r = parse_response(b"\xEF\xBB\xBF  {\"resultcode\":0,\"resultobject\":{\"OrderNo\":5}}\n").unwrap();
+        let ResultObject::Rows(rows) = r.object else { panic!() };
         assert_eq!(row_order_no(&rows[0]), Some(5));
-        let r = parse_response(
-            r#"{"ResultCode":0,"ResultMsg":"成功","ResultObject":"KEY_g_1_x"}"#.as_bytes(),
-        )
-        .unwrap();
+        let r = parse_response(r#"{"ResultCode":0,"ResultMsg":"成功","ResultObject":"KEY_g_1_x"}"#.as_bytes()).unwrap();
         assert!(matches!(r.object, ResultObject::Text(ref s) if s == "KEY_g_1_x"));
         assert_eq!(r.message, "成功");
     }
 
     #[test]
     fn error_shapes() {
-        let r =
-            parse_response(r#"{"ErrorCode":-90001,"ErrorMsg":"存在しないAPIです。"}"#.as_bytes())
-                .unwrap();
+        let r = parse_response(r#"{"ErrorCode":-90001,"ErrorMsg":"存在しないAPIです。"}"#.as_bytes()).unwrap();
         assert_eq!(r.code, -90001);
         assert!(code::needs_new_key(r.code));
-        let r = parse_response(br#"{"ResultCode":-10003,"ResultMsg":"Searching period exceeds to 90 days.","ResultObject":null}"#)
-            .unwrap();
+        let r = parse_response(
+            br#"{"ResultCode":-10003,"ResultMsg":"Searching period exceeds to 90 days.","ResultObject":null}"#,
+        )
+        .unwrap();
         assert_eq!(r.code, code::PERIOD_TOO_LONG);
         assert_eq!(
             parse_response(b"Can't find method Info GetShippingInfo_v9").unwrap_err(),
             ResponseError::Routing("Can't find method Info GetShippingInfo_v9".into())
         );
-        assert!(matches!(
-            parse_response(b"<html>502</html>"),
-            Err(ResponseError::NotJson(_))
-        ));
-        assert!(matches!(
-            parse_response(b""),
-            Err(ResponseError::NotJson(_))
-        ));
-        assert!(matches!(
-            parse_response(b"{\"a\":1}"),
-            Err(ResponseError::NoEnvelope(_))
-        ));
-        assert!(matches!(
-            parse_response(b"{\"ResultCode\":0"),
-            Err(ResponseError::NotJson(_))
-        ));
+        assert!(matches!(parse_response(b"<html>502</html>"), Err(ResponseError::NotJson(_))));
+        assert!(matches!(parse_response(b""), Err(ResponseError::NotJson(_))));
+        assert!(matches!(parse_response(b"{\"a\":1}"), Err(ResponseError::NoEnvelope(_))));
+        assert!(matches!(parse_response(b"{\"ResultCode\":0"), Err(ResponseError::NotJson(_))));
     }
 }

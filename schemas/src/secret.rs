@@ -56,9 +56,7 @@ fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -81,9 +79,6 @@ mod tests {
     fn scrub_removes_plain_and_url_encoded_forms() {
         let s = Secret::new("a b/c");
         let text = "GET /x?pwd=a%20b%2Fc failed; also a b/c";
-        assert_eq!(
-            scrub(text, &[&s]),
-            "GET /x?pwd=<redacted> failed; also <redacted>"
-        );
+        assert_eq!(scrub(text, &[&s]), "GET /x?pwd=<redacted> failed; also <redacted>");
     }
 }

@@ -88,10 +88,7 @@ pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations
 impl Migration {
     /// The statements with shared column lists filled in.
     pub fn statements(&self) -> Vec<String> {
-        self.statements
-            .iter()
-            .map(|s| s.replace("{columns}", ORDER_COLUMNS))
-            .collect()
+        self.statements.iter().map(|s| s.replace("{columns}", ORDER_COLUMNS)).collect()
     }
 }
 
@@ -109,10 +106,7 @@ mod tests {
                 assert!(s.contains("IF NOT EXISTS"), "{s}");
                 assert!(!s.contains("{columns}"));
                 for banned in ["DateTime64", "Map(", " TTL ", "CODEC", "LowCardinality"] {
-                    assert!(
-                        !s.contains(banned),
-                        "{banned} does not exist on ClickHouse 18.16: {s}"
-                    );
+                    assert!(!s.contains(banned), "{banned} does not exist on ClickHouse 18.16: {s}");
                 }
             }
         }

@@ -30,10 +30,7 @@ pub fn is_canonical(status: &str) -> bool {
 }
 
 pub fn japanese_name(status: &str) -> Option<&'static str> {
-    CANONICAL_STATUSES
-        .iter()
-        .find(|(s, _)| *s == status)
-        .map(|(_, ja)| *ja)
+    CANONICAL_STATUSES.iter().find(|(s, _)| *s == status).map(|(_, ja)| *ja)
 }
 
 /// Qoo10 code → canonical status.
@@ -45,13 +42,8 @@ pub struct StatusMap {
 
 impl Default for StatusMap {
     fn default() -> Self {
-        let shipping = [
-            (1, "awaiting_payment"),
-            (2, "new"),
-            (3, "awaiting_shipment"),
-            (4, "shipped"),
-            (5, "delivered"),
-        ];
+        let shipping =
+            [(1, "awaiting_payment"), (2, "new"), (3, "awaiting_shipment"), (4, "shipped"), (5, "delivered")];
         let claim = [
             (1, "cancel_requested"),
             (2, "cancel_requested"),
@@ -67,10 +59,7 @@ impl Default for StatusMap {
             (15, "refunded"),
         ];
         StatusMap {
-            shipping: shipping
-                .into_iter()
-                .map(|(k, v)| (k, v.to_owned()))
-                .collect(),
+            shipping: shipping.into_iter().map(|(k, v)| (k, v.to_owned())).collect(),
             claim: claim.into_iter().map(|(k, v)| (k, v.to_owned())).collect(),
         }
     }

@@ -31,9 +31,7 @@ pub struct Namespace {
 impl Namespace {
     /// `prefix` must be empty or match `[a-z0-9_]+` (checked by config validation).
     pub fn new(prefix: &str) -> Self {
-        Namespace {
-            prefix: prefix.to_owned(),
-        }
+        Namespace { prefix: prefix.to_owned() }
     }
 
     pub fn from_config(nats: &NatsConfig) -> Self {
@@ -41,19 +39,11 @@ impl Namespace {
     }
 
     pub fn stream(&self, base: &str) -> String {
-        if self.prefix.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{}_{base}", self.prefix.to_ascii_uppercase())
-        }
+        if self.prefix.is_empty() { base.to_owned() } else { format!("{}_{base}", self.prefix.to_ascii_uppercase()) }
     }
 
     fn subject(&self, rest: &str) -> String {
-        if self.prefix.is_empty() {
-            rest.to_owned()
-        } else {
-            format!("{}.{rest}", self.prefix)
-        }
+        if self.prefix.is_empty() { rest.to_owned() } else { format!("{}.{rest}", self.prefix) }
     }
 
     pub fn raw(&self, shop: &str) -> String {
@@ -105,10 +95,7 @@ mod tests {
         assert_eq!(ns.stream(STREAM_RAW), "QOO10_RAW");
         assert_eq!(ns.raw("my-shop"), "qoo10.raw.my-shop");
         assert_eq!(ns.orders("my-shop"), "orders.my-shop");
-        assert_eq!(
-            ns.alerts("ship_date_missing", "s"),
-            "alerts.ship_date_missing.s"
-        );
+        assert_eq!(ns.alerts("ship_date_missing", "s"), "alerts.ship_date_missing.s");
         assert_eq!(ns.dlq("normalizer", "s"), "dlq.normalizer.s");
         assert_eq!(ns.stream_subjects(STREAM_OMS_EDITS), "oms.edits.>");
     }

@@ -47,9 +47,7 @@ pub fn parse_qoo10_time(text: &str) -> Option<Qoo10Time> {
             return Some(Qoo10Time::Instant(jst_naive_to_utc(naive)));
         }
     }
-    NaiveDate::parse_from_str(&norm, "%Y-%m-%d")
-        .ok()
-        .map(Qoo10Time::Date)
+    NaiveDate::parse_from_str(&norm, "%Y-%m-%d").ok().map(Qoo10Time::Date)
 }
 
 /// A JST wall-clock time as a UTC instant.
@@ -63,10 +61,7 @@ pub fn jst_naive_to_utc(naive: NaiveDateTime) -> DateTime<Utc> {
 
 /// Formats an instant as Qoo10 would show it (JST, no offset).
 pub fn format_qoo10(instant: DateTime<Utc>) -> String {
-    instant
-        .with_timezone(&jst())
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
+    instant.with_timezone(&jst()).format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 #[cfg(test)]
@@ -75,13 +70,9 @@ mod tests {
 
     #[test]
     fn jst_wall_clock_becomes_utc_instant() {
-        let Some(Qoo10Time::Instant(i)) = parse_qoo10_time("2026-11-20 21:14:03") else {
-            panic!()
-        };
+        let Some(Qoo10Time::Instant(i)) = parse_qoo10_time("2026-11-20 21:14:03") else { panic!() };
         assert_eq!(i.to_rfc3339(), "2026-11-20T12:14:03+00:00");
-        let Some(Qoo10Time::Instant(i)) = parse_qoo10_time("2026-11-21 08:02") else {
-            panic!()
-        };
+        let Some(Qoo10Time::Instant(i)) = parse_qoo10_time("2026-11-21 08:02") else { panic!() };
         assert_eq!(i.to_rfc3339(), "2026-11-20T23:02:00+00:00");
     }
 
@@ -91,9 +82,7 @@ mod tests {
         assert_eq!(parse_qoo10_time("  "), Some(Qoo10Time::Empty));
         assert_eq!(
             parse_qoo10_time("2026-11-20"),
-            Some(Qoo10Time::Date(
-                NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
-            ))
+            Some(Qoo10Time::Date(NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()))
         );
         assert_eq!(parse_qoo10_time("2026/11/20 00:00:00").is_some(), true);
         assert_eq!(parse_qoo10_time("yesterday"), None);
@@ -103,9 +92,6 @@ mod tests {
     #[test]
     fn today_in_japan_runs_ahead_of_utc() {
         let now = Utc.with_ymd_and_hms(2026, 11, 29, 16, 0, 0).unwrap();
-        assert_eq!(
-            today_jst(now),
-            NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()
-        );
+        assert_eq!(today_jst(now), NaiveDate::from_ymd_opt(2026, 11, 30).unwrap());
     }
 }

@@ -30,10 +30,7 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     runtime::init_tracing();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -70,14 +67,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     tracing::info!(database = %config.clickhouse.database, migrations_applied = ?applied, until_idle = args.until_idle, "sink started");
 
-    let mut sink = Sink {
-        js,
-        ns,
-        store,
-        statuses: config.normalizer.status_map(),
-        rows_written: 0,
-        dead_letters: 0,
-    };
+    let mut sink = Sink { js, ns, store, statuses: config.normalizer.status_map(), rows_written: 0, dead_letters: 0 };
     let shutdown = runtime::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -94,11 +84,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         sink.process(batch).await?;
     }
-    tracing::info!(
-        rows_written = sink.rows_written,
-        dead_letters = sink.dead_letters,
-        "sink stopped"
-    );
+    tracing::info!(rows_written = sink.rows_written, dead_letters = sink.dead_letters, "sink stopped");
     Ok(())
 }
 
@@ -108,15 +94,10 @@ impl Sink {
         let mut dead: Vec<(jetstream::Message, String, String)> = Vec::new();
         for msg in batch {
             match serde_json::from_slice::<CanonicalOrder>(&msg.payload) {
-                Ok(o) if o.schema_version == schemas::order::ORDER_SCHEMA_VERSION => {
-                    good.push((msg, o))
-                }
+                Ok(o) if o.schema_version == schemas::order::ORDER_SCHEMA_VERSION => good.push((msg, o)),
                 Ok(o) => {
-                    let reason = format!(
-                        "schema_version {} is not {}",
-                        o.schema_version,
-                        schemas::order::ORDER_SCHEMA_VERSION
-                    );
+                    let reason =
+                        format!("schema_version {} is not {}", o.schema_version, schemas::order::ORDER_SCHEMA_VERSION);
                     dead.push((msg, o.shop_id, reason));
                 }
                 Err(e) => {
@@ -127,10 +108,7 @@ impl Sink {
         }
 
         // Rows, merged in stream order with what is stored (or earlier in this batch).
-        let keys: Vec<(String, u64)> = good
-            .iter()
-            .map(|(_, o)| (o.shop_id.clone(), o.order_no))
-            .collect();
+        let keys: Vec<(String, u64)> = good.iter().map(|(_, o)| (o.shop_id.clone(), o.order_no)).collect();
         let mut latest: HashMap<(String, u64), OrderRow> = if keys.is_empty() {
             HashMap::new()
         } else {
@@ -141,15 +119,8 @@ impl Sink {
         let mut contacts: Vec<ContactRow> = Vec::new();
         let mut written: Vec<jetstream::Message> = Vec::with_capacity(good.len());
         for (msg, o) in good {
-            let converted = order_row(&o).and_then(|r| {
-                Ok((
-                    r,
-                    o.personal
-                        .as_ref()
-                        .map(|p| contact_row(&o, p))
-                        .transpose()?,
-                ))
-            });
+            let converted =
+                order_row(&o).and_then(|r| Ok((r, o.personal.as_ref().map(|p| contact_row(&o, p)).transpose()?)));
             match converted {
                 Ok((row, contact)) => {
                     let key = (o.shop_id.clone(), o.order_no);
@@ -176,26 +147,16 @@ impl Sink {
 
         for (msg, shop, reason) in dead {
             tracing::warn!(shop = %shop, reason = %reason, "dead letter");
-            let published = match publish_dead_letter(
-                &self.js,
-                &self.ns,
-                subjects::STAGE_SINK,
-                &shop,
-                &msg,
-                &reason,
-            )
-            .await
-            {
-                Ok(f) => f.await.is_ok(),
-                Err(_) => false,
-            };
+            let published =
+                match publish_dead_letter(&self.js, &self.ns, subjects::STAGE_SINK, &shop, &msg, &reason).await {
+                    Ok(f) => f.await.is_ok(),
+                    Err(_) => false,
+                };
             if published {
                 self.dead_letters += 1;
                 msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
             } else {
-                let _ = msg
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
         }
         Ok(())

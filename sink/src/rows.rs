@@ -89,23 +89,16 @@ pub struct RowError {
 /// Decimal(18,2) as its scaled integer. Rounds half away from zero to cents.
 pub fn money(field: &'static str, d: Option<Decimal>) -> Result<i64, RowError> {
     let d = d.unwrap_or_default();
-    let scaled = (d
-        .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+    let scaled = (d.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
         * Decimal::from(100))
     .to_i64()
     .filter(|v| v.unsigned_abs() < 10u64.pow(18))
-    .ok_or_else(|| RowError {
-        field,
-        problem: format!("{d} does not fit Decimal(18,2)"),
-    })?;
+    .ok_or_else(|| RowError { field, problem: format!("{d} does not fit Decimal(18,2)") })?;
     Ok(scaled)
 }
 
 pub fn seconds(field: &'static str, t: DateTime<Utc>) -> Result<u32, RowError> {
-    u32::try_from(t.timestamp()).map_err(|_| RowError {
-        field,
-        problem: format!("{t} is outside DateTime's range"),
-    })
+    u32::try_from(t.timestamp()).map_err(|_| RowError { field, problem: format!("{t} is outside DateTime's range") })
 }
 
 fn opt_seconds(field: &'static str, t: Option<DateTime<Utc>>) -> Result<Option<u32>, RowError> {
@@ -115,10 +108,7 @@ fn opt_seconds(field: &'static str, t: Option<DateTime<Utc>>) -> Result<Option<u
 pub fn days(field: &'static str, d: Option<NaiveDate>) -> Result<Option<u16>, RowError> {
     d.map(|d| {
         let n = (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days();
-        u16::try_from(n).map_err(|_| RowError {
-            field,
-            problem: format!("{d} is outside Date's range"),
-        })
+        u16::try_from(n).map_err(|_| RowError { field, problem: format!("{d} is outside Date's range") })
     })
     .transpose()
 }
@@ -186,17 +176,9 @@ pub fn contact_row(o: &CanonicalOrder, p: &Personal) -> Result<ContactRow, RowEr
 }
 
 /// Merges a new version with the latest stored row of the same order line (see module docs).
-pub fn merge(
-    stored: Option<&OrderRow>,
-    incoming: OrderRow,
-    kind: RowKind,
-    statuses: &StatusMap,
-) -> OrderRow {
+pub fn merge(stored: Option<&OrderRow>, incoming: OrderRow, kind: RowKind, statuses: &StatusMap) -> OrderRow {
     let mut row = match (kind, stored) {
-        (RowKind::Order, Some(s)) => OrderRow {
-            claim_status: s.claim_status,
-            ..incoming
-        },
+        (RowKind::Order, Some(s)) => OrderRow { claim_status: s.claim_status, ..incoming },
         (RowKind::Claim, Some(s)) => OrderRow {
             claim_status: incoming.claim_status,
             version: incoming.version,
@@ -230,11 +212,7 @@ mod tests {
             item_code: "i".into(),
             seller_item_code: "sku".into(),
             item_title: "t".into(),
-            option_text: if kind == "order" {
-                "色:藍".into()
-            } else {
-                String::new()
-            },
+            option_text: if kind == "order" { "色:藍".into() } else { String::new() },
             option_code: String::new(),
             quantity: 1,
             order_price: if kind == "order" { 128000 } else { 0 },
@@ -262,25 +240,15 @@ mod tests {
     #[test]
     fn money_is_scaled_and_bounded() {
         assert_eq!(money("x", Some(Decimal::new(21504, 1))).unwrap(), 215040);
-        assert_eq!(
-            money("x", Some(Decimal::new(1005, 3))).unwrap(),
-            101,
-            "1.005 rounds half away from zero"
-        );
+        assert_eq!(money("x", Some(Decimal::new(1005, 3))).unwrap(), 101, "1.005 rounds half away from zero");
         assert_eq!(money("x", None).unwrap(), 0);
         assert!(money("x", Some(Decimal::from(10i64.pow(17)))).is_err());
     }
 
     #[test]
     fn dates_and_times() {
-        assert_eq!(
-            days("d", NaiveDate::from_ymd_opt(1970, 1, 2)).unwrap(),
-            Some(1)
-        );
-        assert_eq!(
-            days("d", NaiveDate::from_ymd_opt(2026, 11, 25)).unwrap(),
-            Some(20_782)
-        );
+        assert_eq!(days("d", NaiveDate::from_ymd_opt(1970, 1, 2)).unwrap(), Some(1));
+        assert_eq!(days("d", NaiveDate::from_ymd_opt(2026, 11, 25)).unwrap(), Some(20_782));
         assert!(seconds("t", "1960-01-01T00:00:00Z".parse().unwrap()).is_err());
     }
 
@@ -290,22 +258,8 @@ mod tests {
         let stored = merge(None, row("order", 2, 0, 10), RowKind::Order, &m);
         assert_eq!(stored.status, "new");
         let merged = merge(Some(&stored), row("claim", 0, 3, 20), RowKind::Claim, &m);
-        assert_eq!(
-            (
-                merged.status.as_str(),
-                merged.qoo10_status,
-                merged.claim_status
-            ),
-            ("cancelled", 2, 3)
-        );
-        assert_eq!(
-            (
-                merged.order_price,
-                merged.option_text.as_str(),
-                merged.version
-            ),
-            (128000, "色:藍", 20)
-        );
+        assert_eq!((merged.status.as_str(), merged.qoo10_status, merged.claim_status), ("cancelled", 2, 3));
+        assert_eq!((merged.order_price, merged.option_text.as_str(), merged.version), (128000, "色:藍", 20));
     }
 
     #[test]
@@ -314,14 +268,7 @@ mod tests {
         let stored = merge(None, row("claim", 0, 1, 10), RowKind::Claim, &m);
         assert_eq!(stored.status, "cancel_requested");
         let merged = merge(Some(&stored), row("order", 3, 0, 20), RowKind::Order, &m);
-        assert_eq!(
-            (
-                merged.status.as_str(),
-                merged.qoo10_status,
-                merged.claim_status
-            ),
-            ("cancel_requested", 3, 1)
-        );
+        assert_eq!((merged.status.as_str(), merged.qoo10_status, merged.claim_status), ("cancel_requested", 3, 1));
         assert_eq!(merged.order_price, 128000);
     }
 

@@ -33,10 +33,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("url", &self.url)
-            .field("database", &self.database)
-            .finish_non_exhaustive()
+        f.debug_struct("Store").field("url", &self.url).field("database", &self.database).finish_non_exhaustive()
     }
 }
 
@@ -54,32 +51,17 @@ struct MigrationRecord {
 
 impl Store {
     pub fn new(cfg: &ClickHouseConfig) -> Self {
-        let mut server = clickhouse::Client::default()
-            .with_url(&cfg.url)
-            .with_user(&cfg.user)
-            .with_validation(false);
+        let mut server = clickhouse::Client::default().with_url(&cfg.url).with_user(&cfg.user).with_validation(false);
         if let Some(p) = cfg.password() {
             server = server.with_password(p.expose());
         }
         let client = server.clone().with_database(&cfg.database);
-        Store {
-            client,
-            server,
-            url: cfg.url.clone(),
-            database: cfg.database.clone(),
-        }
+        Store { client, server, url: cfg.url.clone(), database: cfg.database.clone() }
     }
 
-    fn err(
-        &self,
-        op: impl Into<String>,
-    ) -> impl FnOnce(clickhouse::error::Error) -> StoreError + '_ {
+    fn err(&self, op: impl Into<String>) -> impl FnOnce(clickhouse::error::Error) -> StoreError + '_ {
         let op = op.into();
-        move |source| StoreError::ClickHouse {
-            url: self.url.clone(),
-            op,
-            source,
-        }
+        move |source| StoreError::ClickHouse { url: self.url.clone(), op, source }
     }
 
     /// Creates the database and applies the migrations not yet recorded. Safe to run from
@@ -90,11 +72,7 @@ impl Store {
             .execute()
             .await
             .map_err(self.err("create database"))?;
-        self.client
-            .query(MIGRATIONS_TABLE)
-            .execute()
-            .await
-            .map_err(self.err("create schema_migrations"))?;
+        self.client.query(MIGRATIONS_TABLE).execute().await.map_err(self.err("create schema_migrations"))?;
         let applied: Vec<u32> = self
             .client
             .query("SELECT version FROM schema_migrations FINAL")
@@ -107,11 +85,7 @@ impl Store {
         let mut done = Vec::new();
         for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
             for statement in m.statements() {
-                self.client
-                    .query(&statement)
-                    .execute()
-                    .await
-                    .map_err(self.err(format!("migration {}", m.version)))?;
+                self.client.query(&statement).execute().await.map_err(self.err(format!("migration {}", m.version)))?;
             }
             let mut insert = self
                 .client
@@ -123,10 +97,7 @@ impl Store {
                 name: m.name.to_owned(),
                 applied_at: u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(0),
             };
-            insert
-                .write(&record)
-                .await
-                .map_err(self.err("record migration"))?;
+            insert.write(&record).await.map_err(self.err("record migration"))?;
             insert.end().await.map_err(self.err("record migration"))?;
             tracing::info!(version = m.version, name = m.name, "migration applied");
             done.push(m.version);
@@ -135,26 +106,17 @@ impl Store {
     }
 
     /// The latest stored row of each of these order lines (those that exist).
-    pub async fn latest(
-        &self,
-        keys: &[(String, u64)],
-    ) -> Result<HashMap<(String, u64), OrderRow>, StoreError> {
+    pub async fn latest(&self, keys: &[(String, u64)]) -> Result<HashMap<(String, u64), OrderRow>, StoreError> {
         let mut by_shop: HashMap<&str, Vec<u64>> = HashMap::new();
         for (shop, no) in keys {
             by_shop.entry(shop.as_str()).or_default().push(*no);
         }
         let mut out = HashMap::new();
         for (shop, numbers) in by_shop {
-            let list = numbers
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
+            let list = numbers.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
             let rows = self
                 .client
-                .query(&format!(
-                    "SELECT ?fields FROM orders FINAL WHERE shop_id = ? AND order_no IN ({list})"
-                ))
+                .query(&format!("SELECT ?fields FROM orders FINAL WHERE shop_id = ? AND order_no IN ({list})"))
                 .bind(shop)
                 .fetch_all::<OrderRow>()
                 .await
@@ -168,11 +130,7 @@ impl Store {
 
     /// Writes one batch: contacts, history, latest state. Returns when ClickHouse has confirmed
     /// every insert; only then may the messages behind them be acknowledged.
-    pub async fn write(
-        &self,
-        orders: &[OrderRow],
-        contacts: &[ContactRow],
-    ) -> Result<(), StoreError> {
+    pub async fn write(&self, orders: &[OrderRow], contacts: &[ContactRow]) -> Result<(), StoreError> {
         if !contacts.is_empty() {
             self.insert_all("order_contacts", contacts).await?;
         }
@@ -189,11 +147,7 @@ impl Store {
         for<'a> T: clickhouse::Row<Value<'a> = T>,
     {
         let op = || format!("insert into {table}");
-        let mut insert = self
-            .client
-            .insert::<T>(table)
-            .await
-            .map_err(self.err(op()))?;
+        let mut insert = self.client.insert::<T>(table).await.map_err(self.err(op()))?;
         for r in rows {
             insert.write(r).await.map_err(self.err(op()))?;
         }

@@ -49,15 +49,9 @@ async fn containers() -> anyhow::Result<Servers> {
         clickhouse::ClickHouse,
         nats::{Nats, NatsServerCmd},
     };
-    let nats = Nats::default()
-        .with_cmd(&NatsServerCmd::default().with_jetstream())
-        .start()
-        .await
-        .context("NATS container")?;
-    let ch = ClickHouse::default()
-        .start()
-        .await
-        .context("ClickHouse container")?;
+    let nats =
+        Nats::default().with_cmd(&NatsServerCmd::default().with_jetstream()).start().await.context("NATS container")?;
+    let ch = ClickHouse::default().start().await.context("ClickHouse container")?;
     let servers = Servers {
         nats_url: format!("nats://127.0.0.1:{}", nats.get_host_port_ipv4(4222).await?),
         clickhouse_url: format!("http://127.0.0.1:{}", ch.get_host_port_ipv4(8123).await?),
@@ -72,10 +66,7 @@ async fn containers() -> anyhow::Result<Servers> {
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros()
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros()
         % 1_000_000_000;
     format!("{prefix}_{}_{n}_{t}", std::process::id())
 }
@@ -88,34 +79,15 @@ pub fn unique(prefix: &str) -> String {
 /// a binary older than any source file rather than test stale code.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf();
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
     let path = dir.join(name);
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} is missing: run `cargo build --workspace --bins` (./scripts/test.sh does it)",
-                path.display()
-            )
-        });
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    let krate = if name == "qoo10-sandbox" {
-        "sandbox"
-    } else {
-        name
-    };
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| {
+        panic!("{} is missing: run `cargo build --workspace --bins` (./scripts/test.sh does it)", path.display())
+    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let krate = if name == "qoo10-sandbox" { "sandbox" } else { name };
     if let Some(newer) = newest_source(root, krate).filter(|(t, _)| *t > built) {
-        panic!(
-            "{} is older than {}: run `cargo build --workspace --bins` first",
-            path.display(),
-            newer.1.display()
-        );
+        panic!("{} is older than {}: run `cargo build --workspace --bins` first", path.display(), newer.1.display());
     }
     path
 }
@@ -145,10 +117,7 @@ fn newest_source(root: &Path, krate: &str) -> Option<(std::time::SystemTime, Pat
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 /// A running `qoo10-sandbox`, killed on drop.
@@ -202,13 +171,7 @@ impl Sandbox {
     }
 
     pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        Ok(http()
-            .get(self.url(path))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        Ok(http().get(self.url(path)).send().await?.error_for_status()?.json().await?)
     }
 }
 
@@ -221,10 +184,7 @@ impl Drop for Sandbox {
 
 pub fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("HTTP client")
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client")
 }
 
 /// One test's deployment: its NATS namespace, its ClickHouse database, its config file.
@@ -250,13 +210,7 @@ impl Deployment {
             servers.nats_url, servers.clickhouse_url
         );
         std::fs::write(&config_path, text)?;
-        Ok(Deployment {
-            servers,
-            prefix,
-            database,
-            config_path,
-            _dir: dir,
-        })
+        Ok(Deployment { servers, prefix, database, config_path, _dir: dir })
     }
 
     /// Runs one of our binaries with this deployment's config and waits for it (at most `limit`).
@@ -282,10 +236,7 @@ impl Deployment {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let out = child.wait_with_output()?;
-                bail!(
-                    "{name} did not finish within {limit:?}; stderr:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                bail!("{name} did not finish within {limit:?}; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -295,11 +246,7 @@ impl Deployment {
     pub fn run_ok(&self, name: &str, args: &[&str]) -> anyhow::Result<Output> {
         let out = self.run(name, args, Duration::from_secs(120))?;
         if !out.status.success() {
-            bail!(
-                "{name} {args:?} exited with {}; stderr:\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("{name} {args:?} exited with {}; stderr:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
         }
         Ok(out)
     }
@@ -315,20 +262,14 @@ impl Deployment {
     /// A query against this deployment's database, as tab-separated rows.
     pub async fn query(&self, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
         let r = http()
-            .post(format!(
-                "{}/?database={}",
-                self.servers.clickhouse_url, self.database
-            ))
+            .post(format!("{}/?database={}", self.servers.clickhouse_url, self.database))
             .body(format!("{sql} FORMAT TabSeparated"))
             .send()
             .await?;
         let status = r.status();
         let text = r.text().await?;
         anyhow::ensure!(status.is_success(), "ClickHouse: {sql}: {text}");
-        Ok(text
-            .lines()
-            .map(|l| l.split('\t').map(str::to_owned).collect())
-            .collect())
+        Ok(text.lines().map(|l| l.split('\t').map(str::to_owned).collect()).collect())
     }
 
     pub async fn nats(&self) -> anyhow::Result<async_nats::jetstream::Context> {
@@ -365,10 +306,7 @@ impl Drop for Deployment {
             let url = format!("{}/", self.servers.clickhouse_url);
             let sql = format!("DROP DATABASE IF EXISTS {}", self.database);
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .ok()?;
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
                 rt.block_on(async { http().post(url).body(sql).send().await.ok() })
             })
             .join();
@@ -396,24 +334,16 @@ impl Drop for TempDir {
 
 /// Validates each payload against a JSON Schema file of `schemas/`; returns every violation.
 pub fn schema_violations(schema_file: &str, payloads: &[&[u8]]) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../schemas")
-        .join(schema_file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas").join(schema_file);
     let schema: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("schema file"))
-            .expect("schema is JSON");
-    let validator = jsonschema::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .expect("schema compiles");
+        serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("schema is JSON");
+    let validator = jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles");
     let mut out = Vec::new();
     for (i, p) in payloads.iter().enumerate() {
         match serde_json::from_slice::<serde_json::Value>(p) {
-            Ok(v) => out.extend(
-                validator
-                    .iter_errors(&v)
-                    .map(|e| format!("message {i}: {} at {}", e, e.instance_path())),
-            ),
+            Ok(v) => {
+                out.extend(validator.iter_errors(&v).map(|e| format!("message {i}: {} at {}", e, e.instance_path())))
+            }
             Err(e) => out.push(format!("message {i}: not JSON: {e}")),
         }
     }

@@ -40,22 +40,13 @@ async fn wrong_password_fails_that_shop_only_and_never_shows_the_secret() -> any
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("shop bad-shop: poll failed"), "{stderr}");
-    assert!(
-        stderr.contains("-10001"),
-        "the QAPI code is reported: {stderr}"
-    );
+    assert!(stderr.contains("-10001"), "the QAPI code is reported: {stderr}");
     assert!(!stderr.contains("shop good-shop: poll failed"), "{stderr}");
-    assert!(
-        !stderr.contains(secret) && !stderr.contains("Sup3r-Secret-Pw%21"),
-        "secret leaked: {stderr}"
-    );
+    assert!(!stderr.contains(secret) && !stderr.contains("Sup3r-Secret-Pw%21"), "secret leaked: {stderr}");
     // The good shop's rows arrived anyway.
     let raw = dep.stream_messages("QOO10_RAW").await?;
     assert!(!raw.is_empty());
-    assert!(
-        raw.iter()
-            .all(|m| m.subject.ends_with(".qoo10.raw.good-shop"))
-    );
+    assert!(raw.iter().all(|m| m.subject.ends_with(".qoo10.raw.good-shop")));
     Ok(())
 }
 
@@ -73,10 +64,7 @@ async fn routing_error_is_reported_not_retried() -> anyhow::Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("routing error"), "{stderr}");
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "a routing error must not be retried for the whole budget"
-    );
+    assert!(started.elapsed() < Duration::from_secs(20), "a routing error must not be retried for the whole budget");
     Ok(())
 }
 
@@ -86,13 +74,11 @@ async fn bad_raw_messages_become_dead_letters_with_reasons() -> anyhow::Result<(
     // Streams are created by any service at start; the normalizer run below does it, but we
     // publish first, so create them the same way.
     let js = dep.nats().await?;
-    let cfg = schemas::config::NatsConfig {
-        subject_prefix: dep.prefix.clone(),
-        ..Default::default()
-    };
+    let cfg = schemas::config::NatsConfig { subject_prefix: dep.prefix.clone(), ..Default::default() };
     runtime::nats::ensure_streams(&js, &cfg).await?;
     let subject = format!("{}.qoo10.raw.shop-x", dep.prefix);
-    let good_row = r#"{"orderNo":1,"packNo":2,"shippingStatus":"On request(2)","orderDate":"2026-11-20 10:00:00","orderQty":1}"#;
+    let good_row =
+        r#"{"orderNo":1,"packNo":2,"shippingStatus":"On request(2)","orderDate":"2026-11-20 10:00:00","orderQty":1}"#;
     let envelope = |row: &str| {
         format!(
             r#"{{"schema_version":1,"shop":"shop-x","kind":"order","method":"m","query":{{"status":2,"from":"20261101","to":"20261129","condition":1}},"fetched_at":"2026-11-29T00:00:00Z","row":{row}}}"#
@@ -101,16 +87,24 @@ async fn bad_raw_messages_become_dead_letters_with_reasons() -> anyhow::Result<(
     let inputs: Vec<(Vec<u8>, &str)> = vec![
         (b"not json at all".to_vec(), "not a raw envelope"),
         (vec![0xff, 0xfe, 0x00, 0x7b], "not a raw envelope"),
-        (envelope(r#"{"orderNo":1,"packNo":2,"shippingStatus":"Lost(9)","orderDate":"2026-11-20","orderQty":1}"#).into_bytes(), "field `shippingStatus`: code 9"),
-        (envelope(r#"{"orderNo":1,"packNo":2,"shippingStatus":"On request(2)","orderDate":"2026-11-20","orderQty":-3}"#).into_bytes(), "field `orderQty`"),
+        (
+            envelope(r#"{"orderNo":1,"packNo":2,"shippingStatus":"Lost(9)","orderDate":"2026-11-20","orderQty":1}"#)
+                .into_bytes(),
+            "field `shippingStatus`: code 9",
+        ),
+        (
+            envelope(
+                r#"{"orderNo":1,"packNo":2,"shippingStatus":"On request(2)","orderDate":"2026-11-20","orderQty":-3}"#,
+            )
+            .into_bytes(),
+            "field `orderQty`",
+        ),
         (envelope(good_row).into_bytes(), ""),
     ];
     for (i, (payload, _)) in inputs.iter().enumerate() {
         let mut headers = HeaderMap::new();
         headers.insert("X-Test", format!("input-{i}").as_str());
-        js.publish_with_headers(subject.clone(), headers, payload.clone().into())
-            .await?
-            .await?;
+        js.publish_with_headers(subject.clone(), headers, payload.clone().into()).await?.await?;
     }
     dep.run_ok("normalizer", &["--until-idle"])?;
 
@@ -121,28 +115,11 @@ async fn bad_raw_messages_become_dead_letters_with_reasons() -> anyhow::Result<(
             .iter()
             .find(|m| m.headers.get("X-Test").map(|v| v.as_str()) == Some(&format!("input-{i}")))
             .expect("dead letter");
-        assert_eq!(
-            m.subject.as_str(),
-            format!("{}.dlq.normalizer.shop-x", dep.prefix)
-        );
-        assert_eq!(
-            m.payload.as_ref(),
-            payload.as_slice(),
-            "original bytes kept verbatim"
-        );
-        let error = m
-            .headers
-            .get("Dlq-Error")
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_default();
-        assert!(
-            error.contains(reason),
-            "{error:?} should contain {reason:?}"
-        );
-        assert_eq!(
-            m.headers.get("Dlq-Stage").map(|v| v.as_str()),
-            Some("normalizer")
-        );
+        assert_eq!(m.subject.as_str(), format!("{}.dlq.normalizer.shop-x", dep.prefix));
+        assert_eq!(m.payload.as_ref(), payload.as_slice(), "original bytes kept verbatim");
+        let error = m.headers.get("Dlq-Error").map(|v| v.as_str().to_owned()).unwrap_or_default();
+        assert!(error.contains(reason), "{error:?} should contain {reason:?}");
+        assert_eq!(m.headers.get("Dlq-Stage").map(|v| v.as_str()), Some("normalizer"));
     }
     let orders = dep.stream_messages("ORDERS").await?;
     assert_eq!(orders.len(), 1, "the good row still became an order");

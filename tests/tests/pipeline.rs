@@ -22,20 +22,10 @@ fn jst(t: NaiveDateTime) -> String {
 
 /// What ClickHouse shows for a JST wall-clock time stored as an instant (UTC).
 fn utc(t: NaiveDateTime) -> String {
-    (t - Duration::hours(9))
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
+    (t - Duration::hours(9)).format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-fn order(
-    no: u64,
-    pack: u64,
-    status: u8,
-    ordered: NaiveDateTime,
-    title: &str,
-    price: &str,
-    qty: u32,
-) -> Value {
+fn order(no: u64, pack: u64, status: u8, ordered: NaiveDateTime, title: &str, price: &str, qty: u32) -> Value {
     json!({
         "shop": SHOP, "order_no": no, "pack_no": pack, "status": status, "claim_status": 0,
         "order_date": jst(ordered),
@@ -54,27 +44,11 @@ struct World {
 }
 
 fn world() -> World {
-    let mut a = order(
-        5001,
-        7001,
-        2,
-        at(2, "21:14:03"),
-        "緑茶 ティーバッグ 100包",
-        "1280",
-        2,
-    );
+    let mut a = order(5001, 7001, 2, at(2, "21:14:03"), "緑茶 ティーバッグ 100包", "1280", 2);
     a["discount"] = json!("128");
     let mut b = order(5002, 7001, 2, at(2, "21:14:03"), "湯呑み 有田焼", "2980", 1);
     b["numbers_as_strings"] = json!(true);
-    let mut c = order(
-        5003,
-        7002,
-        3,
-        at(3, "08:02:00"),
-        "柚子石鹸 3個セット",
-        "990",
-        3,
-    );
+    let mut c = order(5003, 7002, 3, at(3, "08:02:00"), "柚子石鹸 3個セット", "990", 3);
     c["est_ship_date"] = json!((today_jst() + Duration::days(1)).to_string());
     let mut d = order(5004, 7003, 4, at(4, "00:30:00"), "今治タオル", "1650", 1);
     d["est_ship_date"] = json!((today_jst() - Duration::days(2)).to_string());
@@ -87,53 +61,19 @@ fn world() -> World {
     e["delivered_date"] = json!(jst(at(4, "18:45:00")));
     e["carrier"] = json!("佐川急便");
     e["tracking_no"] = json!("9999");
-    let f = order(
-        5006,
-        7005,
-        1,
-        at(1, "23:59:59"),
-        "新潟県産コシヒカリ 5kg",
-        "3480",
-        1,
-    );
+    let f = order(5006, 7005, 1, at(1, "23:59:59"), "新潟県産コシヒカリ 5kg", "3480", 1);
     // Cancelled: gone from shipping info, present in claims.
-    let mut g = order(
-        5007,
-        7006,
-        2,
-        at(3, "09:00:00"),
-        "曲げわっぱ 弁当箱",
-        "4200",
-        1,
-    );
+    let mut g = order(5007, 7006, 2, at(3, "09:00:00"), "曲げわっぱ 弁当箱", "4200", 1);
     g["claim_status"] = json!(3);
     g["claim_request_date"] = json!(jst(at(1, "08:55:00")));
     g["claim_done_date"] = json!(jst(at(1, "09:10:00")));
     // Cancel requested: still in shipping info, and in claims.
-    let mut h = order(
-        5008,
-        7007,
-        3,
-        at(5, "10:00:00"),
-        "若狭塗 箸 5膳セット",
-        "2750",
-        1,
-    );
+    let mut h = order(5008, 7007, 3, at(5, "10:00:00"), "若狭塗 箸 5膳セット", "2750", 1);
     h["claim_status"] = json!(1);
     h["claim_request_date"] = json!(jst(at(1, "11:00:00")));
     // Outside the 7-day look-back.
-    let i = order(
-        5009,
-        7008,
-        5,
-        at(20, "10:00:00"),
-        "ビタミンC 美容液",
-        "3300",
-        1,
-    );
-    World {
-        orders: vec![a, b, c, d, e, f, g, h, i],
-    }
+    let i = order(5009, 7008, 5, at(20, "10:00:00"), "ビタミンC 美容液", "3300", 1);
+    World { orders: vec![a, b, c, d, e, f, g, h, i] }
 }
 
 async fn setup(api_version: &str, url_style: &str) -> anyhow::Result<(Sandbox, Deployment)> {
@@ -144,9 +84,7 @@ async fn setup(api_version: &str, url_style: &str) -> anyhow::Result<(Sandbox, D
             &json!({"id": SHOP, "user_id": "e2e-seller", "api_key": "e2e-api-key", "password": "e2e-password"}),
         )
         .await?;
-    sandbox
-        .put_json("/_sandbox/orders", &Value::Array(world().orders))
-        .await?;
+    sandbox.put_json("/_sandbox/orders", &Value::Array(world().orders)).await?;
     let deployment = Deployment::new(&format!(
         r#"
 [qoo10]
@@ -184,184 +122,128 @@ fn expected_rows() -> Vec<Vec<String>> {
     let opt = "色:藍 / サイズ:大";
     let row = |v: Vec<String>| v;
     vec![
-        row(vec![
-            "5001", "7001", "new", "2", "0", "2", "1280.00", "128.00", "2432.00",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain([
-            utc(at(2, "21:14:03")),
-            paid(at(2, "21:14:03")),
-            n.clone(),
-            n.clone(),
-            n.clone(),
-            "".into(),
-            "".into(),
-            "緑茶 ティーバッグ 100包".into(),
-            opt.into(),
-        ])
-        .collect()),
-        row(vec![
-            "5002", "7001", "new", "2", "0", "1", "2980.00", "0.00", "2980.00",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain([
-            utc(at(2, "21:14:03")),
-            paid(at(2, "21:14:03")),
-            n.clone(),
-            n.clone(),
-            n.clone(),
-            "".into(),
-            "".into(),
-            "湯呑み 有田焼".into(),
-            opt.into(),
-        ])
-        .collect()),
-        row(vec![
-            "5003",
-            "7002",
-            "awaiting_shipment",
-            "3",
-            "0",
-            "3",
-            "990.00",
-            "0.00",
-            "2970.00",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain([
-            utc(at(3, "08:02:00")),
-            paid(at(3, "08:02:00")),
-            date(1),
-            n.clone(),
-            n.clone(),
-            "".into(),
-            "".into(),
-            "柚子石鹸 3個セット".into(),
-            opt.into(),
-        ])
-        .collect()),
-        row(vec![
-            "5004", "7003", "shipped", "4", "0", "1", "1650.00", "0.00", "1650.00",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain([
-            utc(at(4, "00:30:00")),
-            paid(at(4, "00:30:00")),
-            date(-2),
-            utc(at(2, "15:30:00")),
-            n.clone(),
-            "ヤマト運輸".into(),
-            "0000-1111-2222".into(),
-            "今治タオル".into(),
-            opt.into(),
-        ])
-        .collect()),
-        row(vec![
-            "5005",
-            "7004",
-            "delivered",
-            "5",
-            "0",
-            "2",
-            "1100.00",
-            "0.00",
-            "2200.00",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain([
-            utc(at(6, "12:00:00")),
-            paid(at(6, "12:00:00")),
-            date(-5),
-            utc(at(5, "10:00:00")),
-            utc(at(4, "18:45:00")),
-            "佐川急便".into(),
-            "9999".into(),
-            "靴下 5足組".into(),
-            opt.into(),
-        ])
-        .collect()),
-        row(vec![
-            "5006",
-            "7005",
-            "awaiting_payment",
-            "1",
-            "0",
-            "1",
-            "3480.00",
-            "0.00",
-            "3480.00",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain([
-            utc(at(1, "23:59:59")),
-            n.clone(),
-            n.clone(),
-            n.clone(),
-            n.clone(),
-            "".into(),
-            "".into(),
-            "新潟県産コシヒカリ 5kg".into(),
-            opt.into(),
-        ])
-        .collect()),
+        row(vec!["5001", "7001", "new", "2", "0", "2", "1280.00", "128.00", "2432.00"]
+            .into_iter()
+            .map(String::from)
+            .chain([
+                utc(at(2, "21:14:03")),
+                paid(at(2, "21:14:03")),
+                n.clone(),
+                n.clone(),
+                n.clone(),
+                "".into(),
+                "".into(),
+                "緑茶 ティーバッグ 100包".into(),
+                opt.into(),
+            ])
+            .collect()),
+        row(vec!["5002", "7001", "new", "2", "0", "1", "2980.00", "0.00", "2980.00"]
+            .into_iter()
+            .map(String::from)
+            .chain([
+                utc(at(2, "21:14:03")),
+                paid(at(2, "21:14:03")),
+                n.clone(),
+                n.clone(),
+                n.clone(),
+                "".into(),
+                "".into(),
+                "湯呑み 有田焼".into(),
+                opt.into(),
+            ])
+            .collect()),
+        row(vec!["5003", "7002", "awaiting_shipment", "3", "0", "3", "990.00", "0.00", "2970.00"]
+            .into_iter()
+            .map(String::from)
+            .chain([
+                utc(at(3, "08:02:00")),
+                paid(at(3, "08:02:00")),
+                date(1),
+                n.clone(),
+                n.clone(),
+                "".into(),
+                "".into(),
+                "柚子石鹸 3個セット".into(),
+                opt.into(),
+            ])
+            .collect()),
+        row(vec!["5004", "7003", "shipped", "4", "0", "1", "1650.00", "0.00", "1650.00"]
+            .into_iter()
+            .map(String::from)
+            .chain([
+                utc(at(4, "00:30:00")),
+                paid(at(4, "00:30:00")),
+                date(-2),
+                utc(at(2, "15:30:00")),
+                n.clone(),
+                "ヤマト運輸".into(),
+                "0000-1111-2222".into(),
+                "今治タオル".into(),
+                opt.into(),
+            ])
+            .collect()),
+        row(vec!["5005", "7004", "delivered", "5", "0", "2", "1100.00", "0.00", "2200.00"]
+            .into_iter()
+            .map(String::from)
+            .chain([
+                utc(at(6, "12:00:00")),
+                paid(at(6, "12:00:00")),
+                date(-5),
+                utc(at(5, "10:00:00")),
+                utc(at(4, "18:45:00")),
+                "佐川急便".into(),
+                "9999".into(),
+                "靴下 5足組".into(),
+                opt.into(),
+            ])
+            .collect()),
+        row(vec!["5006", "7005", "awaiting_payment", "1", "0", "1", "3480.00", "0.00", "3480.00"]
+            .into_iter()
+            .map(String::from)
+            .chain([
+                utc(at(1, "23:59:59")),
+                n.clone(),
+                n.clone(),
+                n.clone(),
+                n.clone(),
+                "".into(),
+                "".into(),
+                "新潟県産コシヒカリ 5kg".into(),
+                opt.into(),
+            ])
+            .collect()),
         // Seen only through the claim API: the claim row carries no unit price or option.
-        row(vec![
-            "5007",
-            "7006",
-            "cancelled",
-            "0",
-            "3",
-            "1",
-            "0.00",
-            "0.00",
-            "4200.00",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain([
-            utc(at(3, "09:00:00")),
-            paid(at(3, "09:00:00")),
-            n.clone(),
-            n.clone(),
-            n.clone(),
-            "".into(),
-            "".into(),
-            "曲げわっぱ 弁当箱".into(),
-            "".into(),
-        ])
-        .collect()),
+        row(vec!["5007", "7006", "cancelled", "0", "3", "1", "0.00", "0.00", "4200.00"]
+            .into_iter()
+            .map(String::from)
+            .chain([
+                utc(at(3, "09:00:00")),
+                paid(at(3, "09:00:00")),
+                n.clone(),
+                n.clone(),
+                n.clone(),
+                "".into(),
+                "".into(),
+                "曲げわっぱ 弁当箱".into(),
+                "".into(),
+            ])
+            .collect()),
         // Shipping info and claim merged: order fields kept, claim overrides the status.
-        row(vec![
-            "5008",
-            "7007",
-            "cancel_requested",
-            "3",
-            "1",
-            "1",
-            "2750.00",
-            "0.00",
-            "2750.00",
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain([
-            utc(at(5, "10:00:00")),
-            paid(at(5, "10:00:00")),
-            n.clone(),
-            n.clone(),
-            n.clone(),
-            "".into(),
-            "".into(),
-            "若狭塗 箸 5膳セット".into(),
-            opt.into(),
-        ])
-        .collect()),
+        row(vec!["5008", "7007", "cancel_requested", "3", "1", "1", "2750.00", "0.00", "2750.00"]
+            .into_iter()
+            .map(String::from)
+            .chain([
+                utc(at(5, "10:00:00")),
+                paid(at(5, "10:00:00")),
+                n.clone(),
+                n.clone(),
+                n.clone(),
+                "".into(),
+                "".into(),
+                "若狭塗 箸 5膳セット".into(),
+                opt.into(),
+            ])
+            .collect()),
     ]
 }
 
@@ -373,86 +255,48 @@ async fn end_to_end(api_version: &str, url_style: &str) -> anyhow::Result<()> {
     // Every published message matches its JSON Schema.
     let orders = dep.stream_messages("ORDERS").await?;
     let raw = dep.stream_messages("QOO10_RAW").await?;
-    assert_eq!(
-        (orders.len(), raw.len()),
-        (9, 9),
-        "7 shipping rows (5007 vanished, 5009 is too old) + 2 claim rows"
-    );
+    assert_eq!((orders.len(), raw.len()), (9, 9), "7 shipping rows (5007 vanished, 5009 is too old) + 2 claim rows");
     let payloads: Vec<&[u8]> = orders.iter().map(|m| m.payload.as_ref()).collect();
-    assert_eq!(
-        e2e::schema_violations("order.schema.json", &payloads),
-        Vec::<String>::new()
-    );
+    assert_eq!(e2e::schema_violations("order.schema.json", &payloads), Vec::<String>::new());
     let payloads: Vec<&[u8]> = raw.iter().map(|m| m.payload.as_ref()).collect();
-    assert_eq!(
-        e2e::schema_violations("raw.schema.json", &payloads),
-        Vec::<String>::new()
-    );
+    assert_eq!(e2e::schema_violations("raw.schema.json", &payloads), Vec::<String>::new());
     // Pack grouping: the two lines of cart 7001.
     assert_eq!(
-        dep.query(
-            "SELECT pack_no, count() FROM orders FINAL WHERE pack_no = 7001 GROUP BY pack_no"
-        )
-        .await?,
+        dep.query("SELECT pack_no, count() FROM orders FINAL WHERE pack_no = 7001 GROUP BY pack_no").await?,
         vec![vec!["7001", "2"]]
     );
     // Personal data lives in order_contacts only.
     assert_eq!(
-        dep.query("SELECT buyer_name, buyer_kana, zip_code, address1 FROM order_contacts FINAL WHERE order_no = 5001").await?,
+        dep.query("SELECT buyer_name, buyer_kana, zip_code, address1 FROM order_contacts FINAL WHERE order_no = 5001")
+            .await?,
         vec![vec!["見本 花子", "ミホン ハナコ", "150-0000", "東京都渋谷区"]]
     );
-    let columns: Vec<String> = dep
-        .query("DESCRIBE TABLE orders")
-        .await?
-        .into_iter()
-        .map(|r| r[0].clone())
-        .collect();
+    let columns: Vec<String> = dep.query("DESCRIBE TABLE orders").await?.into_iter().map(|r| r[0].clone()).collect();
     assert!(
-        columns
-            .iter()
-            .all(|c| !c.contains("buyer") && !c.contains("receiver") && !c.contains("zip")),
+        columns.iter().all(|c| !c.contains("buyer") && !c.contains("receiver") && !c.contains("zip")),
         "{columns:?}"
     );
 
     // Re-polling unchanged orders publishes nothing and changes nothing.
     let raw_before = dep.stream_messages("QOO10_RAW").await?.len();
-    let versions_before = dep
-        .query("SELECT count() FROM order_versions FINAL")
-        .await?;
+    let versions_before = dep.query("SELECT count() FROM order_versions FINAL").await?;
     dep.run_pipeline_once()?;
-    assert_eq!(
-        dep.stream_messages("QOO10_RAW").await?.len(),
-        raw_before,
-        "unchanged rows were re-published"
-    );
-    assert_eq!(
-        dep.query("SELECT count() FROM order_versions FINAL")
-            .await?,
-        versions_before
-    );
+    assert_eq!(dep.stream_messages("QOO10_RAW").await?.len(), raw_before, "unchanged rows were re-published");
+    assert_eq!(dep.query("SELECT count() FROM order_versions FINAL").await?, versions_before);
     assert_eq!(dep.query(ROWS_SQL).await?, expected_rows());
 
     // A quantity change on Qoo10 becomes exactly one new version.
     let mut orders = world().orders;
     orders[0]["quantity"] = json!(3);
-    sandbox
-        .put_json("/_sandbox/orders", &Value::Array(vec![orders[0].clone()]))
-        .await?;
+    sandbox.put_json("/_sandbox/orders", &Value::Array(vec![orders[0].clone()])).await?;
     dep.run_pipeline_once()?;
+    assert_eq!(dep.stream_messages("QOO10_RAW").await?.len(), raw_before + 1);
     assert_eq!(
-        dep.stream_messages("QOO10_RAW").await?.len(),
-        raw_before + 1
-    );
-    assert_eq!(
-        dep.query("SELECT quantity, toString(total) FROM orders FINAL WHERE order_no = 5001")
-            .await?,
+        dep.query("SELECT quantity, toString(total) FROM orders FINAL WHERE order_no = 5001").await?,
         vec![vec!["3", "3712.00"]]
     );
     assert_eq!(
-        dep.query(
-            "SELECT quantity FROM order_versions FINAL WHERE order_no = 5001 ORDER BY version"
-        )
-        .await?,
+        dep.query("SELECT quantity FROM order_versions FINAL WHERE order_no = 5001 ORDER BY version").await?,
         vec![vec!["2"], vec!["3"]]
     );
     Ok(())
