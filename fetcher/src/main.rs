@@ -1,13 +1,16 @@
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chrono::Utc;
-use clap::Parser;
-use fetcher::client::QapiClient;
-use fetcher::poll::{ShopPoller, Sink};
-use schemas::config::PipelineConfig;
+use chrono::{NaiveDate, Utc};
+use clap::{Parser, Subcommand};
+use fetcher::client::{CallError, QapiClient};
+use fetcher::plan;
+use fetcher::poll::{PollError, PollReport, ShopPoller, Sink};
+use schemas::config::{PipelineConfig, ShopConfig};
+use schemas::qapi::{ResponseError, code};
 use schemas::subjects::Namespace;
 use tokio::sync::Semaphore;
 
@@ -16,7 +19,7 @@ use tokio::sync::Semaphore;
 #[command(name = "fetcher", version, about)]
 struct Args {
     /// Configuration file (default: $PIPELINE_CONFIG, else ./pipeline.toml).
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Poll each shop once, wait for every publish acknowledgement, and exit:
     /// 0 if every shop succeeded, 1 otherwise.
@@ -25,11 +28,36 @@ struct Args {
     /// Only this shop.
     #[arg(long)]
     shop: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify a shop's credentials with one real certification and one order call, and say
+    /// plainly what is wrong. Needs no NATS.
+    Check {
+        #[arg(long)]
+        shop: String,
+    },
+    /// Fetch and publish a past period (JST dates, inclusive), in windows Qoo10 accepts.
+    Backfill {
+        #[arg(long)]
+        shop: String,
+        /// First day, YYYY-MM-DD.
+        #[arg(long)]
+        from: NaiveDate,
+        /// Last day, YYYY-MM-DD.
+        #[arg(long)]
+        to: NaiveDate,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     runtime::init_tracing();
+    // reqwest is built without a default TLS provider (see Cargo.toml); use ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -37,7 +65,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    let result = rt.block_on(async {
+        let config = PipelineConfig::load(args.config.as_deref())?;
+        match args.command {
+            Some(Command::Check { shop }) => check(&config, &shop).await,
+            Some(Command::Backfill { shop, from, to }) => backfill(&config, &shop, from, to).await,
+            None => run(&config, args.once, args.shop.as_deref()).await,
+        }
+    });
+    match result {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::FAILURE,
         Err(e) => {
@@ -47,14 +83,21 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<bool> {
-    let config = PipelineConfig::load(args.config.as_deref())?;
+fn find_shop<'a>(config: &'a PipelineConfig, id: &str) -> anyhow::Result<&'a ShopConfig> {
+    config.shop(id).with_context(|| format!("{}: no shop with id {id:?} in [[shops]]", config.source))
+}
+
+async fn connect(config: &PipelineConfig) -> anyhow::Result<(async_nats::Client, Sink)> {
+    let nats = runtime::nats::connect(&config.nats, "fetcher").await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    runtime::nats::ensure_streams(&js, &config.nats).await?;
+    Ok((nats, Sink { js, ns: Namespace::from_config(&config.nats) }))
+}
+
+async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow::Result<bool> {
     let mut shops = config.shops.clone();
-    if let Some(id) = &args.shop {
-        shops.retain(|s| &s.id == id);
-        if shops.is_empty() {
-            bail!("{}: no shop with id {id:?} in [[shops]]", config.source);
-        }
+    if let Some(id) = only {
+        shops = vec![find_shop(config, id)?.clone()];
     }
     if shops.is_empty() {
         bail!(
@@ -62,43 +105,30 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             config.source
         );
     }
-    // reqwest is built without a default TLS provider (see Cargo.toml); use ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Arc::new(QapiClient::new(&config.qoo10).context("HTTP client")?);
-    let nats = runtime::nats::connect(&config.nats, "fetcher").await?;
-    let js = async_nats::jetstream::new(nats.clone());
-    runtime::nats::ensure_streams(&js, &config.nats).await?;
-    let sink = Sink { js, ns: Namespace::from_config(&config.nats) };
+    let (nats, sink) = connect(config).await?;
     let limit = Arc::new(Semaphore::new(config.fetcher.max_concurrent_shops));
-    tracing::info!(shops = shops.len(), once = args.once, base_url = %config.qoo10.base_url, "fetcher started");
+    tracing::info!(shops = shops.len(), once, base_url = %config.qoo10.base_url, "fetcher started");
 
     let mut tasks = tokio::task::JoinSet::new();
     for shop in shops {
-        let poller = ShopPoller::new(shop, config.qoo10.api_version, config.qoo10.requests_per_second);
+        let mut poller = ShopPoller::new(shop, config.qoo10.api_version, config.qoo10.requests_per_second);
         let (client, sink, limit) = (client.clone(), sink.clone(), limit.clone());
-        if args.once {
+        if once {
             tasks.spawn(async move {
-                let mut poller = poller;
                 let _permit = limit.acquire_owned().await;
                 let result = poll_logged(&mut poller, &client, &sink).await;
                 (poller.shop.id.clone(), result.is_ok())
             });
         } else {
             tasks.spawn(async move {
-                let mut poller = poller;
-                let interval = poller.shop.interval;
-                loop {
-                    {
-                        let _permit = limit.acquire().await;
-                        let _ = poll_logged(&mut poller, &client, &sink).await;
-                    }
-                    tokio::time::sleep(jittered(interval, &poller.shop.id)).await;
-                }
+                schedule(&mut poller, &client, &sink, &limit).await;
+                (poller.shop.id.clone(), true)
             });
         }
     }
 
-    if args.once {
+    if once {
         let mut all_ok = true;
         while let Some(joined) = tasks.join_next().await {
             let (shop, ok) = joined.context("poll task")?;
@@ -116,22 +146,51 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-async fn poll_logged(poller: &mut ShopPoller, client: &QapiClient, sink: &Sink) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    match poller.poll(client, sink, Utc::now()).await {
-        Ok(r) => {
-            tracing::info!(
-                shop = %poller.shop.id, calls = r.calls, rows = r.rows, published = r.published,
-                unchanged = r.unchanged, duplicates = r.duplicates, elapsed_ms = started.elapsed().as_millis() as u64,
-                "poll complete"
-            );
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!(shop = %poller.shop.id, error = %e, "poll failed");
-            Err(e.into())
-        }
+/// One shop, forever: resumes where the durable state says the last poll ended (no burst after
+/// a restart, no gap: the look-back window overlaps), polls on its interval with jitter, and
+/// backs off (doubling, up to 6 h) while Qoo10 refuses its credentials.
+async fn schedule(poller: &mut ShopPoller, client: &QapiClient, sink: &Sink, limit: &Semaphore) {
+    let interval = poller.shop.interval;
+    let last = poller.state(sink).await.ok().and_then(|s| s.last_success);
+    let due_in = last
+        .and_then(|t| (t + chrono::Duration::from_std(interval).unwrap_or_default() - Utc::now()).to_std().ok())
+        .unwrap_or_default();
+    if !due_in.is_zero() {
+        tracing::info!(shop = %poller.shop.id, wait_s = due_in.as_secs(), "resuming: last poll is recent");
     }
+    tokio::time::sleep(due_in).await;
+    let mut refused = 0u32;
+    loop {
+        let outcome = {
+            let _permit = limit.acquire().await;
+            poll_logged(poller, client, sink).await
+        };
+        let wait = match outcome {
+            Err(PollError::Credentials { .. }) => {
+                refused += 1;
+                (interval * 2u32.saturating_pow(refused - 1)).min(Duration::from_secs(6 * 3600))
+            }
+            _ => {
+                refused = 0;
+                jittered(interval, &poller.shop.id)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn poll_logged(poller: &mut ShopPoller, client: &QapiClient, sink: &Sink) -> Result<PollReport, PollError> {
+    let started = std::time::Instant::now();
+    let result = poller.poll(client, sink, Utc::now()).await;
+    match &result {
+        Ok(r) => tracing::info!(
+            shop = %poller.shop.id, calls = r.calls, rows = r.rows, published = r.published,
+            unchanged = r.unchanged, duplicates = r.duplicates, elapsed_ms = started.elapsed().as_millis() as u64,
+            "poll complete"
+        ),
+        Err(e) => tracing::error!(shop = %poller.shop.id, error = %e, "poll failed"),
+    }
+    result
 }
 
 /// The interval ±10 %, varied per shop and per poll, so that thousands of shops do not poll in step.
@@ -142,4 +201,116 @@ fn jittered(interval: Duration, shop: &str) -> Duration {
     let spread = interval.as_millis() as u64 / 5;
     let offset = if spread == 0 { 0 } else { seed % spread };
     interval - Duration::from_millis(spread / 2) + Duration::from_millis(offset)
+}
+
+async fn backfill(config: &PipelineConfig, id: &str, from: NaiveDate, to: NaiveDate) -> anyhow::Result<bool> {
+    if from > to {
+        bail!("--from {from} is after --to {to}");
+    }
+    let shop = find_shop(config, id)?.clone();
+    let client = QapiClient::new(&config.qoo10).context("HTTP client")?;
+    let (nats, sink) = connect(config).await?;
+    let mut poller = ShopPoller::new(shop, config.qoo10.api_version, config.qoo10.requests_per_second);
+    let windows = plan::split(from, to);
+    let terminal = std::io::stderr().is_terminal();
+    let mut bar = |done: usize, total: usize| {
+        if terminal {
+            let width = 30;
+            let filled = done * width / total.max(1);
+            eprint!("\r[{}{}] {done}/{total} calls", "#".repeat(filled), " ".repeat(width - filled));
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let result = poller.poll_windows(&client, &sink, &windows, &mut bar).await;
+    if terminal {
+        eprintln!();
+    }
+    nats.flush().await.ok();
+    match result {
+        Ok(r) => {
+            println!(
+                "backfill {id} {from}..={to}: {} windows, {} calls, {} rows, {} published, {} unchanged",
+                windows.len(),
+                r.calls,
+                r.rows,
+                r.published,
+                r.unchanged
+            );
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!("fetcher: backfill {id}: {e}");
+            Ok(false)
+        }
+    }
+}
+
+/// Tells a seller in plain words whether the shop's credentials and settings work.
+async fn check(config: &PipelineConfig, id: &str) -> anyhow::Result<bool> {
+    let shop = find_shop(config, id)?.clone();
+    let mut qoo10 = config.qoo10.clone();
+    qoo10.retry_budget = qoo10.retry_budget.min(Duration::from_secs(10));
+    let client = QapiClient::new(&qoo10).context("HTTP client")?;
+    let mut poller = ShopPoller::new(shop, config.qoo10.api_version, config.qoo10.requests_per_second);
+    println!("Checking shop {id} against {}", config.qoo10.base_url);
+    if let Err(e) = poller.certify(&client).await {
+        println!("✗ certification key: {}", explain(&e, id, &config.qoo10.base_url));
+        return Ok(false);
+    }
+    println!("✓ certification key issued (API key, QSM login ID and password accepted)");
+    let status = poller.shop.statuses[0];
+    let window = plan::windows(schemas::time::today_jst(Utc::now()), 1)[0];
+    let method = plan::shipping_method(config.qoo10.api_version);
+    let params = plan::shipping_params(config.qoo10.api_version, status, window);
+    let mut report = PollReport::default();
+    match poller.call_rows(&client, method, &params, &mut report).await {
+        Ok((rows, _)) => {
+            println!(
+                "✓ {method} answered: {} order lines in status {status} ordered {}..={} (JST)",
+                rows.len(),
+                window.from,
+                window.to
+            );
+            println!("The shop is ready to be polled.");
+            Ok(true)
+        }
+        Err(e) => {
+            println!("✗ {method}: {}", explain(&e, id, &config.qoo10.base_url));
+            Ok(false)
+        }
+    }
+}
+
+fn explain(e: &PollError, shop: &str, base_url: &str) -> String {
+    let creds = format!("[[shops]] id = \"{shop}\"");
+    match e {
+        PollError::Credentials { code: c, message, .. } if *c == code::NO_SELLER => format!(
+            "Qoo10 does not know this QSM login ID / password ({c} {message}). Check user_id and password of {creds}; \
+             after a QSM password change the old one no longer works."
+        ),
+        PollError::Credentials { code: c, message, .. } if *c == code::NO_API => format!(
+            "Qoo10 does not recognise the API key ({c} {message}). Check api_key of {creds}. API keys are issued in QSM \
+             (Qoo10へのお問い合わせ → システム → API・FTP・QSM権限) and must be renewed every year."
+        ),
+        PollError::Credentials { code: c, message, .. } if *c == code::KEY_EXPIRED_1 || *c == code::KEY_EXPIRED_2 => {
+            format!(
+                "the certification key expired and a new one was refused ({c} {message}). Renew the API key in QSM."
+            )
+        }
+        PollError::Credentials { code: c, message, .. } => {
+            format!("Qoo10 refused the credentials ({c} {message}). Check user_id, api_key and password of {creds}.")
+        }
+        PollError::Call(CallError::Response { source: ResponseError::Routing(text), .. }) => format!(
+            "Qoo10 answered {text:?}: the address or method name is wrong. Check [qoo10] base_url (expected \
+             https://api.qoo10.jp/GMKT.INC.Front.QAPIService/ebayjapan.qapi) and api_version."
+        ),
+        PollError::Call(CallError::Transport { reason, .. }) => format!("cannot reach {base_url}: {reason}"),
+        PollError::Call(CallError::Timeout { timeout, .. }) => format!("{base_url} did not answer within {timeout:?}"),
+        PollError::Call(CallError::Http { status, .. }) => {
+            format!("{base_url} answered HTTP {status}; try again later")
+        }
+        PollError::Call(CallError::Response { source, .. }) => format!("{base_url} did not answer like QAPI: {source}"),
+        PollError::Qapi { code: c, message, .. } => format!("Qoo10 answered {c}: {message}"),
+        other => other.to_string(),
+    }
 }

@@ -1,14 +1,19 @@
 //! One shop's poll: certification key, every configured status and the claims over the
-//! look-back window, each row published verbatim to `qoo10.raw.<shop>`.
+//! look-back window, each row published verbatim to `qoo10.raw.<shop>`, and after each call a
+//! summary of what it saw on `qoo10.polls.<shop>`.
 //!
 //! A poll is complete only when every call answered `ResultCode 0` and every publish was
-//! acknowledged by JetStream; only then is the shop's fetch state advanced.
+//! acknowledged by JetStream; only then is the shop's fetch state advanced. When Qoo10 refuses
+//! the shop's credentials even after a fresh key, the poll raises `credentials_invalid`; the
+//! next successful poll resolves it.
 
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use schemas::Secret;
+use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertState, alert_msg_id};
 use schemas::config::{ApiVersion, ShopConfig};
+use schemas::poll::{POLL_SCHEMA_VERSION, PollSummary};
 use schemas::qapi::{self, ResultObject, code};
 use schemas::raw::{RAW_SCHEMA_VERSION, RawEnvelope, RawQuery, RowKind};
 use schemas::status::CLAIM_STATUS_CODES;
@@ -55,6 +60,14 @@ pub struct Sink {
     pub ns: Namespace,
 }
 
+/// One QAPI call of a poll.
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    kind: RowKind,
+    status: u8,
+    window: Window,
+}
+
 #[derive(Debug)]
 pub struct ShopPoller {
     pub shop: ShopConfig,
@@ -69,25 +82,62 @@ impl ShopPoller {
         ShopPoller { shop, version, limiter: limiter(per_shop_rps), sak: None, state: None }
     }
 
+    /// The durable state (loaded from NATS on first use).
+    pub async fn state(&mut self, sink: &Sink) -> Result<&FetchState, PollError> {
+        if self.state.is_none() {
+            self.state = Some(load_state(sink, &self.shop.id).await?);
+        }
+        Ok(self.state.as_ref().expect("loaded above"))
+    }
+
+    /// A regular poll: the look-back window ending today (JST).
     pub async fn poll(
         &mut self,
         client: &QapiClient,
         sink: &Sink,
         now: DateTime<Utc>,
     ) -> Result<PollReport, PollError> {
-        let mut state = match self.state.take() {
-            Some(s) => s,
-            None => load_state(sink, &self.shop.id).await?,
-        };
-        let result = self.poll_with(client, sink, now, &mut state).await;
-        match &result {
+        let windows = plan::windows(schemas::time::today_jst(now), self.shop.lookback_days);
+        self.poll_windows(client, sink, &windows, &mut |_, _| {}).await
+    }
+
+    /// Polls these windows; `progress(done, total)` is called after every call.
+    pub async fn poll_windows(
+        &mut self,
+        client: &QapiClient,
+        sink: &Sink,
+        windows: &[Window],
+        progress: &mut (dyn FnMut(usize, usize) + Send),
+    ) -> Result<PollReport, PollError> {
+        self.state(sink).await?;
+        let mut state = self.state.take().expect("loaded above");
+        let started = Utc::now();
+        let result = self.poll_with(client, sink, windows, &mut state, started, progress).await;
+        let saved = match &result {
             Ok(_) => {
                 state.complete_poll();
-                save_state(sink, &self.shop.id, &state).await?;
+                state.last_success = Some(Utc::now());
+                if let Some(open) = state.credentials_alert.take() {
+                    publish_alert(sink, &resolved(open)).await?;
+                }
+                save_state(sink, &self.shop.id, &state).await
             }
-            Err(_) => state.abandon_poll(),
-        }
+            Err(PollError::Credentials { method, code, message }) => {
+                state.abandon_poll();
+                if state.credentials_alert.is_none() {
+                    let alert = credentials_alert(&self.shop.id, method, *code, message, Utc::now());
+                    publish_alert(sink, &alert).await?;
+                    state.credentials_alert = Some(alert);
+                }
+                save_state(sink, &self.shop.id, &state).await
+            }
+            Err(_) => {
+                state.abandon_poll();
+                Ok(())
+            }
+        };
         self.state = Some(state);
+        saved?;
         result
     }
 
@@ -95,30 +145,53 @@ impl ShopPoller {
         &mut self,
         client: &QapiClient,
         sink: &Sink,
-        now: DateTime<Utc>,
+        windows: &[Window],
         state: &mut FetchState,
+        started: DateTime<Utc>,
+        progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<PollReport, PollError> {
-        let mut report = PollReport::default();
-        let windows = plan::windows(schemas::time::today_jst(now), self.shop.lookback_days);
-        let method = plan::shipping_method(self.version);
-        for &status in &self.shop.statuses.clone() {
-            for &w in &windows {
-                let params = plan::shipping_params(self.version, status, w);
-                let rows = self.call_rows(client, method, &params, &mut report).await?;
-                let query = query(status, w);
-                self.publish_rows(sink, state, RowKind::Order, method, &query, rows, &mut report).await?;
-            }
+        let mut calls: Vec<Call> = Vec::new();
+        for &status in &self.shop.statuses {
+            calls.extend(windows.iter().map(|&window| Call { kind: RowKind::Order, status, window }));
         }
         if self.shop.claims {
-            for &claim in CLAIM_STATUS_CODES {
-                for &w in &windows {
-                    let params = plan::claim_params(claim, w);
-                    let rows = self.call_rows(client, qapi::GET_CLAIM_INFO_V3, &params, &mut report).await?;
-                    let query = query(claim, w);
-                    self.publish_rows(sink, state, RowKind::Claim, qapi::GET_CLAIM_INFO_V3, &query, rows, &mut report)
-                        .await?;
-                }
+            for &status in CLAIM_STATUS_CODES {
+                calls.extend(windows.iter().map(|&window| Call { kind: RowKind::Claim, status, window }));
             }
+        }
+        let poll_id = format!("{}:{}", self.shop.id, started.timestamp_micros());
+        let mut report = PollReport::default();
+        for (i, call) in calls.iter().enumerate() {
+            let (method, params) = match call.kind {
+                RowKind::Order => {
+                    (plan::shipping_method(self.version), plan::shipping_params(self.version, call.status, call.window))
+                }
+                RowKind::Claim => (qapi::GET_CLAIM_INFO_V3, plan::claim_params(call.status, call.window)),
+            };
+            let (rows, fetched_at) = self.call_rows(client, method, &params, &mut report).await?;
+            let query = RawQuery {
+                status: call.status,
+                from: call.window.from_text(),
+                to: call.window.to_text(),
+                condition: 1,
+            };
+            let count = rows.len() as u64;
+            let order_nos =
+                self.publish_rows(sink, state, call.kind, method, &query, rows, fetched_at, &mut report).await?;
+            let summary = PollSummary {
+                schema_version: POLL_SCHEMA_VERSION,
+                shop: self.shop.id.clone(),
+                poll_id: poll_id.clone(),
+                kind: call.kind,
+                method: method.to_owned(),
+                query,
+                fetched_at,
+                order_nos,
+                rows: count,
+                last_in_poll: i + 1 == calls.len(),
+            };
+            publish_summary(sink, &summary).await?;
+            progress(i + 1, calls.len());
         }
         Ok(report)
     }
@@ -142,18 +215,18 @@ impl ShopPoller {
     }
 
     /// One call that must succeed; an authorization failure renews the key once and retries.
-    async fn call_rows(
+    pub async fn call_rows(
         &mut self,
         client: &QapiClient,
         method: &str,
         params: &[(&str, String)],
         report: &mut PollReport,
     ) -> Result<(Vec<Box<RawValue>>, DateTime<Utc>), PollError> {
+        // The key is renewed at most once per call, after Qoo10 refused it.
         let mut renewed = false;
         loop {
             if self.sak.is_none() {
                 self.certify(client).await?;
-                renewed = true;
             }
             let sak = self.sak.clone().expect("certified above");
             let secrets = [&sak, self.shop.api_key(), self.shop.password()];
@@ -163,6 +236,7 @@ impl ShopPoller {
             if code::needs_new_key(response.code) && !renewed {
                 tracing::info!(shop = %self.shop.id, method, code = response.code, message = %response.message, "certification key refused; issuing a new one");
                 self.sak = None;
+                renewed = true;
                 continue;
             }
             if code::needs_new_key(response.code) {
@@ -183,6 +257,8 @@ impl ShopPoller {
         }
     }
 
+    /// Publishes the new and changed rows, waits for every acknowledgement, and returns the
+    /// order numbers of all rows (for the poll summary).
     #[allow(clippy::too_many_arguments)]
     async fn publish_rows(
         &self,
@@ -191,14 +267,17 @@ impl ShopPoller {
         kind: RowKind,
         method: &str,
         query: &RawQuery,
-        (rows, fetched_at): (Vec<Box<RawValue>>, DateTime<Utc>),
+        rows: Vec<Box<RawValue>>,
+        fetched_at: DateTime<Utc>,
         report: &mut PollReport,
-    ) -> Result<(), PollError> {
+    ) -> Result<Vec<u64>, PollError> {
         let subject = sink.ns.raw(&self.shop.id);
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(rows.len());
+        let mut order_nos = Vec::with_capacity(rows.len());
         for row in rows {
             report.rows += 1;
             let order_no = qapi::row_order_no(&row);
+            order_nos.extend(order_no);
             let msg_id = match state.observe(&self.shop.id, kind, order_no, &row_hash(row.get().as_bytes())) {
                 Decision::Unchanged => {
                     report.unchanged += 1;
@@ -228,12 +307,66 @@ impl ShopPoller {
             report.published += 1;
             report.duplicates += u64::from(ack.duplicate);
         }
-        Ok(())
+        order_nos.sort_unstable();
+        Ok(order_nos)
     }
 }
 
-fn query(status: u8, w: Window) -> RawQuery {
-    RawQuery { status, from: w.from_text(), to: w.to_text(), condition: 1 }
+fn credentials_alert(shop: &str, method: &str, code: i64, message: &str, now: DateTime<Utc>) -> Alert {
+    let micros = u64::try_from(now.timestamp_micros()).unwrap_or(0);
+    Alert {
+        schema_version: ALERT_SCHEMA_VERSION,
+        alert_id: format!("credentials_invalid:{shop}:{micros}"),
+        kind: "credentials_invalid".into(),
+        shop_id: shop.into(),
+        order_no: 0,
+        pack_no: 0,
+        state: AlertState::Open,
+        severity: "critical".into(),
+        message: format!(
+            "Qoo10 refused the credentials of shop {shop} ({method} answered {code}: {message}). Renew the API key in QSM \
+             (Qoo10へのお問い合わせ → システム → API・FTP・QSM権限) or correct the QSM login ID / password in pipeline.toml. \
+             Polling of this shop is paused and retried with backoff."
+        ),
+        message_ja: format!(
+            "ショップ {shop} の認証情報がQoo10に拒否されました（{method}: {code} {message}）。QSMでAPIキーを更新するか\
+             （Qoo10へのお問い合わせ → システム → API・FTP・QSM権限）、pipeline.toml のQSMログインID・パスワードを確認してください。\
+             このショップの取得は一時停止し、間隔を空けて再試行します。"
+        ),
+        details: serde_json::json!({ "method": method, "code": code, "qoo10_message": message }),
+        opened_at: now,
+        updated_at: now,
+        version: micros,
+    }
+}
+
+fn resolved(mut alert: Alert) -> Alert {
+    let now = Utc::now();
+    alert.state = AlertState::Resolved;
+    alert.updated_at = now;
+    alert.version = u64::try_from(now.timestamp_micros()).unwrap_or(alert.version + 1).max(alert.version + 1);
+    alert
+}
+
+async fn publish_alert(sink: &Sink, alert: &Alert) -> Result<(), PollError> {
+    let payload = Bytes::from(serde_json::to_vec(alert).expect("alert serializes"));
+    let subject = sink.ns.alerts(&alert.kind, &alert.shop_id);
+    let ack = sink
+        .js
+        .publish_with_headers(subject, runtime::nats::msg_id_headers(&alert_msg_id(alert)), payload)
+        .await
+        .map_err(|e| PollError::Publish(e.to_string()))?;
+    ack.await.map_err(|e| PollError::Publish(e.to_string()))?;
+    tracing::warn!(shop = %alert.shop_id, kind = %alert.kind, state = ?alert.state, alert_id = %alert.alert_id, "alert");
+    Ok(())
+}
+
+async fn publish_summary(sink: &Sink, summary: &PollSummary) -> Result<(), PollError> {
+    let payload = Bytes::from(serde_json::to_vec(summary).expect("summary serializes"));
+    let ack =
+        sink.js.publish(sink.ns.polls(&summary.shop), payload).await.map_err(|e| PollError::Publish(e.to_string()))?;
+    ack.await.map_err(|e| PollError::Publish(e.to_string()))?;
+    Ok(())
 }
 
 async fn load_state(sink: &Sink, shop: &str) -> Result<FetchState, PollError> {

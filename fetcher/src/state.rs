@@ -24,6 +24,13 @@ pub fn row_hash(row_bytes: &[u8]) -> String {
 pub struct FetchState {
     /// `"order:1090000101"` → content hash last published.
     rows: HashMap<String, String>,
+    /// When the last complete poll finished: a restart waits out the rest of the interval
+    /// instead of polling every shop at once.
+    #[serde(default)]
+    pub last_success: Option<chrono::DateTime<chrono::Utc>>,
+    /// The open `credentials_invalid` alert, if any (resolved by the next successful poll).
+    #[serde(default)]
+    pub credentials_alert: Option<schemas::alert::Alert>,
     /// Hashes seen in the poll under way; replaces `rows` when the poll completes.
     #[serde(skip)]
     current: HashMap<String, String>,

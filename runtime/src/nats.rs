@@ -39,6 +39,7 @@ const STREAMS: &[(&str, Duration, i64)] = &[
     (subjects::STREAM_OMS_EDITS, Duration::from_secs(90 * 86_400), -1),
     (subjects::STREAM_DLQ, Duration::from_secs(90 * 86_400), -1),
     (subjects::STREAM_FETCH_STATE, Duration::ZERO, 1),
+    (subjects::STREAM_POLLS, Duration::from_secs(14 * 86_400), -1),
 ];
 
 /// Creates the contract's streams when missing (file storage, limits retention).

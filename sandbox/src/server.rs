@@ -50,7 +50,8 @@ impl World {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fault {
     /// `status` (HTTP `code`), `timeout` (no answer for `seconds`), `html`, `garbage`,
-    /// `rate_limit` (HTTP 429 with Retry-After), or `latency` (a normal answer after `ms`).
+    /// `rate_limit` (HTTP 429 with Retry-After), `latency` (a normal answer after `ms`), or
+    /// `expire_key` (the caller's certification key expires: QAPI answers -90004).
     pub kind: String,
     /// Only requests of this shop (by its keys); all shops when absent.
     #[serde(default)]
@@ -163,6 +164,13 @@ async fn qapi(State(world): State<SharedWorld>, uri: Uri, headers: HeaderMap, bo
         let fault = if violation { None } else { w.take_fault(caller.as_deref(), &method) };
         let (answer, shop) = match (&fault, violation) {
             (_, true) => (Answer { body: "Too Many Requests".into(), code: None }, caller.clone()),
+            (Some(f), _) if f.kind == "expire_key" => {
+                // The caller's certification key expires now: this and later calls with it get -90004.
+                if let Some(k) = w.keys.get_mut(&key) {
+                    k.1 = now;
+                }
+                (envelope(-90004, "Seller authorization key is expired. Use a new key.", Value::Null), caller.clone())
+            }
             (Some(f), _) if f.kind != "latency" => (Answer { body: String::new(), code: None }, caller.clone()),
             _ => dispatch(&mut w, &method, &key, &params, now),
         };
@@ -207,7 +215,8 @@ async fn qapi(State(world): State<SharedWorld>, uri: Uri, headers: HeaderMap, bo
                 let after = f.seconds.unwrap_or(1).to_string();
                 return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, after)], "").into_response();
             }
-            _ => tokio::time::sleep(std::time::Duration::from_millis(f.ms.unwrap_or(50))).await,
+            "latency" => tokio::time::sleep(std::time::Duration::from_millis(f.ms.unwrap_or(50))).await,
+            _ => {}
         }
     }
     ([(header::CONTENT_TYPE, "application/json; charset=utf-8")], answer.body).into_response()
@@ -482,7 +491,7 @@ async fn list_faults(State(world): State<SharedWorld>) -> impl IntoResponse {
 }
 
 async fn add_fault(State(world): State<SharedWorld>, axum::Json(f): axum::Json<Fault>) -> Response {
-    let known = ["status", "timeout", "html", "garbage", "rate_limit", "latency"];
+    let known = ["status", "timeout", "html", "garbage", "rate_limit", "latency", "expire_key"];
     if !known.contains(&f.kind.as_str()) {
         return (StatusCode::BAD_REQUEST, format!("kind must be one of {known:?}")).into_response();
     }

@@ -6,9 +6,11 @@
 //! Nothing here does IO beyond reading the configuration file: the stages stay testable and the
 //! contract stays readable in one sitting.
 
+pub mod alert;
 pub mod config;
 pub mod dlq;
 pub mod order;
+pub mod poll;
 pub mod qapi;
 pub mod raw;
 pub mod secret;

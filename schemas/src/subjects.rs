@@ -12,6 +12,8 @@ pub const STREAM_ORDERS: &str = "ORDERS";
 pub const STREAM_ALERTS: &str = "ALERTS";
 pub const STREAM_OMS_EDITS: &str = "OMS_EDITS";
 pub const STREAM_DLQ: &str = "DLQ";
+/// Poll summaries: which order numbers a complete call saw.
+pub const STREAM_POLLS: &str = "QOO10_POLLS";
 /// The fetcher's durable state: one message per shop (what it last published).
 pub const STREAM_FETCH_STATE: &str = "QOO10_FETCH_STATE";
 
@@ -61,6 +63,9 @@ impl Namespace {
     pub fn dlq(&self, stage: &str, shop: &str) -> String {
         self.subject(&format!("dlq.{stage}.{shop}"))
     }
+    pub fn polls(&self, shop: &str) -> String {
+        self.subject(&format!("qoo10.polls.{shop}"))
+    }
     pub fn fetch_state(&self, shop: &str) -> String {
         self.subject(&format!("qoo10.state.{shop}"))
     }
@@ -74,6 +79,7 @@ impl Namespace {
             STREAM_OMS_EDITS => "oms.edits.>",
             STREAM_DLQ => "dlq.>",
             STREAM_FETCH_STATE => "qoo10.state.>",
+            STREAM_POLLS => "qoo10.polls.>",
             other => panic!("unknown stream {other}"),
         };
         self.subject(pattern)

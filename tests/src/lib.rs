@@ -228,18 +228,30 @@ impl Deployment {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("start {name}"))?;
+        // Drain both pipes while the child runs: a chatty child would block on a full pipe.
+        let drain = |mut r: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = r.read_to_end(&mut buf);
+                buf
+            })
+        };
+        let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+        let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
         let deadline = Instant::now() + limit;
-        loop {
-            if child.try_wait()?.is_some() {
-                return Ok(child.wait_with_output()?);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                let out = child.wait_with_output()?;
-                bail!("{name} did not finish within {limit:?}; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+                let _ = child.wait();
+                let stderr = err.join().unwrap_or_default();
+                bail!("{name} did not finish within {limit:?}; stderr:\n{}", String::from_utf8_lossy(&stderr));
             }
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
     }
 
     /// Runs and requires exit code 0.
@@ -284,7 +296,14 @@ impl Deployment {
     ) -> anyhow::Result<Vec<async_nats::jetstream::message::StreamMessage>> {
         let js = self.nats().await?;
         let name = schemas::subjects::Namespace::new(&self.prefix).stream(base);
-        let mut stream = js.get_stream(&name).await?;
+        let mut stream = match js.get_stream(&name).await {
+            Ok(s) => s,
+            // Not created yet: no service of this deployment has started.
+            Err(e) if e.to_string().contains("stream not found") => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let info = stream.info().await?.state.clone();
         let mut out = Vec::new();
         if info.messages == 0 {

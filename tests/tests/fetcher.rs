@@ -1,0 +1,276 @@
+//! The fetcher against a misbehaving QAPI: faults, expired keys, refused credentials, rate
+//! limits with many shops, unchanged re-polls, restarts, and the `check` / `backfill` commands.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{Deployment, Sandbox, bin};
+use serde_json::{Value, json};
+
+fn shop_toml(id: &str, n: u32, password: &str, extra: &str) -> String {
+    format!(
+        "[[shops]]\nid = \"{id}\"\nuser_id = \"sandbox-seller-{n}\"\napi_key = \"sandbox-api-key-{n}\"\npassword = \"{password}\"\n\
+         statuses = [1, 2, 3, 4, 5]\nlookback_days = 7\n{extra}\n"
+    )
+}
+
+fn qoo10_toml(sandbox: &Sandbox, extra: &str) -> String {
+    format!(
+        "[qoo10]\nbase_url = \"{}\"\nrequests_per_second = 50\nglobal_requests_per_second = 200\n{extra}\n",
+        sandbox.base_url()
+    )
+}
+
+/// Order numbers of every raw row stored for this deployment.
+async fn raw_order_numbers(dep: &Deployment) -> anyhow::Result<BTreeSet<u64>> {
+    let mut out = BTreeSet::new();
+    for m in dep.stream_messages("QOO10_RAW").await? {
+        let v: Value = serde_json::from_slice(&m.payload)?;
+        let row = &v["row"];
+        let no = row.get("orderNo").or_else(|| row.get("OrderNo")).and_then(Value::as_u64).expect("order number");
+        out.insert(no);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_transient_fault_is_retried_and_nothing_is_lost() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "40"]).await?;
+    let shop = shop_toml("s", 1, "sandbox-password-1", "claims = false");
+    let clean = Deployment::new(&format!("{}{shop}", qoo10_toml(&sandbox, ""))).await?;
+    clean.run_ok("fetcher", &["--once"])?;
+    let expected = raw_order_numbers(&clean).await?;
+    assert!(expected.len() > 10, "the sandbox has orders in the window");
+
+    let faults = [
+        json!({"kind": "status", "code": 503, "count": 1}),
+        json!({"kind": "status", "code": 502, "count": 1}),
+        json!({"kind": "timeout", "seconds": 3, "count": 1}),
+        json!({"kind": "html", "count": 1}),
+        json!({"kind": "garbage", "count": 1}),
+        json!({"kind": "rate_limit", "seconds": 1, "count": 1}),
+        json!({"kind": "latency", "ms": 300, "count": 2}),
+    ];
+    for f in &faults {
+        let mut f = f.clone();
+        f["method"] = json!("ShippingBasic.GetShippingInfo_v3");
+        sandbox.post_json("/_sandbox/faults", &f).await?;
+    }
+    let faulty =
+        Deployment::new(&format!("{}{shop}", qoo10_toml(&sandbox, "timeout = \"1s\"\nretry_budget = \"60s\""))).await?;
+    let out = faulty.run_ok("fetcher", &["--once"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(raw_order_numbers(&faulty).await?, expected, "same rows as without faults");
+
+    let log = sandbox.get_json("/_sandbox/requests").await?;
+    let injected: Vec<&str> = log.as_array().unwrap().iter().filter_map(|r| r["fault"].as_str()).collect();
+    assert_eq!(injected.len(), 8, "every fault was served: {injected:?}");
+    // Each failure is logged once, with the shop and the method.
+    assert_eq!(stderr.matches("QAPI call failed; retrying").count(), 6, "{stderr}");
+    assert!(stderr.contains("shop=s") && stderr.contains("ShippingBasic.GetShippingInfo_v3"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_key_is_renewed_once_and_the_call_retried() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "20"]).await?;
+    sandbox
+        .post_json(
+            "/_sandbox/faults",
+            &json!({"kind": "expire_key", "count": 1, "method": "ShippingBasic.GetShippingInfo_v3"}),
+        )
+        .await?;
+    let dep = Deployment::new(&format!("{}{}", qoo10_toml(&sandbox, ""), shop_toml("s", 1, "sandbox-password-1", "")))
+        .await?;
+    dep.run_ok("fetcher", &["--once"])?;
+    let log = sandbox.get_json("/_sandbox/requests").await?;
+    let log = log.as_array().unwrap();
+    let certs = log.iter().filter(|r| r["method"].as_str().unwrap().contains("CreateCertificationKey")).count();
+    assert_eq!(certs, 2, "one key at start, one after -90004");
+    assert_eq!(log.iter().filter(|r| r["code"] == json!(-90004)).count(), 1);
+    assert!(dep.stream_messages("ALERTS").await?.is_empty(), "a renewed key is no credentials problem");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_credentials_open_one_alert_and_recovery_resolves_it() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", "2", "--orders", "10"]).await?;
+    let bad = format!(
+        "{}{}{}",
+        qoo10_toml(&sandbox, ""),
+        shop_toml("good", 1, "sandbox-password-1", "claims = false"),
+        shop_toml("s", 2, "changed-in-qsm", "claims = false")
+    );
+    let dep = Deployment::new(&bad).await?;
+    for _ in 0..2 {
+        let out = dep.run("fetcher", &["--once"], Duration::from_secs(60))?;
+        assert_eq!(out.status.code(), Some(1));
+    }
+    let alerts = dep.stream_messages("ALERTS").await?;
+    assert_eq!(alerts.len(), 1, "opened once, not once per poll");
+    assert_eq!(alerts[0].subject.as_str(), format!("{}.alerts.credentials_invalid.s", dep.prefix));
+    let open: Value = serde_json::from_slice(&alerts[0].payload)?;
+    assert_eq!(
+        (open["kind"].as_str(), open["state"].as_str(), open["shop_id"].as_str()),
+        (Some("credentials_invalid"), Some("open"), Some("s"))
+    );
+    assert!(open["message_ja"].as_str().unwrap().contains("認証情報がQoo10に拒否されました"), "{open}");
+    assert!(open["message"].as_str().unwrap().contains("-10001"), "{open}");
+    assert!(!open.to_string().contains("changed-in-qsm"), "no secret in the alert");
+
+    // The seller fixes the password: the next poll succeeds and resolves the same alert.
+    let fixed = bad.replace("changed-in-qsm", "sandbox-password-2");
+    std::fs::write(&dep.config_path, std::fs::read_to_string(&dep.config_path)?.replace(&bad, &fixed))?;
+    dep.run_ok("fetcher", &["--once"])?;
+    let alerts = dep.stream_messages("ALERTS").await?;
+    assert_eq!(alerts.len(), 2);
+    let resolved: Value = serde_json::from_slice(&alerts[1].payload)?;
+    assert_eq!(resolved["state"], json!("resolved"));
+    assert_eq!(resolved["alert_id"], open["alert_id"]);
+    assert!(resolved["version"].as_u64() > open["version"].as_u64());
+    let schema = e2e::schema_violations("alert.schema.json", &[alerts[0].payload.as_ref(), alerts[1].payload.as_ref()]);
+    assert_eq!(schema, Vec::<String>::new());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_hold_for_500_shops_with_injected_5xx() -> anyhow::Result<()> {
+    let (per_shop, global) = (5, 100);
+    let sandbox = Sandbox::start(&[
+        "--shops",
+        "500",
+        "--orders",
+        "4",
+        "--rate-limit-per-shop",
+        &per_shop.to_string(),
+        "--rate-limit-global",
+        &global.to_string(),
+    ])
+    .await?;
+    sandbox.post_json("/_sandbox/faults", &json!({"kind": "status", "code": 503, "count": 200})).await?;
+    let mut config = format!(
+        "[qoo10]\nbase_url = \"{}\"\nrequests_per_second = {per_shop}\nglobal_requests_per_second = {global}\n\n\
+         [fetcher]\nmax_concurrent_shops = 500\n\n",
+        sandbox.base_url()
+    );
+    for n in 1..=500 {
+        config.push_str(&format!(
+            "[[shops]]\nid = \"shop-{n}\"\nuser_id = \"sandbox-seller-{n}\"\napi_key = \"sandbox-api-key-{n}\"\n\
+             password = \"sandbox-password-{n}\"\nstatuses = [2, 3]\nlookback_days = 3\nclaims = false\n"
+        ));
+    }
+    let dep = Deployment::new(&config).await?;
+    let started = Instant::now();
+    dep.run_ok("fetcher", &["--once"])?;
+    let elapsed = started.elapsed();
+    let stats = sandbox.get_json("/_sandbox/stats").await?;
+    println!("500 shops, 503 on the first 200 requests: {stats} in {elapsed:?}");
+    assert_eq!(stats["violations"], json!(0), "{stats}");
+    assert!(stats["max_requests_in_a_second"].as_u64().unwrap() <= global, "{stats}");
+    assert!(stats["max_requests_of_one_shop_in_a_second"].as_u64().unwrap() <= per_shop, "{stats}");
+    assert_eq!(
+        stats["requests"],
+        json!(500 * 3 + 200),
+        "a certification and two calls per shop, plus the retried 503s"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_polls_of_an_unchanged_sandbox_publish_each_row_once() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", "2", "--orders", "60"]).await?;
+    let dep = Deployment::new(&format!(
+        "{}{}{}",
+        qoo10_toml(&sandbox, ""),
+        shop_toml("a", 1, "sandbox-password-1", ""),
+        shop_toml("b", 2, "sandbox-password-2", "")
+    ))
+    .await?;
+    dep.run_ok("fetcher", &["--once"])?;
+    let after_one = dep.stream_messages("QOO10_RAW").await?.len();
+    for _ in 0..9 {
+        dep.run_ok("fetcher", &["--once"])?;
+    }
+    let after_ten = dep.stream_messages("QOO10_RAW").await?.len();
+    println!("raw messages after 1 poll: {after_one}, after 10 polls: {after_ten}");
+    assert_eq!(after_ten, after_one);
+
+    // Every poll reported what it saw: 5 statuses + 12 claim codes, one window, per shop.
+    let summaries: Vec<Value> =
+        dep.stream_messages("QOO10_POLLS").await?.iter().map(|m| serde_json::from_slice(&m.payload).unwrap()).collect();
+    assert_eq!(summaries.len(), 10 * 2 * 17);
+    assert_eq!(summaries.iter().filter(|s| s["last_in_poll"] == json!(true)).count(), 20);
+    let seen: usize = summaries.iter().take(17 * 2).map(|s| s["order_nos"].as_array().unwrap().len()).sum();
+    assert_eq!(seen, after_one, "the first poll's summaries list every row it published");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_resumes_without_a_burst() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "10"]).await?;
+    let dep = Deployment::new(&format!(
+        "{}{}",
+        qoo10_toml(&sandbox, ""),
+        shop_toml("s", 1, "sandbox-password-1", "interval = \"10m\"\nclaims = false")
+    ))
+    .await?;
+    let start = || {
+        Command::new(bin("fetcher"))
+            .arg("--config")
+            .arg(&dep.config_path)
+            .env_remove("NATS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    let mut first = start()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dep
+        .stream_messages("QOO10_POLLS")
+        .await?
+        .iter()
+        .all(|m| !String::from_utf8_lossy(&m.payload).contains("\"last_in_poll\":true"))
+    {
+        assert!(Instant::now() < deadline, "first poll did not complete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // the state is saved right after the last summary
+    first.kill()?;
+    first.wait()?;
+    let before = sandbox.get_json("/_sandbox/requests").await?.as_array().unwrap().len();
+    let mut second = start()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    second.kill()?;
+    second.wait()?;
+    let after = sandbox.get_json("/_sandbox/requests").await?.as_array().unwrap().len();
+    assert_eq!(after, before, "the restarted fetcher waits out the 10 minute interval");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_and_backfill_commands() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", "2", "--orders", "30"]).await?;
+    let dep = Deployment::new(&format!(
+        "{}{}{}",
+        qoo10_toml(&sandbox, ""),
+        shop_toml("ok", 1, "sandbox-password-1", ""),
+        shop_toml("bad", 2, "old-password", "")
+    ))
+    .await?;
+    let out = dep.run("fetcher", &["check", "--shop", "ok"], Duration::from_secs(30))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("ready to be polled"), "{text}");
+    let out = dep.run("fetcher", &["check", "--shop", "bad"], Duration::from_secs(30))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.contains("does not know this QSM login ID / password") && text.contains("id = \"bad\""), "{text}");
+    assert!(!text.contains("old-password"));
+
+    let out = dep.run_ok("fetcher", &["backfill", "--shop", "ok", "--from", "2025-11-01", "--to", "2026-11-30"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("5 windows") && text.contains("85 calls"), "{text}");
+    let log = sandbox.get_json("/_sandbox/requests").await?;
+    assert!(log.as_array().unwrap().iter().all(|r| r["code"] != json!(-10003)), "no window over 90 days");
+    Ok(())
+}
