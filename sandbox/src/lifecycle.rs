@@ -78,3 +78,69 @@ pub fn progress(o: &mut Order, now: NaiveDateTime) {
         o.delivered_date = o.shipping_date.map(|s| s + Duration::days(2));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn order(status: u8) -> Order {
+        let now = NaiveDateTime::parse_from_str("2026-11-20 10:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+        let mut o = crate::generate::orders(1, 1, "s", 1, 1, now).remove(0);
+        o.status = status;
+        o.claim_status = 0;
+        o.order_date = now - Duration::hours(1);
+        o.payment_date = None;
+        o.est_ship_date = None;
+        o.shipping_date = None;
+        o.delivered_date = None;
+        o
+    }
+
+    fn t(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    #[test]
+    fn actions_follow_qoo10s_status_order() {
+        let now = t("2026-11-21 09:00:00");
+        let mut o = order(1);
+        apply(&mut o, "pay", &json!({}), now).unwrap();
+        assert_eq!((o.status, o.payment_date), (2, Some(now)));
+        apply(&mut o, "set_ship_date", &json!({"date": "2026-11-24"}), now).unwrap();
+        assert_eq!((o.status, o.est_ship_date), (3, NaiveDate::from_ymd_opt(2026, 11, 24)));
+        apply(&mut o, "set_ship_date", &json!({"date": "2026-11-25"}), now).unwrap();
+        assert_eq!((o.status, o.est_ship_date), (3, NaiveDate::from_ymd_opt(2026, 11, 25)), "moving the date keeps 3");
+        assert!(apply(&mut o, "deliver", &json!({}), now).is_err(), "cannot deliver before shipping");
+        apply(&mut o, "ship", &json!({"carrier": "佐川急便", "tracking_no": "T1"}), now).unwrap();
+        assert_eq!((o.status, o.carrier.as_str(), o.tracking_no.as_str()), (4, "佐川急便", "T1"));
+        apply(&mut o, "deliver", &json!({}), now).unwrap();
+        assert_eq!(o.status, 5);
+        apply(&mut o, "quantity", &json!({"quantity": 3}), now).unwrap();
+        assert_eq!(o.quantity, 3);
+        assert!(apply(&mut o, "quantity", &json!({"quantity": 0}), now).is_err());
+        apply(&mut o, "cancel", &json!({}), now).unwrap();
+        assert!(o.cancelled());
+        assert!(apply(&mut o, "teleport", &json!({}), now).is_err());
+    }
+
+    #[test]
+    fn time_moves_orders_along() {
+        let mut o = order(1);
+        let start = o.order_date;
+        progress(&mut o, start + Duration::hours(2));
+        assert_eq!(o.status, 2, "paid after an hour");
+        progress(&mut o, start + Duration::hours(30));
+        assert_eq!(o.status, 3, "ship date set a day after payment");
+        let ship = o.est_ship_date.unwrap();
+        progress(&mut o, ship.and_hms_opt(16, 0, 0).unwrap());
+        assert_eq!(o.status, 4, "shipped on the ship date");
+        assert!(!o.tracking_no.is_empty());
+        progress(&mut o, ship.and_hms_opt(16, 0, 0).unwrap() + Duration::days(3));
+        assert_eq!(o.status, 5, "delivered two days later");
+        let mut cancelled = order(2);
+        cancelled.claim_status = 3;
+        progress(&mut cancelled, start + Duration::days(30));
+        assert_eq!(cancelled.status, 2, "a cancelled order stays where it was");
+    }
+}
