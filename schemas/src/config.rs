@@ -38,6 +38,7 @@ pub struct PipelineConfig {
     pub shops: Vec<ShopConfig>,
     pub normalizer: NormalizerConfig,
     pub sink: SinkConfig,
+    pub alerts: AlertsConfig,
     /// Where the configuration came from (a file path, or "built-in defaults").
     #[serde(skip)]
     pub source: String,
@@ -292,6 +293,35 @@ impl Default for SinkConfig {
     }
 }
 
+/// Thresholds of the alert rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// `ship_date_missing` opens this long after payment ("0s": at once).
+    #[serde(with = "duration_text")]
+    pub ship_date_missing_after: Duration,
+    /// `ship_date_overdue` opens when 発送予定日 is more than this many days behind today (JST).
+    pub overdue_grace_days: u32,
+    /// A line first seen this long after its cart counts as added (`item_added`); lines seen
+    /// within this time of each other belong to the same first sight of the cart.
+    #[serde(with = "duration_text")]
+    pub item_added_after: Duration,
+    /// How often time-dependent rules (overdue, grace periods) are re-checked.
+    #[serde(with = "duration_text")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            ship_date_missing_after: Duration::ZERO,
+            overdue_grace_days: 0,
+            item_added_after: Duration::from_secs(600),
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
 impl PipelineConfig {
     /// Loads `explicit`, else `$PIPELINE_CONFIG`, else `./pipeline.toml`. Only when no file was
     /// named and `./pipeline.toml` does not exist are the built-in defaults used.
@@ -475,6 +505,9 @@ impl PipelineConfig {
         }
         if self.sink.batch_size == 0 {
             return Err(bad("sink.batch_size", "must be at least 1".into()));
+        }
+        if self.alerts.sweep_interval.is_zero() {
+            return Err(bad("alerts.sweep_interval", "must be above 0".into()));
         }
         if self.sink.flush_interval.is_zero() {
             return Err(bad("sink.flush_interval", "must be above 0".into()));

@@ -78,6 +78,40 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             fetched_at DateTime('UTC')
         ) ENGINE = ReplacingMergeTree(version) ORDER BY (shop_id, order_no)",
     ],
+}, Migration {
+    version: 2,
+    name: "alerts and analytics views",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS alerts (
+            alert_id String,
+            kind String,
+            shop_id String,
+            order_no UInt64,
+            pack_no UInt64,
+            state String,
+            severity String,
+            message String,
+            message_ja String,
+            details String,
+            opened_at DateTime('UTC'),
+            updated_at DateTime('UTC'),
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY alert_id",
+        "CREATE VIEW IF NOT EXISTS daily_sales AS
+            SELECT shop_id, toDate(toTimeZone(ordered_at, 'Asia/Tokyo')) AS day_jst, item_code, seller_item_code,
+                   any(item_title) AS item_title, count() AS order_lines, sum(quantity) AS units, sum(total) AS sales
+            FROM orders FINAL
+            WHERE status NOT IN ('cancelled', 'returned', 'refunded')
+            GROUP BY shop_id, day_jst, item_code, seller_item_code",
+        "CREATE VIEW IF NOT EXISTS orders_by_status AS
+            SELECT shop_id, status, count() AS order_lines, uniqExact(pack_no) AS carts, sum(total) AS total
+            FROM orders FINAL
+            GROUP BY shop_id, status",
+        "CREATE VIEW IF NOT EXISTS open_alerts AS
+            SELECT alert_id, kind, shop_id, order_no, pack_no, severity, message, message_ja, details, opened_at, updated_at
+            FROM alerts FINAL
+            WHERE state = 'open'",
+    ],
 }];
 
 /// The table that records applied migrations.

@@ -4,5 +4,6 @@
 //! - [`rows`]: canonical order → table rows, and the merge rule between row kinds (pure).
 //! - [`store`]: ClickHouse IO (migrations, lookups, inserts).
 
+pub mod alerts;
 pub mod rows;
 pub mod store;

@@ -1,21 +1,26 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use async_nats::jetstream::{self, AckKind};
+use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use chrono::Utc;
 use clap::Parser;
-use runtime::nats::{consumer_idle, durable_consumer, fetch_batch, publish_dead_letter};
+use runtime::nats::{consumer_idle, durable_consumer, fetch_batch, msg_id_headers, publish_dead_letter};
+use schemas::alert::{Alert, AlertState, alert_msg_id};
 use schemas::config::PipelineConfig;
 use schemas::order::CanonicalOrder;
 use schemas::status::StatusMap;
 use schemas::subjects::{self, Namespace};
-use sink::rows::{ContactRow, OrderRow, contact_row, merge, order_row};
-use sink::store::Store;
+use sink::alerts::{self, Context, Thresholds, Verdict};
+use sink::rows::{AlertRow, ContactRow, OrderRow, contact_row, merge, order_row};
+use sink::store::{PackLine, Store};
 
-/// Writes canonical orders (ORDERS) to ClickHouse in batches; acknowledges a message only after
-/// ClickHouse confirmed every insert it caused.
+/// Writes canonical orders (ORDERS) to ClickHouse in batches and raises the alerts they call
+/// for; acknowledges a message only after ClickHouse confirmed every insert it caused and every
+/// alert it raised was published.
 #[derive(Debug, Parser)]
 #[command(name = "sink", version, about)]
 struct Args {
@@ -40,13 +45,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Open alerts by (kind, shop, order number): the engine's state, loaded from ClickHouse at start.
+type OpenAlerts = HashMap<(String, String, u64), Alert>;
+
 struct Sink {
     js: jetstream::Context,
     ns: Namespace,
     store: Store,
     statuses: StatusMap,
+    thresholds: Thresholds,
+    open: OpenAlerts,
     rows_written: u64,
     dead_letters: u64,
+    alerts_opened: u64,
+    alerts_resolved: u64,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -65,26 +77,75 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(60),
     )
     .await?;
-    tracing::info!(database = %config.clickhouse.database, migrations_applied = ?applied, until_idle = args.until_idle, "sink started");
+    // Alerts raised elsewhere (the fetcher's credentials_invalid) are recorded in `alerts` too.
+    let mut external = durable_consumer(
+        &js,
+        &ns.stream(subjects::STREAM_ALERTS),
+        "sink-alerts",
+        ns.alerts("credentials_invalid", "*"),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let open: OpenAlerts = store
+        .open_alerts()
+        .await?
+        .into_iter()
+        .map(|r| ((r.kind.clone(), r.shop_id.clone(), r.order_no), r.to_alert()))
+        .collect();
+    tracing::info!(database = %config.clickhouse.database, migrations_applied = ?applied, open_alerts = open.len(), until_idle = args.until_idle, "sink started");
 
-    let mut sink = Sink { js, ns, store, statuses: config.normalizer.status_map(), rows_written: 0, dead_letters: 0 };
+    let a = &config.alerts;
+    let thresholds = Thresholds {
+        ship_date_missing_after: chrono::Duration::from_std(a.ship_date_missing_after).unwrap_or_default(),
+        overdue_grace_days: i64::from(a.overdue_grace_days),
+        item_added_after: chrono::Duration::from_std(a.item_added_after).unwrap_or_default(),
+    };
+    let mut sink = Sink {
+        js,
+        ns,
+        store,
+        statuses: config.normalizer.status_map(),
+        thresholds,
+        open,
+        rows_written: 0,
+        dead_letters: 0,
+        alerts_opened: 0,
+        alerts_resolved: 0,
+    };
     let shutdown = runtime::shutdown_signal();
     tokio::pin!(shutdown);
+    let mut last_sweep = Instant::now() - a.sweep_interval;
     loop {
+        if last_sweep.elapsed() >= a.sweep_interval {
+            sink.sweep().await?;
+            last_sweep = Instant::now();
+        }
         // One fetch waits up to flush_interval: a batch is written at least that often.
         let batch = tokio::select! {
             b = fetch_batch(&consumer, config.sink.batch_size, config.sink.flush_interval) => b?,
             _ = &mut shutdown => break,
         };
+        let recorded = sink.record_external(&external).await?;
         if batch.is_empty() {
-            if args.until_idle && consumer_idle(&mut consumer).await? {
+            if args.until_idle
+                && recorded == 0
+                && consumer_idle(&mut consumer).await?
+                && consumer_idle(&mut external).await?
+            {
+                sink.sweep().await?;
                 break;
             }
             continue;
         }
         sink.process(batch).await?;
     }
-    tracing::info!(rows_written = sink.rows_written, dead_letters = sink.dead_letters, "sink stopped");
+    tracing::info!(
+        rows_written = sink.rows_written,
+        dead_letters = sink.dead_letters,
+        alerts_opened = sink.alerts_opened,
+        alerts_resolved = sink.alerts_resolved,
+        "sink stopped"
+    );
     Ok(())
 }
 
@@ -109,13 +170,14 @@ impl Sink {
 
         // Rows, merged in stream order with what is stored (or earlier in this batch).
         let keys: Vec<(String, u64)> = good.iter().map(|(_, o)| (o.shop_id.clone(), o.order_no)).collect();
+        let held: Vec<&jetstream::Message> = good.iter().map(|(m, _)| m).collect();
         let mut latest: HashMap<(String, u64), OrderRow> = if keys.is_empty() {
             HashMap::new()
         } else {
-            let held: Vec<&jetstream::Message> = good.iter().map(|(m, _)| m).collect();
             retry_forever("read latest orders", &held, || self.store.latest(&keys)).await
         };
         let mut orders: Vec<OrderRow> = Vec::with_capacity(good.len());
+        let mut changes: Vec<(Option<OrderRow>, OrderRow)> = Vec::with_capacity(good.len());
         let mut contacts: Vec<ContactRow> = Vec::new();
         let mut written: Vec<jetstream::Message> = Vec::with_capacity(good.len());
         for (msg, o) in good {
@@ -124,9 +186,12 @@ impl Sink {
             match converted {
                 Ok((row, contact)) => {
                     let key = (o.shop_id.clone(), o.order_no);
-                    let merged = merge(latest.get(&key), row, o.source.kind, &self.statuses);
-                    if latest.get(&key).is_none_or(|s| s.version <= merged.version) {
+                    let prev = latest.get(&key).cloned();
+                    let merged = merge(prev.as_ref(), row, o.source.kind, &self.statuses);
+                    // A late redelivery of older data changes nothing and raises nothing.
+                    if prev.as_ref().is_none_or(|s| s.version < merged.version) {
                         latest.insert(key, merged.clone());
+                        changes.push((prev, merged.clone()));
                     }
                     orders.push(merged);
                     contacts.extend(contact);
@@ -136,10 +201,12 @@ impl Sink {
             }
         }
 
+        let held: Vec<&jetstream::Message> = written.iter().collect();
+        let transitions = self.evaluate(&changes, &latest, &held).await;
         if !orders.is_empty() || !contacts.is_empty() {
-            let held: Vec<&jetstream::Message> = written.iter().collect();
             retry_forever("insert", &held, || self.store.write(&orders, &contacts)).await;
         }
+        self.commit_alerts(transitions, &held).await?;
         for msg in &written {
             msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         }
@@ -160,6 +227,144 @@ impl Sink {
             }
         }
         Ok(())
+    }
+
+    /// The alert transitions these changes cause (not yet published or stored).
+    async fn evaluate(
+        &mut self,
+        changes: &[(Option<OrderRow>, OrderRow)],
+        latest: &HashMap<(String, u64), OrderRow>,
+        held: &[&jetstream::Message],
+    ) -> Vec<Alert> {
+        // Cart context, read only for new lines and lines being cancelled (rare at steady state).
+        let packs: Vec<(String, u64)> = changes
+            .iter()
+            .filter(|(prev, row)| prev.is_none() || row.claim_status != 0)
+            .map(|(_, row)| (row.shop_id.clone(), row.pack_no))
+            .collect();
+        let lines: Vec<PackLine> = if packs.is_empty() {
+            Vec::new()
+        } else {
+            retry_forever("read cart lines", held, || self.store.pack_lines(&packs)).await
+        };
+        let now = Utc::now();
+        let today_jst = schemas::time::today_jst(now);
+        let mut transitions = Vec::new();
+        for (prev, row) in changes {
+            let others = lines
+                .iter()
+                .filter(|l| l.shop_id == row.shop_id && l.pack_no == row.pack_no && l.order_no != row.order_no);
+            let mut first_seen = None;
+            let mut active_sibling = false;
+            for l in others {
+                let seen = chrono::DateTime::from_timestamp(i64::from(l.first_seen), 0);
+                first_seen = first_seen.min(seen).or(seen);
+                let claim = latest.get(&(l.shop_id.clone(), l.order_no)).map_or(l.claim_status, |r| r.claim_status);
+                active_sibling |= claim == 0;
+            }
+            let ctx = Context { now, today_jst, pack_first_seen: first_seen, pack_has_active_sibling: active_sibling };
+            let verdicts = alerts::evaluate(prev.as_ref(), row, &ctx, &self.thresholds);
+            transitions.extend(self.transitions(verdicts, row, now));
+        }
+        transitions
+    }
+
+    /// Verdicts → transitions against the open alerts (which are updated here).
+    fn transitions(
+        &mut self,
+        verdicts: Vec<(&'static str, Verdict)>,
+        row: &OrderRow,
+        now: chrono::DateTime<Utc>,
+    ) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for (kind, verdict) in verdicts {
+            let key = (kind.to_owned(), row.shop_id.clone(), row.order_no);
+            match verdict {
+                Verdict::Open(draft) if !self.open.contains_key(&key) => {
+                    let alert = alerts::open(&draft, row, now);
+                    self.open.insert(key, alert.clone());
+                    out.push(alert);
+                }
+                Verdict::Resolve => {
+                    if let Some(open) = self.open.remove(&key) {
+                        out.push(alerts::resolve(&open, row.version, now));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Publishes transitions (ALERTS), then stores them (`alerts`). Publishing first means a
+    /// crash in between re-evaluates and re-publishes the same ids, which JetStream de-duplicates.
+    async fn commit_alerts(&mut self, transitions: Vec<Alert>, held: &[&jetstream::Message]) -> anyhow::Result<()> {
+        if transitions.is_empty() {
+            return Ok(());
+        }
+        for alert in &transitions {
+            let payload = Bytes::from(serde_json::to_vec(alert).expect("alert serializes"));
+            let subject = self.ns.alerts(&alert.kind, &alert.shop_id);
+            let ack = self
+                .js
+                .publish_with_headers(subject, msg_id_headers(&alert_msg_id(alert)), payload)
+                .await
+                .map_err(|e| anyhow::anyhow!("publish alert: {e}"))?;
+            ack.await.map_err(|e| anyhow::anyhow!("publish alert: {e}"))?;
+            match alert.state {
+                AlertState::Open => self.alerts_opened += 1,
+                AlertState::Resolved => self.alerts_resolved += 1,
+            }
+            tracing::info!(kind = %alert.kind, shop = %alert.shop_id, order_no = alert.order_no, state = ?alert.state, alert_id = %alert.alert_id, "alert");
+        }
+        let rows: Vec<AlertRow> = transitions.iter().map(AlertRow::from_alert).collect();
+        retry_forever("insert alerts", held, || self.store.write_alerts(&rows)).await;
+        Ok(())
+    }
+
+    /// Re-checks time-dependent rules (grace periods, overdue ship dates) on active orders.
+    async fn sweep(&mut self) -> anyhow::Result<()> {
+        let rows = retry_forever("read active orders", &[], || self.store.active_orders()).await;
+        let now = Utc::now();
+        let ctx = Context {
+            now,
+            today_jst: schemas::time::today_jst(now),
+            pack_first_seen: None,
+            pack_has_active_sibling: false,
+        };
+        let mut transitions = Vec::new();
+        for row in &rows {
+            // The same version on both sides: only conditions that depend on time can change.
+            let verdicts = alerts::evaluate(Some(row), row, &ctx, &self.thresholds);
+            transitions.extend(self.transitions(verdicts, row, now));
+        }
+        self.commit_alerts(transitions, &[]).await
+    }
+
+    /// Stores alerts other services published; returns how many.
+    async fn record_external(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
+        let batch = fetch_batch(consumer, 100, Duration::from_millis(50)).await?;
+        let mut rows = Vec::with_capacity(batch.len());
+        for msg in &batch {
+            match serde_json::from_slice::<Alert>(&msg.payload) {
+                Ok(a) => rows.push(AlertRow::from_alert(&a)),
+                Err(e) => {
+                    let reason = format!("not an alert: {e}");
+                    let shop = Namespace::shop_of(&msg.subject).to_owned();
+                    if let Ok(f) =
+                        publish_dead_letter(&self.js, &self.ns, subjects::STAGE_SINK, &shop, msg, &reason).await
+                    {
+                        let _ = f.await;
+                    }
+                }
+            }
+        }
+        let held: Vec<&jetstream::Message> = batch.iter().collect();
+        retry_forever("insert alerts", &held, || self.store.write_alerts(&rows)).await;
+        for msg in &batch {
+            msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        }
+        Ok(batch.len())
     }
 }
 

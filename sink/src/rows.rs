@@ -79,6 +79,70 @@ pub struct ContactRow {
     pub fetched_at: u32,
 }
 
+/// A row of `alerts`.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct AlertRow {
+    pub alert_id: String,
+    pub kind: String,
+    pub shop_id: String,
+    pub order_no: u64,
+    pub pack_no: u64,
+    pub state: String,
+    pub severity: String,
+    pub message: String,
+    pub message_ja: String,
+    pub details: String,
+    pub opened_at: u32,
+    pub updated_at: u32,
+    pub version: u64,
+}
+
+impl AlertRow {
+    pub fn from_alert(a: &schemas::alert::Alert) -> Self {
+        AlertRow {
+            alert_id: a.alert_id.clone(),
+            kind: a.kind.clone(),
+            shop_id: a.shop_id.clone(),
+            order_no: a.order_no,
+            pack_no: a.pack_no,
+            state: match a.state {
+                schemas::alert::AlertState::Open => "open".into(),
+                schemas::alert::AlertState::Resolved => "resolved".into(),
+            },
+            severity: a.severity.clone(),
+            message: a.message.clone(),
+            message_ja: a.message_ja.clone(),
+            details: a.details.to_string(),
+            opened_at: u32::try_from(a.opened_at.timestamp()).unwrap_or(0),
+            updated_at: u32::try_from(a.updated_at.timestamp()).unwrap_or(0),
+            version: a.version,
+        }
+    }
+
+    pub fn to_alert(&self) -> schemas::alert::Alert {
+        schemas::alert::Alert {
+            schema_version: schemas::alert::ALERT_SCHEMA_VERSION,
+            alert_id: self.alert_id.clone(),
+            kind: self.kind.clone(),
+            shop_id: self.shop_id.clone(),
+            order_no: self.order_no,
+            pack_no: self.pack_no,
+            state: if self.state == "open" {
+                schemas::alert::AlertState::Open
+            } else {
+                schemas::alert::AlertState::Resolved
+            },
+            severity: self.severity.clone(),
+            message: self.message.clone(),
+            message_ja: self.message_ja.clone(),
+            details: serde_json::from_str(&self.details).unwrap_or_default(),
+            opened_at: DateTime::from_timestamp(i64::from(self.opened_at), 0).unwrap_or_default(),
+            updated_at: DateTime::from_timestamp(i64::from(self.updated_at), 0).unwrap_or_default(),
+            version: self.version,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("field `{field}`: {problem}")]
 pub struct RowError {

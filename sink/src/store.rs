@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use schemas::config::ClickHouseConfig;
 use schemas::sql::{MIGRATIONS, MIGRATIONS_TABLE};
 
-use crate::rows::{ContactRow, OrderRow};
+use crate::rows::{AlertRow, ContactRow, OrderRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,6 +35,16 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("url", &self.url).field("database", &self.database).finish_non_exhaustive()
     }
+}
+
+/// One line of a cart, as [`Store::pack_lines`] reads it.
+#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
+pub struct PackLine {
+    pub shop_id: String,
+    pub pack_no: u64,
+    pub order_no: u64,
+    pub first_seen: u32,
+    pub claim_status: u8,
 }
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
@@ -152,6 +162,55 @@ impl Store {
             insert.write(r).await.map_err(self.err(op()))?;
         }
         insert.end().await.map_err(self.err(op()))
+    }
+
+    pub async fn write_alerts(&self, alerts: &[AlertRow]) -> Result<(), StoreError> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        self.insert_all("alerts", alerts).await
+    }
+
+    /// Every open alert (the engine's state at start).
+    pub async fn open_alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
+        self.client
+            .query("SELECT ?fields FROM alerts FINAL WHERE state = 'open'")
+            .fetch_all::<AlertRow>()
+            .await
+            .map_err(self.err("read open alerts"))
+    }
+
+    /// Per line of these carts: when it was first seen (seconds) and its latest claim status.
+    pub async fn pack_lines(&self, packs: &[(String, u64)]) -> Result<Vec<PackLine>, StoreError> {
+        let mut by_shop: HashMap<&str, Vec<u64>> = HashMap::new();
+        for (shop, pack) in packs {
+            by_shop.entry(shop.as_str()).or_default().push(*pack);
+        }
+        let mut out = Vec::new();
+        for (shop, packs) in by_shop {
+            let list = packs.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            out.extend(
+                self.client
+                    .query(&format!(
+                        "SELECT shop_id, pack_no, order_no, min(fetched_at) AS first_seen, argMax(claim_status, version) AS claim_status \
+                         FROM order_versions WHERE shop_id = ? AND pack_no IN ({list}) GROUP BY shop_id, pack_no, order_no"
+                    ))
+                    .bind(shop)
+                    .fetch_all::<PackLine>()
+                    .await
+                    .map_err(self.err("read cart lines"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Order lines that time-dependent rules may concern (active, in 配送要請 or 配送準備).
+    pub async fn active_orders(&self) -> Result<Vec<OrderRow>, StoreError> {
+        self.client
+            .query("SELECT ?fields FROM orders FINAL WHERE claim_status = 0 AND qoo10_status IN (2, 3)")
+            .fetch_all::<OrderRow>()
+            .await
+            .map_err(self.err("read active orders"))
     }
 
     pub fn client(&self) -> &clickhouse::Client {

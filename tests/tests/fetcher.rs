@@ -266,7 +266,10 @@ async fn check_and_backfill_commands() -> anyhow::Result<()> {
     assert_eq!(out.status.code(), Some(1));
     assert!(text.contains("does not know this QSM login ID / password") && text.contains("id = \"bad\""), "{text}");
     assert!(!text.contains("old-password"));
-    std::fs::write(&dep.config_path, std::fs::read_to_string(&dep.config_path)?.replace("sandbox-api-key-2", "revoked-key"))?;
+    std::fs::write(
+        &dep.config_path,
+        std::fs::read_to_string(&dep.config_path)?.replace("sandbox-api-key-2", "revoked-key"),
+    )?;
     let out = dep.run("fetcher", &["check", "--shop", "bad"], Duration::from_secs(30))?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("does not recognise the API key (-90001") && text.contains("API・FTP・QSM権限"), "{text}");
@@ -275,9 +278,16 @@ async fn check_and_backfill_commands() -> anyhow::Result<()> {
     // The sandbox's clock and life cycle, seen through the fetcher: a ship date set in QSM moves
     // an order from 2 to 3.
     let orders = sandbox.get_json("/_sandbox/orders?shop=sandbox-1").await?;
-    let new = orders.as_array().unwrap().iter().find(|o| o["status"] == json!(2) && o["claim_status"] == json!(0)).expect("a status-2 order");
+    let new = orders
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["status"] == json!(2) && o["claim_status"] == json!(0))
+        .expect("a status-2 order");
     let no = new["order_no"].as_u64().unwrap();
-    sandbox.post_json(&format!("/_sandbox/orders/sandbox-1/{no}/set_ship_date"), &json!({"date": "2026-12-24"})).await?;
+    sandbox
+        .post_json(&format!("/_sandbox/orders/sandbox-1/{no}/set_ship_date"), &json!({"date": "2026-12-24"}))
+        .await?;
     let raw_before = dep.stream_messages("QOO10_RAW").await?.len();
     dep.run_ok("fetcher", &["--once", "--shop", "ok"])?;
     let raw = dep.stream_messages("QOO10_RAW").await?;

@@ -265,6 +265,16 @@ async fn end_to_end(api_version: &str, url_style: &str) -> anyhow::Result<()> {
         dep.query("SELECT pack_no, count() FROM orders FINAL WHERE pack_no = 7001 GROUP BY pack_no").await?,
         vec![vec!["7001", "2"]]
     );
+    // Analytics views (they must work on ClickHouse 18.16 and current releases).
+    assert_eq!(
+        dep.query("SELECT status, order_lines, carts, toString(total) FROM orders_by_status WHERE status IN ('new', 'cancelled') ORDER BY status").await?,
+        vec![vec!["cancelled", "1", "1", "4200.00"], vec!["new", "2", "1", "5412.00"]]
+    );
+    let day = (today_jst() - Duration::days(2)).to_string();
+    assert_eq!(
+        dep.query(&format!("SELECT item_code, order_lines, units, toString(sales) FROM daily_sales WHERE day_jst = '{day}' ORDER BY item_code")).await?,
+        vec![vec!["100005001", "1", "2", "2432.00"], vec!["100005002", "1", "1", "2980.00"]]
+    );
     // Personal data lives in order_contacts only.
     assert_eq!(
         dep.query("SELECT buyer_name, buyer_kana, zip_code, address1 FROM order_contacts FINAL WHERE order_no = 5001")

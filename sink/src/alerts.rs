@@ -1,0 +1,474 @@
+//! The alert rules: what a seller must correct by hand on Qoo10 (or mirror in the OMS). Pure.
+//!
+//! [`evaluate`] looks at one order line's new version (and the one before it) and says, per alert
+//! kind, whether the situation holds now. The engine in `main.rs` turns verdicts into transitions
+//! against the open alerts it holds, so each alert opens once and resolves once.
+//!
+//! An alert's id is `<kind>:<shop>:<order_no>:<version that opened it>`: the same input always
+//! yields the same id, so redelivery and restarts cannot open a second one.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertState};
+use serde_json::json;
+
+use crate::rows::OrderRow;
+
+/// Thresholds (from `[alerts]` in pipeline.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// `ship_date_missing` opens this long after payment (0 = at once).
+    pub ship_date_missing_after: Duration,
+    /// `ship_date_overdue` opens when the ship date is this many days behind today (JST).
+    pub overdue_grace_days: i64,
+    /// A line first seen this long after its cart counts as added (`item_added`).
+    pub item_added_after: Duration,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            ship_date_missing_after: Duration::zero(),
+            overdue_grace_days: 0,
+            item_added_after: Duration::minutes(10),
+        }
+    }
+}
+
+/// What a rule says about one kind for one order line now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The situation holds: open an alert (if none is open) with this text.
+    Open(Draft),
+    /// The situation is over: resolve the open alert, if any.
+    Resolve,
+    /// Nothing new: leave things as they are.
+    Keep,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    pub kind: &'static str,
+    pub severity: &'static str,
+    pub message: String,
+    pub message_ja: String,
+    pub details: serde_json::Value,
+}
+
+/// What the engine knows besides the two versions.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub now: DateTime<Utc>,
+    pub today_jst: NaiveDate,
+    /// When the line's cart was first seen, if another line of it was stored before.
+    pub pack_first_seen: Option<DateTime<Utc>>,
+    /// Another line of the same cart is still active (not cancelled).
+    pub pack_has_active_sibling: bool,
+}
+
+fn date(d: Option<u16>) -> Option<NaiveDate> {
+    d.map(|d| NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + Duration::days(i64::from(d)))
+}
+
+fn fmt_date(d: Option<NaiveDate>) -> String {
+    d.map(|d| d.to_string()).unwrap_or_else(|| "(none)".into())
+}
+
+fn active(r: &OrderRow) -> bool {
+    r.claim_status == 0
+}
+
+/// The line has shipped, been delivered, or is under a claim: changes can no longer be mirrored.
+fn settled(r: &OrderRow) -> bool {
+    r.qoo10_status >= 4 || r.claim_status != 0
+}
+
+fn cancelling(r: &OrderRow) -> bool {
+    matches!(r.claim_status, 1 | 2 | 3 | 16)
+}
+
+/// Every rule for one new version of an order line. `prev` is the stored version before it.
+pub fn evaluate(
+    prev: Option<&OrderRow>,
+    row: &OrderRow,
+    ctx: &Context,
+    t: &Thresholds,
+) -> Vec<(&'static str, Verdict)> {
+    let no = row.order_no;
+    let title = &row.item_title;
+    let mut out = Vec::with_capacity(7);
+
+    // ship_date_missing: paid, waiting in 配送要請 without 発送予定日.
+    let paid_long_enough = row
+        .paid_at
+        .map(|p| ctx.now - DateTime::from_timestamp(i64::from(p), 0).unwrap_or(ctx.now) >= t.ship_date_missing_after)
+        .unwrap_or(t.ship_date_missing_after.is_zero());
+    out.push(("ship_date_missing", if row.qoo10_status == 2 && active(row) && row.estimated_ship_date.is_none() && paid_long_enough {
+        Verdict::Open(Draft {
+            kind: "ship_date_missing",
+            severity: "warning",
+            message: format!(
+                "Order {no} ({title}, cart {}) has no estimated shipping date (発送予定日). Set it in QSM (配送管理 → 発送予定日); \
+                 it cannot be set through the OMS import.",
+                row.pack_no
+            ),
+            message_ja: format!("注文 {no} の発送予定日が未設定です。QSMで発送予定日を設定してください（OMSの取込では設定できません）。"),
+            details: json!({"field": "estimated_ship_date", "qoo10_status": row.qoo10_status}),
+        })
+    } else if row.qoo10_status == 2 && active(row) && row.estimated_ship_date.is_none() {
+        Verdict::Keep
+    } else {
+        Verdict::Resolve
+    }));
+
+    // skipped_new_status: first seen already in 配送準備 (3).
+    out.push(("skipped_new_status", match prev {
+        None if row.qoo10_status == 3 && active(row) => Verdict::Open(Draft {
+            kind: "skipped_new_status",
+            severity: "warning",
+            message: format!(
+                "Order {no} ({title}) was first seen already in 配送準備 (status 3): its ship date was set before it was imported. \
+                 Check that it is in the OMS; an importer that reads only 配送要請 misses it."
+            ),
+            message_ja: format!(
+                "注文 {no} は取込前に発送予定日が設定され、配送準備（ステータス3）で初めて取得されました。\
+                 OMSに取り込まれているか確認してください（配送要請だけを取得する設定では取りこぼします）。"
+            ),
+            details: json!({"first_seen_status": 3, "estimated_ship_date": fmt_date(date(row.estimated_ship_date))}),
+        }),
+        _ if settled(row) => Verdict::Resolve,
+        _ => Verdict::Keep,
+    }));
+
+    // quantity_changed: the quantity differs from the previous version.
+    out.push(("quantity_changed", match prev {
+        Some(p) if p.quantity != row.quantity && !settled(row) => Verdict::Open(Draft {
+            kind: "quantity_changed",
+            severity: "warning",
+            message: format!(
+                "The quantity of order {no} ({title}) changed from {} to {}. Make both sides agree: change it in the OMS and in QSM.",
+                p.quantity, row.quantity
+            ),
+            message_ja: format!(
+                "注文 {no}（{title}）の数量が {} から {} に変更されました。OMSとQoo10（QSM）の両方で数量を合わせてください。",
+                p.quantity, row.quantity
+            ),
+            details: json!({"field": "quantity", "from": p.quantity, "to": row.quantity}),
+        }),
+        _ if settled(row) => Verdict::Resolve,
+        _ => Verdict::Keep,
+    }));
+
+    // ship_date_changed: 発送予定日 moved.
+    out.push(("ship_date_changed", match prev {
+        Some(p) if p.estimated_ship_date.is_some() && row.estimated_ship_date.is_some() && p.estimated_ship_date != row.estimated_ship_date && !settled(row) => {
+            let (from, to) = (fmt_date(date(p.estimated_ship_date)), fmt_date(date(row.estimated_ship_date)));
+            Verdict::Open(Draft {
+                kind: "ship_date_changed",
+                severity: "info",
+                message: format!("The estimated shipping date of order {no} ({title}) moved from {from} to {to}. Inform the buyer and update the OMS."),
+                message_ja: format!("注文 {no} の発送予定日が {from} から {to} に変更されました。購入者とOMSに反映してください。"),
+                details: json!({"field": "estimated_ship_date", "from": from, "to": to}),
+            })
+        }
+        _ if settled(row) => Verdict::Resolve,
+        _ => Verdict::Keep,
+    }));
+
+    // ship_date_overdue: in 配送準備, the ship date (JST) has passed, no tracking number.
+    let overdue =
+        date(row.estimated_ship_date).is_some_and(|d| d + Duration::days(t.overdue_grace_days) < ctx.today_jst);
+    out.push(("ship_date_overdue", if row.qoo10_status == 3 && active(row) && overdue && row.tracking_no.is_empty() {
+        let d = fmt_date(date(row.estimated_ship_date));
+        Verdict::Open(Draft {
+            kind: "ship_date_overdue",
+            severity: "critical",
+            message: format!(
+                "Order {no} ({title}) was due to ship on {d} (JST) and has no tracking number. Ship it and register the tracking number, \
+                 or update 発送予定日 in QSM."
+            ),
+            message_ja: format!("注文 {no} の発送予定日 {d} を過ぎましたが、送り状番号が登録されていません。発送して送り状番号を登録するか、QSMで発送予定日を更新してください。"),
+            details: json!({"field": "estimated_ship_date", "estimated_ship_date": d, "today_jst": ctx.today_jst.to_string()}),
+        })
+    } else {
+        Verdict::Resolve
+    }));
+
+    // item_added: a new line in a cart that was seen before.
+    let pack_seen_earlier = ctx.pack_first_seen.is_some_and(|first| {
+        DateTime::from_timestamp_micros(row.version as i64).is_some_and(|v| v - first >= t.item_added_after)
+    });
+    out.push((
+        "item_added",
+        match prev {
+            None if pack_seen_earlier && !settled(row) => Verdict::Open(Draft {
+                kind: "item_added",
+                severity: "warning",
+                message: format!(
+                    "Cart {} gained a line: order {no}, {title} × {}. Add it in the OMS as well.",
+                    row.pack_no, row.quantity
+                ),
+                message_ja: format!(
+                    "カート {} に商品が追加されました（注文 {no}、{title} × {}）。OMSにも追加してください。",
+                    row.pack_no, row.quantity
+                ),
+                details: json!({"pack_no": row.pack_no, "item_code": row.item_code, "quantity": row.quantity}),
+            }),
+            _ if settled(row) && !cancelling(row) => Verdict::Resolve,
+            _ => Verdict::Keep,
+        },
+    ));
+
+    // item_removed: one line of a cart with other active lines is being cancelled.
+    let newly_cancelling = cancelling(row) && prev.is_none_or(|p| !cancelling(p));
+    out.push(("item_removed", if newly_cancelling && ctx.pack_has_active_sibling {
+        Verdict::Open(Draft {
+            kind: "item_removed",
+            severity: "warning",
+            message: format!(
+                "Cart {} lost a line: order {no}, {title} × {} is cancelled on Qoo10 while the rest of the cart stays. Remove it in the OMS as well.",
+                row.pack_no, row.quantity
+            ),
+            message_ja: format!("カート {} から商品が削除されました（注文 {no}、{title} × {} がキャンセル）。OMSからも削除してください。", row.pack_no, row.quantity),
+            details: json!({"pack_no": row.pack_no, "item_code": row.item_code, "claim_status": row.claim_status}),
+        })
+    } else {
+        Verdict::Keep
+    }));
+    out
+}
+
+/// A new alert from a draft, its id fixed by the version that opened it.
+pub fn open(draft: &Draft, row: &OrderRow, now: DateTime<Utc>) -> Alert {
+    Alert {
+        schema_version: ALERT_SCHEMA_VERSION,
+        alert_id: format!("{}:{}:{}:{}", draft.kind, row.shop_id, row.order_no, row.version),
+        kind: draft.kind.to_owned(),
+        shop_id: row.shop_id.clone(),
+        order_no: row.order_no,
+        pack_no: row.pack_no,
+        state: AlertState::Open,
+        severity: draft.severity.to_owned(),
+        message: draft.message.clone(),
+        message_ja: draft.message_ja.clone(),
+        details: draft.details.clone(),
+        opened_at: now,
+        updated_at: now,
+        version: row.version,
+    }
+}
+
+/// The resolution of an open alert, caused by version `by_version` of the order line.
+pub fn resolve(open: &Alert, by_version: u64, now: DateTime<Utc>) -> Alert {
+    Alert { state: AlertState::Resolved, updated_at: now, version: by_version.max(open.version + 1), ..open.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(qoo10: u8, claim: u8) -> OrderRow {
+        OrderRow {
+            shop_id: "s".into(),
+            order_no: 1090000101,
+            pack_no: 890000101,
+            status: String::new(),
+            qoo10_status: qoo10,
+            claim_status: claim,
+            item_code: "1000000555".into(),
+            seller_item_code: "TEA".into(),
+            item_title: "緑茶".into(),
+            option_text: String::new(),
+            option_code: String::new(),
+            quantity: 2,
+            order_price: 128000,
+            discount: 0,
+            total: 256000,
+            settle_price: 0,
+            shipping_rate: 0,
+            currency: "JPY".into(),
+            ordered_at: 1_795_000_000,
+            paid_at: Some(1_795_000_100),
+            estimated_ship_date: None,
+            shipped_at: None,
+            delivered_at: None,
+            carrier: String::new(),
+            tracking_no: String::new(),
+            payment_method: String::new(),
+            version: 1_795_900_000_000_000,
+            fetched_at: 1_795_900_000,
+            source_kind: "order".into(),
+            source_method: "m".into(),
+            raw_seq: 1,
+        }
+    }
+
+    fn ctx() -> Context {
+        Context {
+            now: DateTime::from_timestamp(1_795_900_000, 0).unwrap(),
+            today_jst: NaiveDate::from_ymd_opt(2026, 11, 29).unwrap(),
+            pack_first_seen: None,
+            pack_has_active_sibling: false,
+        }
+    }
+
+    fn days(y: i32, m: u32, d: u32) -> Option<u16> {
+        Some((NaiveDate::from_ymd_opt(y, m, d).unwrap() - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days()
+            as u16)
+    }
+
+    /// The kinds a set of verdicts opens.
+    fn opened(v: &[(&'static str, Verdict)]) -> Vec<&'static str> {
+        v.iter().filter_map(|(_, v)| if let Verdict::Open(d) = v { Some(d.kind) } else { None }).collect()
+    }
+
+    fn verdict<'a>(v: &'a [(&'static str, Verdict)], kind_index: usize) -> &'a Verdict {
+        &v[kind_index].1
+    }
+
+    const MISSING: usize = 0;
+    const SKIPPED: usize = 1;
+    const QUANTITY: usize = 2;
+    const DATE_CHANGED: usize = 3;
+    const OVERDUE: usize = 4;
+    const ADDED: usize = 5;
+    const REMOVED: usize = 6;
+
+    #[test]
+    fn kinds_are_tagged_in_order() {
+        let v = evaluate(None, &row(2, 0), &ctx(), &Thresholds::default());
+        let kinds: Vec<&str> = v.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [
+                "ship_date_missing",
+                "skipped_new_status",
+                "quantity_changed",
+                "ship_date_changed",
+                "ship_date_overdue",
+                "item_added",
+                "item_removed"
+            ]
+        );
+        for (k, v) in &v {
+            if let Verdict::Open(d) = v {
+                assert_eq!(d.kind, *k);
+            }
+        }
+    }
+
+    #[test]
+    fn table_of_situations() {
+        let t = Thresholds::default();
+        let c = ctx();
+        let new_order = row(2, 0);
+        let mut confirmed = row(3, 0);
+        confirmed.estimated_ship_date = days(2026, 12, 2);
+        let mut late = confirmed.clone();
+        late.estimated_ship_date = days(2026, 11, 27);
+        let mut shipped = late.clone();
+        shipped.qoo10_status = 4;
+        shipped.tracking_no = "T".into();
+        let mut more = new_order.clone();
+        more.quantity = 3;
+        let mut moved = confirmed.clone();
+        moved.estimated_ship_date = days(2026, 12, 5);
+
+        let cases: Vec<(&str, Option<&OrderRow>, &OrderRow, Vec<&str>)> = vec![
+            ("new order without ship date", None, &new_order, vec!["ship_date_missing"]),
+            ("first seen in status 3", None, &confirmed, vec!["skipped_new_status"]),
+            ("2 → 3 with a date: nothing", Some(&new_order), &confirmed, vec![]),
+            ("quantity 2 → 3", Some(&new_order), &more, vec!["ship_date_missing", "quantity_changed"]),
+            ("ship date moved", Some(&confirmed), &moved, vec!["ship_date_changed"]),
+            ("ship date passed, no tracking", Some(&confirmed), &late, vec!["ship_date_changed", "ship_date_overdue"]),
+            ("shipped: nothing", Some(&late), &shipped, vec![]),
+            ("first seen late in status 3", None, &late, vec!["skipped_new_status", "ship_date_overdue"]),
+        ];
+        for (name, prev, r, want) in cases {
+            assert_eq!(opened(&evaluate(prev, r, &c, &t)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn what_resolves_what() {
+        let (t, c) = (Thresholds::default(), ctx());
+        let new_order = row(2, 0);
+        let mut confirmed = row(3, 0);
+        confirmed.estimated_ship_date = days(2026, 12, 2);
+        let v = evaluate(Some(&new_order), &confirmed, &c, &t);
+        assert_eq!(verdict(&v, MISSING), &Verdict::Resolve, "a ship date ends ship_date_missing");
+        assert_eq!(verdict(&v, OVERDUE), &Verdict::Resolve);
+        assert_eq!(verdict(&v, QUANTITY), &Verdict::Keep, "an open quantity alert waits for the order to settle");
+        let mut shipped = confirmed.clone();
+        shipped.qoo10_status = 4;
+        let v = evaluate(Some(&confirmed), &shipped, &c, &t);
+        for k in [SKIPPED, QUANTITY, DATE_CHANGED, ADDED] {
+            assert_eq!(verdict(&v, k), &Verdict::Resolve, "shipping settles kind #{k}");
+        }
+        let cancelled = row(2, 3);
+        let v = evaluate(Some(&new_order), &cancelled, &c, &t);
+        assert_eq!(verdict(&v, MISSING), &Verdict::Resolve, "a cancelled order needs no ship date");
+    }
+
+    #[test]
+    fn grace_periods_come_from_config() {
+        let c = ctx();
+        let t =
+            Thresholds { ship_date_missing_after: Duration::hours(48), overdue_grace_days: 3, ..Thresholds::default() };
+        let new_order = row(2, 0); // paid 250 hours before `now`
+        assert_eq!(opened(&evaluate(None, &new_order, &c, &t)), vec!["ship_date_missing"]);
+        let mut fresh = new_order.clone();
+        fresh.paid_at = Some(1_795_900_000 - 3600);
+        assert_eq!(verdict(&evaluate(None, &fresh, &c, &t), MISSING), &Verdict::Keep, "within the grace period");
+        let mut late = row(3, 0);
+        late.estimated_ship_date = days(2026, 11, 27);
+        assert_eq!(
+            verdict(&evaluate(Some(&late), &late, &c, &t), OVERDUE),
+            &Verdict::Resolve,
+            "2 days late < 3 days grace"
+        );
+    }
+
+    #[test]
+    fn cart_lines_added_and_removed() {
+        let t = Thresholds::default();
+        let mut c = ctx();
+        let line = row(2, 0);
+        let line_time = DateTime::from_timestamp_micros(line.version as i64).unwrap();
+        c.pack_first_seen = Some(line_time - Duration::hours(3));
+        let v = evaluate(None, &line, &c, &t);
+        assert!(opened(&v).contains(&"item_added"));
+        c.pack_first_seen = Some(line_time - Duration::minutes(1));
+        assert!(
+            !opened(&evaluate(None, &line, &c, &t)).contains(&"item_added"),
+            "same poll: the cart is new, not changed"
+        );
+
+        c.pack_has_active_sibling = true;
+        let cancelled = row(2, 1);
+        assert_eq!(opened(&evaluate(Some(&line), &cancelled, &c, &t)), vec!["item_removed"]);
+        assert_eq!(verdict(&evaluate(Some(&cancelled), &cancelled, &c, &t), REMOVED), &Verdict::Keep, "opens once");
+        c.pack_has_active_sibling = false;
+        assert!(
+            !opened(&evaluate(Some(&line), &cancelled, &c, &t)).contains(&"item_removed"),
+            "a whole-cart cancellation removes no item"
+        );
+    }
+
+    #[test]
+    fn ids_are_fixed_by_the_opening_version() {
+        let r = row(2, 0);
+        let v = evaluate(None, &r, &ctx(), &Thresholds::default());
+        let Verdict::Open(d) = &v[MISSING].1 else { panic!() };
+        let a = open(d, &r, ctx().now);
+        assert_eq!(a.alert_id, "ship_date_missing:s:1090000101:1795900000000000");
+        assert_eq!(a, open(d, &r, ctx().now));
+        assert!(
+            a.message_ja.starts_with("注文 1090000101 の発送予定日が未設定です。QSMで発送予定日を設定してください")
+        );
+        let done = resolve(&a, r.version + 5, ctx().now);
+        assert_eq!(
+            (done.state, done.alert_id.as_str(), done.version),
+            (AlertState::Resolved, a.alert_id.as_str(), r.version + 5)
+        );
+    }
+}

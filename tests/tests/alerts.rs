@@ -1,0 +1,288 @@
+//! One scenario per alert kind, driven through the sandbox's control API: the exact messages on
+//! `alerts.<kind>.<shop>` and the rows in `alerts FINAL`, from opening to resolution.
+
+use std::time::Duration;
+
+use chrono::{Duration as Days, NaiveDateTime, Utc};
+use e2e::{Deployment, Sandbox};
+use serde_json::{Value, json};
+
+const SHOP: &str = "alert-shop";
+
+fn now_jst() -> NaiveDateTime {
+    Utc::now().naive_utc() + Days::hours(9)
+}
+
+fn jst(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn line(no: u64, pack: u64, status: u8) -> Value {
+    let ordered = now_jst() - Days::hours(30);
+    json!({
+        "shop": SHOP, "order_no": no, "pack_no": pack, "status": status,
+        "order_date": jst(ordered),
+        "payment_date": if status >= 2 { Value::String(jst(ordered + Days::minutes(3))) } else { Value::Null },
+        "buyer": "見本 花子", "buyer_kana": "ミホン ハナコ", "receiver": "見本 花子", "receiver_kana": "ミホン ハナコ",
+        "zip_code": "150-0000", "addr1": "東京都渋谷区", "addr2": "見本町1-2-3",
+        "item_code": format!("I{no}"), "seller_item_code": format!("SKU-{no}"), "item_title": "緑茶 ティーバッグ 100包",
+        "unit_price": "1280", "quantity": 2, "payment_method": "クレジットカード",
+    })
+}
+
+struct Scenario {
+    sandbox: Sandbox,
+    dep: Deployment,
+    seen: usize,
+}
+
+impl Scenario {
+    async fn new(lines: Vec<Value>) -> anyhow::Result<Self> {
+        let sandbox = Sandbox::start(&["--shops", "0"]).await?;
+        sandbox
+            .post_json("/_sandbox/shops", &json!({"id": SHOP, "user_id": "u", "api_key": "k", "password": "p"}))
+            .await?;
+        sandbox.put_json("/_sandbox/orders", &Value::Array(lines)).await?;
+        let dep = Deployment::new(&format!(
+            "[qoo10]\nbase_url = \"{}\"\nrequests_per_second = 50\nglobal_requests_per_second = 100\n\n\
+             [[shops]]\nid = \"{SHOP}\"\nuser_id = \"u\"\napi_key = \"k\"\npassword = \"p\"\nlookback_days = 7\n\n\
+             [alerts]\nitem_added_after = \"1s\"\n",
+            sandbox.base_url()
+        ))
+        .await?;
+        Ok(Scenario { sandbox, dep, seen: 0 })
+    }
+
+    async fn act(&self, order_no: u64, action: &str, body: Value) -> anyhow::Result<()> {
+        self.sandbox.post_json(&format!("/_sandbox/orders/{SHOP}/{order_no}/{action}"), &body).await
+    }
+
+    /// Runs the pipeline once and returns the alert messages it published, as (subject, body).
+    async fn poll(&mut self) -> anyhow::Result<Vec<(String, Value)>> {
+        self.dep.run_pipeline_once()?;
+        let all = self.dep.stream_messages("ALERTS").await?;
+        let new: Vec<(String, Value)> = all[self.seen..]
+            .iter()
+            .map(|m| (m.subject.to_string(), serde_json::from_slice(&m.payload).unwrap()))
+            .collect();
+        self.seen = all.len();
+        let payloads: Vec<&[u8]> = all.iter().map(|m| m.payload.as_ref()).collect();
+        assert_eq!(e2e::schema_violations("alert.schema.json", &payloads), Vec::<String>::new());
+        Ok(new)
+    }
+
+    /// `alerts FINAL` as (kind, order_no, state) rows.
+    async fn table(&self) -> anyhow::Result<Vec<Vec<String>>> {
+        self.dep.query("SELECT kind, toString(order_no), state FROM alerts FINAL ORDER BY kind, order_no").await
+    }
+
+    fn subject(&self, kind: &str) -> String {
+        format!("{}.alerts.{kind}.{SHOP}", self.dep.prefix)
+    }
+}
+
+fn kinds(msgs: &[(String, Value)]) -> Vec<(String, String, u64)> {
+    let mut k: Vec<(String, String, u64)> = msgs
+        .iter()
+        .map(|(_, v)| {
+            (
+                v["kind"].as_str().unwrap().to_owned(),
+                v["state"].as_str().unwrap().to_owned(),
+                v["order_no"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    k.sort();
+    k
+}
+
+fn k(kind: &str, state: &str, no: u64) -> (String, String, u64) {
+    (kind.to_owned(), state.to_owned(), no)
+}
+
+fn row(kind: &str, no: u64, state: &str) -> Vec<String> {
+    vec![kind.to_owned(), no.to_string(), state.to_owned()]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ship_date_missing_opens_once_and_resolves_when_the_date_is_set() -> anyhow::Result<()> {
+    let mut s = Scenario::new(vec![line(9001, 8001, 2)]).await?;
+    let msgs = s.poll().await?;
+    assert_eq!(kinds(&msgs), vec![k("ship_date_missing", "open", 9001)]);
+    let (subject, alert) = &msgs[0];
+    assert_eq!(subject, &s.subject("ship_date_missing"));
+    assert_eq!(
+        alert["message_ja"],
+        json!("注文 9001 の発送予定日が未設定です。QSMで発送予定日を設定してください（OMSの取込では設定できません）。")
+    );
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Order 9001 (緑茶 ティーバッグ 100包, cart 8001) has no estimated shipping date")
+    );
+    assert_eq!((alert["severity"].as_str(), alert["pack_no"].as_u64()), (Some("warning"), Some(8001)));
+    assert_eq!(s.table().await?, vec![row("ship_date_missing", 9001, "open")]);
+
+    assert!(s.poll().await?.is_empty(), "a re-poll opens nothing again");
+
+    let date = (now_jst() + Days::days(3)).date().to_string();
+    s.act(9001, "set_ship_date", json!({"date": date})).await?;
+    let msgs = s.poll().await?;
+    assert_eq!(kinds(&msgs), vec![k("ship_date_missing", "resolved", 9001)]);
+    assert_eq!(msgs[0].1["alert_id"], alert["alert_id"]);
+    assert_eq!(s.table().await?, vec![row("ship_date_missing", 9001, "resolved")]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skipped_new_status_and_overdue_then_shipping_resolves_both() -> anyhow::Result<()> {
+    let mut late = line(9101, 8101, 3);
+    late["est_ship_date"] = json!((now_jst() - Days::days(2)).date().to_string());
+    let mut fine = line(9102, 8102, 3);
+    fine["est_ship_date"] = json!((now_jst() + Days::days(2)).date().to_string());
+    let mut s = Scenario::new(vec![late, fine]).await?;
+    let msgs = s.poll().await?;
+    assert_eq!(
+        kinds(&msgs),
+        vec![
+            k("ship_date_overdue", "open", 9101),
+            k("skipped_new_status", "open", 9101),
+            k("skipped_new_status", "open", 9102)
+        ]
+    );
+    let overdue = &msgs.iter().find(|(_, v)| v["kind"] == json!("ship_date_overdue")).unwrap().1;
+    let d = (now_jst() - Days::days(2)).date();
+    assert_eq!(
+        overdue["message_ja"],
+        json!(format!(
+            "注文 9101 の発送予定日 {d} を過ぎましたが、送り状番号が登録されていません。発送して送り状番号を登録するか、QSMで発送予定日を更新してください。"
+        ))
+    );
+    assert_eq!(overdue["severity"], json!("critical"));
+    let skipped =
+        &msgs.iter().find(|(_, v)| v["kind"] == json!("skipped_new_status") && v["order_no"] == json!(9102)).unwrap().1;
+    assert!(
+        skipped["message_ja"]
+            .as_str()
+            .unwrap()
+            .starts_with("注文 9102 は取込前に発送予定日が設定され、配送準備（ステータス3）で初めて取得されました。")
+    );
+
+    s.act(9101, "ship", json!({"carrier": "ヤマト運輸", "tracking_no": "1234-5678"})).await?;
+    let msgs = s.poll().await?;
+    assert_eq!(kinds(&msgs), vec![k("ship_date_overdue", "resolved", 9101), k("skipped_new_status", "resolved", 9101)]);
+    assert_eq!(
+        s.table().await?,
+        vec![
+            row("ship_date_overdue", 9101, "resolved"),
+            row("skipped_new_status", 9101, "resolved"),
+            row("skipped_new_status", 9102, "open")
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quantity_and_ship_date_changes_are_reported_with_from_and_to() -> anyhow::Result<()> {
+    let mut a = line(9201, 8201, 2);
+    a["est_ship_date"] = Value::Null;
+    let mut s = Scenario::new(vec![a]).await?;
+    let first = (now_jst() + Days::days(2)).date().to_string();
+    s.act(9201, "set_ship_date", json!({"date": first})).await?;
+    s.poll().await?; // first seen in 3: skipped_new_status
+    s.act(9201, "quantity", json!({"quantity": 5})).await?;
+    let msgs = s.poll().await?;
+    assert_eq!(kinds(&msgs), vec![k("quantity_changed", "open", 9201)]);
+    assert_eq!(
+        msgs[0].1["message_ja"],
+        json!(
+            "注文 9201（緑茶 ティーバッグ 100包）の数量が 2 から 5 に変更されました。OMSとQoo10（QSM）の両方で数量を合わせてください。"
+        )
+    );
+    assert_eq!(msgs[0].1["details"], json!({"field": "quantity", "from": 2, "to": 5}));
+
+    let second = (now_jst() + Days::days(4)).date().to_string();
+    s.act(9201, "set_ship_date", json!({"date": second})).await?;
+    let msgs = s.poll().await?;
+    assert_eq!(kinds(&msgs), vec![k("ship_date_changed", "open", 9201)]);
+    assert_eq!(
+        msgs[0].1["message_ja"],
+        json!(format!(
+            "注文 9201 の発送予定日が {first} から {second} に変更されました。購入者とOMSに反映してください。"
+        ))
+    );
+    assert_eq!(msgs[0].1["severity"], json!("info"));
+
+    s.act(9201, "ship", json!({})).await?;
+    let msgs = s.poll().await?;
+    assert_eq!(
+        kinds(&msgs),
+        vec![
+            k("quantity_changed", "resolved", 9201),
+            k("ship_date_changed", "resolved", 9201),
+            k("skipped_new_status", "resolved", 9201)
+        ]
+    );
+    assert!(s.table().await?.iter().all(|r| r[2] == "resolved"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cart_lines_added_and_removed() -> anyhow::Result<()> {
+    let mut s = Scenario::new(vec![line(9301, 8301, 2), line(9302, 8301, 2), line(9401, 8401, 2)]).await?;
+    let msgs = s.poll().await?;
+    assert!(kinds(&msgs).iter().all(|(kind, _, _)| kind == "ship_date_missing"), "a new cart is not a changed cart");
+
+    tokio::time::sleep(Duration::from_millis(1200)).await; // item_added_after = 1s
+    s.sandbox.put_json("/_sandbox/orders", &json!([line(9303, 8301, 2)])).await?;
+    s.act(9302, "claim", json!({"claim_status": 1})).await?;
+    s.act(9401, "cancel", json!({})).await?;
+    let msgs = s.poll().await?;
+    let got: Vec<_> = kinds(&msgs).into_iter().filter(|(kind, _, _)| kind.starts_with("item_")).collect();
+    assert_eq!(
+        got,
+        vec![k("item_added", "open", 9303), k("item_removed", "open", 9302)],
+        "a whole-cart cancellation (9401) removes no item"
+    );
+    let added = &msgs.iter().find(|(_, v)| v["kind"] == json!("item_added")).unwrap().1;
+    assert_eq!(
+        added["message_ja"],
+        json!(
+            "カート 8301 に商品が追加されました（注文 9303、緑茶 ティーバッグ 100包 × 2）。OMSにも追加してください。"
+        )
+    );
+    let removed = &msgs.iter().find(|(_, v)| v["kind"] == json!("item_removed")).unwrap().1;
+    assert_eq!(
+        removed["message_ja"],
+        json!(
+            "カート 8301 から商品が削除されました（注文 9302、緑茶 ティーバッグ 100包 × 2 がキャンセル）。OMSからも削除してください。"
+        )
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetcher_alerts_are_recorded_and_replaying_orders_raises_nothing_twice() -> anyhow::Result<()> {
+    let mut s = Scenario::new(vec![line(9501, 8501, 2)]).await?;
+    s.poll().await?;
+    // The fetcher's credentials_invalid lands in the alerts table too.
+    s.sandbox
+        .post_json("/_sandbox/shops", &json!({"id": SHOP, "user_id": "u", "api_key": "k", "password": "changed"}))
+        .await?;
+    assert_eq!(s.dep.run("fetcher", &["--once"], Duration::from_secs(60))?.status.code(), Some(1));
+    s.dep.run_ok("sink", &["--until-idle"])?;
+    assert_eq!(s.table().await?, vec![row("credentials_invalid", 0, "open"), row("ship_date_missing", 9501, "open")]);
+
+    // Replay: the sink's consumer is deleted, so it re-reads all of ORDERS from the start.
+    let alerts_before = s.dep.stream_messages("ALERTS").await?.len();
+    let orders_before = s.dep.query("SELECT count(), sum(quantity) FROM orders FINAL").await?;
+    let js = s.dep.nats().await?;
+    let stream = js.get_stream(schemas::subjects::Namespace::new(&s.dep.prefix).stream("ORDERS")).await?;
+    stream.delete_consumer("sink").await?;
+    s.dep.run_ok("sink", &["--until-idle"])?;
+    assert_eq!(s.dep.stream_messages("ALERTS").await?.len(), alerts_before, "no alert published twice");
+    assert_eq!(s.dep.query("SELECT count(), sum(quantity) FROM orders FINAL").await?, orders_before);
+    assert_eq!(s.dep.query("SELECT count() FROM alerts FINAL").await?, vec![vec!["2"]]);
+    Ok(())
+}
