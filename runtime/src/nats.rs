@@ -104,6 +104,17 @@ pub async fn consumer_idle(consumer: &mut consumer::PullConsumer) -> Result<bool
     Ok(info.num_pending == 0 && info.num_ack_pending == 0)
 }
 
+/// True when the consumer has nothing left to deliver (messages delivered but held
+/// unacknowledged do not count).
+pub async fn consumer_drained(consumer: &mut consumer::PullConsumer) -> Result<bool, NatsError> {
+    let info = consumer.info().await.map_err(|e| NatsError::Consumer {
+        stream: String::new(),
+        consumer: String::new(),
+        reason: e.to_string(),
+    })?;
+    Ok(info.num_pending == 0)
+}
+
 /// Headers with `Nats-Msg-Id` set.
 pub fn msg_id_headers(id: &str) -> HeaderMap {
     let mut h = HeaderMap::new();

@@ -237,6 +237,54 @@ pub fn evaluate(
     out
 }
 
+/// Qoo10's Japanese name of a shipping status (as QSM shows it).
+pub fn status_ja(code: u8) -> &'static str {
+    match code {
+        1 => "配送待ち（入金待ち）",
+        2 => "配送要請",
+        3 => "配送準備",
+        4 => "配送中",
+        5 => "配送完了",
+        _ => "不明",
+    }
+}
+
+/// The lines a complete poll should have seen but did not, and no claim explains.
+///
+/// `known` are the stored lines in the polled statuses and window that were stored *before* the
+/// poll began (a line stored later was seen later, so it did not vanish); `seen` and `claimed`
+/// are every order number the poll's shipping and claim calls returned.
+pub fn vanished<'a>(
+    known: &'a [OrderRow],
+    seen: &std::collections::HashSet<u64>,
+    claimed: &std::collections::HashSet<u64>,
+) -> Vec<(&'a OrderRow, Draft)> {
+    known
+        .iter()
+        .filter(|r| r.claim_status == 0 && !seen.contains(&r.order_no) && !claimed.contains(&r.order_no))
+        .map(|r| {
+            let (no, title, label) = (r.order_no, &r.item_title, status_ja(r.qoo10_status));
+            (
+                r,
+                Draft {
+                    kind: "order_vanished",
+                    severity: "critical",
+                    message: format!(
+                        "Order {no} ({title}) is no longer returned by Qoo10 in status {} ({label}) and no claim explains it. \
+                         Check in QSM whether it was cancelled; if this shop does not fetch every status, it may have moved to one it does not fetch.",
+                        r.qoo10_status
+                    ),
+                    message_ja: format!(
+                        "注文 {no}（{title}）がQoo10の「{label}」の一覧から消えましたが、キャンセル等のクレームは見つかりません。\
+                         QSMでキャンセルされていないか確認してください（取得対象外のステータスに移った可能性もあります）。"
+                    ),
+                    details: json!({"last_status": r.qoo10_status, "last_seen_version": r.version}),
+                },
+            )
+        })
+        .collect()
+}
+
 /// A new alert from a draft, its id fixed by the version that opened it.
 pub fn open(draft: &Draft, row: &OrderRow, now: DateTime<Utc>) -> Alert {
     Alert {
@@ -452,6 +500,26 @@ mod tests {
             !opened(&evaluate(Some(&line), &cancelled, &c, &t)).contains(&"item_removed"),
             "a whole-cart cancellation removes no item"
         );
+    }
+
+    #[test]
+    fn vanished_means_unseen_and_unclaimed() {
+        use std::collections::HashSet;
+        let mut a = row(2, 0);
+        a.order_no = 1;
+        let mut b = row(2, 0);
+        b.order_no = 2;
+        let mut c = row(3, 0);
+        c.order_no = 3;
+        let mut d = row(2, 1);
+        d.order_no = 4;
+        let known = vec![a, b, c, d];
+        let seen: HashSet<u64> = [1].into();
+        let claimed: HashSet<u64> = [2].into();
+        let v = vanished(&known, &seen, &claimed);
+        let nos: Vec<u64> = v.iter().map(|(r, _)| r.order_no).collect();
+        assert_eq!(nos, [3], "1 was seen, 2 has a claim, 4 is already under a claim");
+        assert!(v[0].1.message_ja.contains("「配送準備」の一覧から消えました"), "{}", v[0].1.message_ja);
     }
 
     #[test]

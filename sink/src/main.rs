@@ -8,10 +8,14 @@ use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use chrono::Utc;
 use clap::Parser;
-use runtime::nats::{consumer_idle, durable_consumer, fetch_batch, msg_id_headers, publish_dead_letter};
+use runtime::nats::{
+    consumer_drained, consumer_idle, durable_consumer, fetch_batch, msg_id_headers, publish_dead_letter,
+};
 use schemas::alert::{Alert, AlertState, alert_msg_id};
 use schemas::config::PipelineConfig;
 use schemas::order::CanonicalOrder;
+use schemas::poll::PollSummary;
+use schemas::raw::RowKind;
 use schemas::status::StatusMap;
 use schemas::subjects::{self, Namespace};
 use sink::alerts::{self, Context, Thresholds, Verdict};
@@ -59,6 +63,8 @@ struct Sink {
     dead_letters: u64,
     alerts_opened: u64,
     alerts_resolved: u64,
+    /// Summaries of polls not yet complete, with their messages (acknowledged once evaluated).
+    polls: HashMap<String, (Vec<jetstream::Message>, Vec<PollSummary>)>,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -86,6 +92,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(60),
     )
     .await?;
+    // Poll summaries: which orders a complete poll saw (order_vanished). A poll's summaries are
+    // held unacknowledged until its last one arrives, so ack_wait must cover a whole poll.
+    let mut polls = durable_consumer(
+        &js,
+        &ns.stream(subjects::STREAM_POLLS),
+        "sink-polls",
+        ns.stream_subjects(subjects::STREAM_POLLS),
+        Duration::from_secs(600),
+    )
+    .await?;
     let open: OpenAlerts = store
         .open_alerts()
         .await?
@@ -111,6 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dead_letters: 0,
         alerts_opened: 0,
         alerts_resolved: 0,
+        polls: HashMap::new(),
     };
     let shutdown = runtime::shutdown_signal();
     tokio::pin!(shutdown);
@@ -125,19 +142,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
             b = fetch_batch(&consumer, config.sink.batch_size, config.sink.flush_interval) => b?,
             _ = &mut shutdown => break,
         };
-        let recorded = sink.record_external(&external).await?;
-        if batch.is_empty() {
-            if args.until_idle
-                && recorded == 0
-                && consumer_idle(&mut consumer).await?
-                && consumer_idle(&mut external).await?
-            {
-                sink.sweep().await?;
-                break;
-            }
-            continue;
+        if !batch.is_empty() {
+            sink.process(batch).await?;
         }
-        sink.process(batch).await?;
+        let recorded = sink.record_external(&external).await?;
+        let summaries = sink.record_polls(&polls).await?;
+        if args.until_idle
+            && recorded == 0
+            && summaries == 0
+            && consumer_idle(&mut consumer).await?
+            && consumer_idle(&mut external).await?
+            && consumer_drained(&mut polls).await?
+        {
+            // Polls still incomplete will never complete in this run (their fetch failed or is
+            // still going): hand them back to JetStream for the next run, which may see their end
+            // or a newer poll that abandons them.
+            for (_, (msgs, _)) in sink.polls.drain() {
+                for m in msgs {
+                    let _ = m.ack_with(AckKind::Nak(None)).await;
+                }
+            }
+            sink.sweep().await?;
+            break;
+        }
     }
     tracing::info!(
         rows_written = sink.rows_written,
@@ -265,6 +292,10 @@ impl Sink {
             let ctx = Context { now, today_jst, pack_first_seen: first_seen, pack_has_active_sibling: active_sibling };
             let verdicts = alerts::evaluate(prev.as_ref(), row, &ctx, &self.thresholds);
             transitions.extend(self.transitions(verdicts, row, now));
+            // A new version means Qoo10 returned the line again (or a claim for it).
+            if let Some(open) = self.open.remove(&("order_vanished".to_owned(), row.shop_id.clone(), row.order_no)) {
+                transitions.push(alerts::resolve(&open, row.version, now));
+            }
         }
         transitions
     }
@@ -341,6 +372,118 @@ impl Sink {
         self.commit_alerts(transitions, &[]).await
     }
 
+    /// Collects poll summaries; evaluates each poll when its last summary arrives. Returns how
+    /// many summaries arrived.
+    async fn record_polls(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
+        let batch = fetch_batch(consumer, 500, Duration::from_millis(50)).await?;
+        let count = batch.len();
+        for msg in batch {
+            let summary = match serde_json::from_slice::<PollSummary>(&msg.payload) {
+                Ok(s) => s,
+                Err(e) => {
+                    let shop = Namespace::shop_of(&msg.subject).to_owned();
+                    let reason = format!("not a poll summary: {e}");
+                    if let Ok(f) =
+                        publish_dead_letter(&self.js, &self.ns, subjects::STAGE_SINK, &shop, &msg, &reason).await
+                    {
+                        let _ = f.await;
+                    }
+                    let _ = msg.ack().await;
+                    continue;
+                }
+            };
+            // A newer poll of the shop abandons an older one that never completed (its fetch failed).
+            let stale: Vec<String> = self
+                .polls
+                .iter()
+                .filter(|(id, (_, s))| {
+                    **id != summary.poll_id
+                        && s[0].shop == summary.shop
+                        && poll_started(id) < poll_started(&summary.poll_id)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in stale {
+                if let Some((msgs, _)) = self.polls.remove(&id) {
+                    tracing::info!(poll_id = %id, "incomplete poll abandoned");
+                    for m in msgs {
+                        let _ = m.ack().await;
+                    }
+                }
+            }
+            let last = summary.last_in_poll;
+            let id = summary.poll_id.clone();
+            let entry = self.polls.entry(id.clone()).or_default();
+            entry.0.push(msg);
+            entry.1.push(summary);
+            if last {
+                let (msgs, summaries) = self.polls.remove(&id).expect("just inserted");
+                let held: Vec<&jetstream::Message> = msgs.iter().collect();
+                let transitions = self.evaluate_poll(&summaries, &held).await;
+                self.commit_alerts(transitions, &held).await?;
+                for m in &msgs {
+                    m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// `order_vanished` for one complete poll: opens for known lines it did not see, resolves for
+    /// lines it saw again (or found a claim for).
+    async fn evaluate_poll(&mut self, summaries: &[PollSummary], held: &[&jetstream::Message]) -> Vec<Alert> {
+        let shop = summaries[0].shop.clone();
+        let mut seen = std::collections::HashSet::new();
+        let mut claimed = std::collections::HashSet::new();
+        let mut statuses = std::collections::BTreeSet::new();
+        let (mut from, mut to) = (None::<chrono::NaiveDate>, None::<chrono::NaiveDate>);
+        for s in summaries {
+            match s.kind {
+                RowKind::Order => {
+                    seen.extend(s.order_nos.iter().copied());
+                    statuses.insert(s.query.status);
+                    let day = |t: &str| chrono::NaiveDate::parse_from_str(&t[..8.min(t.len())], "%Y%m%d").ok();
+                    from = from.min(day(&s.query.from)).or(day(&s.query.from));
+                    to = to.max(day(&s.query.to));
+                }
+                RowKind::Claim => claimed.extend(s.order_nos.iter().copied()),
+            }
+        }
+        let now = Utc::now();
+        let started = summaries.iter().map(|s| s.fetched_at).min().unwrap_or(now);
+        let started_version = u64::try_from(started.timestamp_micros()).unwrap_or(0);
+        let mut out = Vec::new();
+        if let (Some(from), Some(to)) = (from, to) {
+            let statuses: Vec<u8> = statuses.into_iter().collect();
+            let known = retry_forever("read known lines", held, || {
+                self.store.known_lines(&shop, &statuses, from, to, started_version)
+            })
+            .await;
+            for (row, draft) in alerts::vanished(&known, &seen, &claimed) {
+                let key = ("order_vanished".to_owned(), shop.clone(), row.order_no);
+                if !self.open.contains_key(&key) {
+                    let alert = alerts::open(&draft, row, now);
+                    self.open.insert(key, alert.clone());
+                    out.push(alert);
+                }
+            }
+        }
+        let back: Vec<(String, String, u64)> = self
+            .open
+            .keys()
+            .filter(|(kind, s, no)| {
+                kind == "order_vanished" && *s == shop && (seen.contains(no) || claimed.contains(no))
+            })
+            .cloned()
+            .collect();
+        for key in back {
+            if let Some(open) = self.open.remove(&key) {
+                out.push(alerts::resolve(&open, started_version, now));
+            }
+        }
+        out
+    }
+
     /// Stores alerts other services published; returns how many.
     async fn record_external(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
         let batch = fetch_batch(consumer, 100, Duration::from_millis(50)).await?;
@@ -366,6 +509,11 @@ impl Sink {
         }
         Ok(batch.len())
     }
+}
+
+/// When a poll started (the micros in `<shop>:<micros>`).
+fn poll_started(poll_id: &str) -> u64 {
+    poll_id.rsplit(':').next().and_then(|t| t.parse().ok()).unwrap_or(0)
 }
 
 /// Retries a ClickHouse operation until it succeeds, with exponential backoff (capped at 30 s).

@@ -213,6 +213,31 @@ impl Store {
             .map_err(self.err("read active orders"))
     }
 
+    /// Active lines of a shop in these statuses, ordered on these JST days, stored before
+    /// `before_version` (candidates for `order_vanished`).
+    pub async fn known_lines(
+        &self,
+        shop: &str,
+        statuses: &[u8],
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+        before_version: u64,
+    ) -> Result<Vec<OrderRow>, StoreError> {
+        let list = statuses.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
+        self.client
+            .query(&format!(
+                "SELECT ?fields FROM orders FINAL WHERE shop_id = ? AND claim_status = 0 AND qoo10_status IN ({list}) \
+                 AND toDate(toTimeZone(ordered_at, 'Asia/Tokyo')) BETWEEN toDate(?) AND toDate(?) AND version < ?"
+            ))
+            .bind(shop)
+            .bind(from.to_string())
+            .bind(to.to_string())
+            .bind(before_version)
+            .fetch_all::<OrderRow>()
+            .await
+            .map_err(self.err("read known lines"))
+    }
+
     pub fn client(&self) -> &clickhouse::Client {
         &self.client
     }

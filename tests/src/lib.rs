@@ -170,6 +170,12 @@ impl Sandbox {
         Ok(())
     }
 
+    pub async fn delete_json(&self, path: &str) -> anyhow::Result<()> {
+        let r = http().delete(self.url(path)).send().await?;
+        anyhow::ensure!(r.status().is_success(), "DELETE {path}: {}", r.status());
+        Ok(())
+    }
+
     pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         Ok(http().get(self.url(path)).send().await?.error_for_status()?.json().await?)
     }

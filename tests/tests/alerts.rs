@@ -286,3 +286,55 @@ async fn fetcher_alerts_are_recorded_and_replaying_orders_raises_nothing_twice()
     assert_eq!(s.dep.query("SELECT count() FROM alerts FINAL").await?, vec![vec!["2"]]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn order_vanished_from_a_complete_poll_and_back_again() -> anyhow::Result<()> {
+    let mut s = Scenario::new(vec![line(9601, 8601, 2), line(9602, 8602, 2), line(9603, 8603, 2)]).await?;
+    s.poll().await?;
+
+    // A failed poll says nothing about what it did not see.
+    s.sandbox.delete_json(&format!("/_sandbox/orders/{SHOP}/9601")).await?;
+    s.sandbox
+        .post_json(
+            "/_sandbox/faults",
+            &json!({"kind": "status", "code": 500, "method": "ShippingBasic.GetClaimInfo_V3"}),
+        )
+        .await?;
+    let config = std::fs::read_to_string(&s.dep.config_path)?;
+    std::fs::write(
+        &s.dep.config_path,
+        config
+            .replace("global_requests_per_second = 100\n", "global_requests_per_second = 100\nretry_budget = \"1s\"\n"),
+    )?;
+    let out = s.dep.run("fetcher", &["--once"], Duration::from_secs(60))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("poll failed") && stderr.contains("HTTP 500"), "{stderr}");
+    s.dep.run_ok("normalizer", &["--until-idle"])?;
+    s.dep.run_ok("sink", &["--until-idle"])?;
+    let after_failure = s.dep.stream_messages("ALERTS").await?.len();
+    assert_eq!(after_failure, s.seen, "no alert from a failed poll");
+    s.sandbox.delete_json("/_sandbox/faults").await?;
+
+    // 9601 is gone from 配送要請; 9602 is cancelled (gone too, but its claim explains it).
+    s.act(9602, "cancel", json!({})).await?;
+    let msgs = s.poll().await?;
+    let got: Vec<_> = kinds(&msgs).into_iter().filter(|(kind, _, _)| kind == "order_vanished").collect();
+    assert_eq!(got, vec![k("order_vanished", "open", 9601)]);
+    let v = &msgs.iter().find(|(_, v)| v["kind"] == json!("order_vanished")).unwrap().1;
+    assert_eq!(
+        v["message_ja"],
+        json!(
+            "注文 9601（緑茶 ティーバッグ 100包）がQoo10の「配送要請」の一覧から消えましたが、キャンセル等のクレームは見つかりません。QSMでキャンセルされていないか確認してください（取得対象外のステータスに移った可能性もあります）。"
+        )
+    );
+    assert_eq!(v["severity"], json!("critical"));
+    assert!(s.poll().await?.is_empty(), "still gone: nothing new");
+
+    // It comes back unchanged: the poll summary sees it and resolves the alert.
+    s.sandbox.put_json("/_sandbox/orders", &json!([line(9601, 8601, 2)])).await?;
+    let msgs = s.poll().await?;
+    assert_eq!(kinds(&msgs), vec![k("order_vanished", "resolved", 9601)]);
+    assert!(s.table().await?.contains(&row("order_vanished", 9601, "resolved")));
+    Ok(())
+}
