@@ -9,6 +9,7 @@
 pub mod alert;
 pub mod config;
 pub mod dlq;
+pub mod edit;
 pub mod order;
 pub mod poll;
 pub mod qapi;

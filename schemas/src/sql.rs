@@ -112,6 +112,18 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             FROM alerts FINAL
             WHERE state = 'open'",
     ],
+}, Migration {
+    version: 3,
+    name: "oms_expectations",
+    statements: &["CREATE TABLE IF NOT EXISTS oms_expectations (
+            shop_id String,
+            edit_key String,
+            edit_id String,
+            edit String,
+            state String,
+            made_at DateTime('UTC'),
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY (shop_id, edit_key)"],
 }];
 
 /// The table that records applied migrations.

@@ -5,5 +5,6 @@
 //! - [`store`]: ClickHouse IO (migrations, lookups, inserts).
 
 pub mod alerts;
+pub mod edits;
 pub mod rows;
 pub mod store;

@@ -13,14 +13,16 @@ use runtime::nats::{
 };
 use schemas::alert::{Alert, AlertState, alert_msg_id};
 use schemas::config::PipelineConfig;
+use schemas::edit::OmsEdit;
 use schemas::order::CanonicalOrder;
 use schemas::poll::PollSummary;
 use schemas::raw::RowKind;
 use schemas::status::StatusMap;
 use schemas::subjects::{self, Namespace};
 use sink::alerts::{self, Context, Thresholds, Verdict};
+use sink::edits;
 use sink::rows::{AlertRow, ContactRow, OrderRow, contact_row, merge, order_row};
-use sink::store::{PackLine, Store};
+use sink::store::{ExpectationRow, PackLine, Store};
 
 /// Writes canonical orders (ORDERS) to ClickHouse in batches and raises the alerts they call
 /// for; acknowledges a message only after ClickHouse confirmed every insert it caused and every
@@ -49,8 +51,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Open alerts by (kind, shop, order number): the engine's state, loaded from ClickHouse at start.
-type OpenAlerts = HashMap<(String, String, u64), Alert>;
+/// Open alerts by (kind, shop, subject): the engine's state, loaded from ClickHouse at start. The
+/// subject is the order number, or `edit:<key>` for `qoo10_correction_required`.
+type OpenAlerts = HashMap<(String, String, String), Alert>;
+
+fn open_key(a: &Alert) -> (String, String, String) {
+    let subject = match a.details.get("edit_key").and_then(|k| k.as_str()) {
+        Some(k) if a.kind == "qoo10_correction_required" => format!("edit:{k}"),
+        _ => a.order_no.to_string(),
+    };
+    (a.kind.clone(), a.shop_id.clone(), subject)
+}
+
+/// Pending OMS edits by (shop, edit key), with the version they were stored with.
+type Expectations = HashMap<(String, String), (OmsEdit, u64)>;
 
 struct Sink {
     js: jetstream::Context,
@@ -65,6 +79,9 @@ struct Sink {
     alerts_resolved: u64,
     /// Summaries of polls not yet complete, with their messages (acknowledged once evaluated).
     polls: HashMap<String, (Vec<jetstream::Message>, Vec<PollSummary>)>,
+    expectations: Expectations,
+    /// Expectations met by the batch being processed (stored with it).
+    met_expectations: Vec<ExpectationRow>,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -102,12 +119,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(600),
     )
     .await?;
-    let open: OpenAlerts = store
-        .open_alerts()
+    let open: OpenAlerts =
+        store.open_alerts().await?.into_iter().map(|r| r.to_alert()).map(|a| (open_key(&a), a)).collect();
+    let expectations: Expectations = store
+        .pending_expectations()
         .await?
         .into_iter()
-        .map(|r| ((r.kind.clone(), r.shop_id.clone(), r.order_no), r.to_alert()))
+        .filter_map(|r| {
+            serde_json::from_str::<OmsEdit>(&r.edit)
+                .ok()
+                .map(|e| ((r.shop_id.clone(), r.edit_key.clone()), (e, r.version)))
+        })
         .collect();
+    // OMS edits that Qoo10 must mirror.
+    let mut edits_consumer = durable_consumer(
+        &js,
+        &ns.stream(subjects::STREAM_OMS_EDITS),
+        "sink-edits",
+        ns.stream_subjects(subjects::STREAM_OMS_EDITS),
+        Duration::from_secs(60),
+    )
+    .await?;
     tracing::info!(database = %config.clickhouse.database, migrations_applied = ?applied, open_alerts = open.len(), until_idle = args.until_idle, "sink started");
 
     let a = &config.alerts;
@@ -128,6 +160,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         alerts_opened: 0,
         alerts_resolved: 0,
         polls: HashMap::new(),
+        expectations,
+        met_expectations: Vec::new(),
     };
     let shutdown = runtime::shutdown_signal();
     tokio::pin!(shutdown);
@@ -147,9 +181,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         let recorded = sink.record_external(&external).await?;
         let summaries = sink.record_polls(&polls).await?;
+        let edited = sink.record_edits(&edits_consumer).await?;
         if args.until_idle
             && recorded == 0
             && summaries == 0
+            && edited == 0
+            && consumer_idle(&mut edits_consumer).await?
             && consumer_idle(&mut consumer).await?
             && consumer_idle(&mut external).await?
             && consumer_drained(&mut polls).await?
@@ -234,6 +271,8 @@ impl Sink {
             retry_forever("insert", &held, || self.store.write(&orders, &contacts)).await;
         }
         self.commit_alerts(transitions, &held).await?;
+        let met = std::mem::take(&mut self.met_expectations);
+        retry_forever("insert expectations", &held, || self.store.write_expectations(&met)).await;
         for msg in &written {
             msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         }
@@ -290,14 +329,119 @@ impl Sink {
                 active_sibling |= claim == 0;
             }
             let ctx = Context { now, today_jst, pack_first_seen: first_seen, pack_has_active_sibling: active_sibling };
-            let verdicts = alerts::evaluate(prev.as_ref(), row, &ctx, &self.thresholds);
+            let mut verdicts = alerts::evaluate(prev.as_ref(), row, &ctx, &self.thresholds);
+            let (resolved, met) = self.satisfy_edits(row, &mut verdicts, now);
+            transitions.extend(resolved);
+            self.met_expectations.extend(met);
             transitions.extend(self.transitions(verdicts, row, now));
             // A new version means Qoo10 returned the line again (or a claim for it).
-            if let Some(open) = self.open.remove(&("order_vanished".to_owned(), row.shop_id.clone(), row.order_no)) {
+            if let Some(open) =
+                self.open.remove(&("order_vanished".to_owned(), row.shop_id.clone(), row.order_no.to_string()))
+            {
                 transitions.push(alerts::resolve(&open, row.version, now));
             }
         }
         transitions
+    }
+
+    /// OMS edits this version satisfies: resolved, and the change alerts they predicted dropped.
+    fn satisfy_edits(
+        &mut self,
+        row: &OrderRow,
+        verdicts: &mut Vec<(&'static str, Verdict)>,
+        now: chrono::DateTime<Utc>,
+    ) -> (Vec<Alert>, Vec<ExpectationRow>) {
+        let met: Vec<(String, String)> = self
+            .expectations
+            .iter()
+            .filter(|((shop, _), (edit, _))| *shop == row.shop_id && edits::satisfied_by(edit, row) == Some(true))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let (mut alerts_out, mut rows) = (Vec::new(), Vec::new());
+        for key in met {
+            let Some((edit, _)) = self.expectations.remove(&key) else { continue };
+            let predicted = edits::predicted_kind(&edit);
+            verdicts.retain(|(kind, v)| !(*kind == predicted && matches!(v, Verdict::Open(_))));
+            if let Some(open) =
+                self.open.remove(&("qoo10_correction_required".to_owned(), key.0.clone(), format!("edit:{}", key.1)))
+            {
+                alerts_out.push(alerts::resolve(&open, row.version, now));
+            }
+            rows.push(expectation_row(&edit, "matched", row.version));
+        }
+        (alerts_out, rows)
+    }
+
+    /// Takes OMS edits: each becomes an expectation and, while Qoo10 does not show it,
+    /// `qoo10_correction_required`. Invalid edits go to `dlq.sink.<shop>`.
+    async fn record_edits(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
+        let batch = fetch_batch(consumer, 100, Duration::from_millis(50)).await?;
+        let now = Utc::now();
+        for msg in &batch {
+            let shop = Namespace::shop_of(&msg.subject).to_owned();
+            let edit = serde_json::from_slice::<OmsEdit>(&msg.payload)
+                .map_err(|e| format!("not an OMS edit: {e}"))
+                .and_then(|e| e.validate(&shop).map(|()| e));
+            let edit =
+                match edit {
+                    Ok(e) => e,
+                    Err(reason) => {
+                        tracing::warn!(shop = %shop, reason = %reason, "dead letter");
+                        let published =
+                            match publish_dead_letter(&self.js, &self.ns, subjects::STAGE_SINK, &shop, msg, &reason)
+                                .await
+                            {
+                                Ok(f) => f.await.is_ok(),
+                                Err(_) => false,
+                            };
+                        if published {
+                            self.dead_letters += 1;
+                            msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+                        }
+                        continue;
+                    }
+                };
+            let held = [msg];
+            let rows: Vec<OrderRow> = match edits::target(&edit) {
+                (Some(order_no), _) => {
+                    let keys = [(shop.clone(), order_no)];
+                    retry_forever("read order", &held, || self.store.latest(&keys)).await.into_values().collect()
+                }
+                (_, Some(pack_no)) => retry_forever("read cart", &held, || self.store.pack_rows(&shop, pack_no)).await,
+                _ => Vec::new(),
+            };
+            let version = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let met = rows.iter().any(|r| edits::satisfied_by(&edit, r) == Some(true));
+            let key = (shop.clone(), edit.key());
+            let open_key = ("qoo10_correction_required".to_owned(), shop.clone(), format!("edit:{}", edit.key()));
+            let mut transitions = Vec::new();
+            // A newer edit of the same thing replaces the expectation: close the old alert.
+            if let Some(open) = self.open.remove(&open_key) {
+                transitions.push(alerts::resolve(&open, open.version + 1, now));
+            }
+            if met {
+                self.expectations.remove(&key);
+            } else {
+                let current = rows.iter().find(|r| edits::satisfied_by(&edit, r).is_some());
+                let draft = edits::correction(&edit, current);
+                let alert = Alert {
+                    alert_id: format!("qoo10_correction_required:{shop}:{}:{}", edit.key(), edit.edit_id),
+                    order_no: edits::target(&edit).0.unwrap_or(0),
+                    pack_no: current.map(|r| r.pack_no).or(edits::target(&edit).1).unwrap_or(0),
+                    version: u64::try_from(edit.made_at.timestamp_micros()).unwrap_or(version),
+                    ..alerts::open(&draft, &placeholder_row(&shop), now)
+                };
+                self.open.insert(open_key, alert.clone());
+                transitions.push(alert);
+                self.expectations.insert(key, (edit.clone(), version));
+            }
+            self.commit_alerts(transitions, &held).await?;
+            let row = expectation_row(&edit, if met { "matched" } else { "pending" }, version);
+            retry_forever("insert expectation", &held, || self.store.write_expectations(std::slice::from_ref(&row)))
+                .await;
+            msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        }
+        Ok(batch.len())
     }
 
     /// Verdicts → transitions against the open alerts (which are updated here).
@@ -309,7 +453,7 @@ impl Sink {
     ) -> Vec<Alert> {
         let mut out = Vec::new();
         for (kind, verdict) in verdicts {
-            let key = (kind.to_owned(), row.shop_id.clone(), row.order_no);
+            let key = (kind.to_owned(), row.shop_id.clone(), row.order_no.to_string());
             match verdict {
                 Verdict::Open(draft) if !self.open.contains_key(&key) => {
                     let alert = alerts::open(&draft, row, now);
@@ -460,7 +604,7 @@ impl Sink {
             })
             .await;
             for (row, draft) in alerts::vanished(&known, &seen, &claimed) {
-                let key = ("order_vanished".to_owned(), shop.clone(), row.order_no);
+                let key = ("order_vanished".to_owned(), shop.clone(), row.order_no.to_string());
                 if !self.open.contains_key(&key) {
                     let alert = alerts::open(&draft, row, now);
                     self.open.insert(key, alert.clone());
@@ -468,11 +612,12 @@ impl Sink {
                 }
             }
         }
-        let back: Vec<(String, String, u64)> = self
+        let back: Vec<(String, String, String)> = self
             .open
             .keys()
             .filter(|(kind, s, no)| {
-                kind == "order_vanished" && *s == shop && (seen.contains(no) || claimed.contains(no))
+                let no: u64 = no.parse().unwrap_or(0);
+                kind == "order_vanished" && *s == shop && (seen.contains(&no) || claimed.contains(&no))
             })
             .cloned()
             .collect();
@@ -511,7 +656,57 @@ impl Sink {
     }
 }
 
+fn expectation_row(edit: &OmsEdit, state: &str, version: u64) -> ExpectationRow {
+    ExpectationRow {
+        shop_id: edit.shop_id.clone(),
+        edit_key: edit.key(),
+        edit_id: edit.edit_id.clone(),
+        edit: serde_json::to_string(edit).expect("edit serializes"),
+        state: state.to_owned(),
+        made_at: u32::try_from(edit.made_at.timestamp()).unwrap_or(0),
+        version,
+    }
+}
+
+/// A row carrying only the shop, for alerts about an edit rather than a stored line.
+fn placeholder_row(shop: &str) -> OrderRow {
+    OrderRow {
+        shop_id: shop.to_owned(),
+        order_no: 0,
+        pack_no: 0,
+        status: String::new(),
+        qoo10_status: 0,
+        claim_status: 0,
+        item_code: String::new(),
+        seller_item_code: String::new(),
+        item_title: String::new(),
+        option_text: String::new(),
+        option_code: String::new(),
+        quantity: 0,
+        order_price: 0,
+        discount: 0,
+        total: 0,
+        settle_price: 0,
+        shipping_rate: 0,
+        currency: String::new(),
+        ordered_at: 0,
+        paid_at: None,
+        estimated_ship_date: None,
+        shipped_at: None,
+        delivered_at: None,
+        carrier: String::new(),
+        tracking_no: String::new(),
+        payment_method: String::new(),
+        version: 0,
+        fetched_at: 0,
+        source_kind: String::new(),
+        source_method: String::new(),
+        raw_seq: 0,
+    }
+}
+
 /// When a poll started (the micros in `<shop>:<micros>`).
+
 fn poll_started(poll_id: &str) -> u64 {
     poll_id.rsplit(':').next().and_then(|t| t.parse().ok()).unwrap_or(0)
 }

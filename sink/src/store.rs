@@ -37,6 +37,20 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A row of `oms_expectations`: an OMS edit and whether Qoo10 shows it yet.
+#[derive(Debug, Clone, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct ExpectationRow {
+    pub shop_id: String,
+    pub edit_key: String,
+    pub edit_id: String,
+    /// The edit message (JSON).
+    pub edit: String,
+    /// `pending` or `matched`.
+    pub state: String,
+    pub made_at: u32,
+    pub version: u64,
+}
+
 /// One line of a cart, as [`Store::pack_lines`] reads it.
 #[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
 pub struct PackLine {
@@ -236,6 +250,33 @@ impl Store {
             .fetch_all::<OrderRow>()
             .await
             .map_err(self.err("read known lines"))
+    }
+
+    pub async fn write_expectations(&self, rows: &[ExpectationRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.insert_all("oms_expectations", rows).await
+    }
+
+    /// Expectations not yet met by Qoo10's data.
+    pub async fn pending_expectations(&self) -> Result<Vec<ExpectationRow>, StoreError> {
+        self.client
+            .query("SELECT ?fields FROM oms_expectations FINAL WHERE state = 'pending'")
+            .fetch_all::<ExpectationRow>()
+            .await
+            .map_err(self.err("read expectations"))
+    }
+
+    /// The latest rows of a cart's lines.
+    pub async fn pack_rows(&self, shop: &str, pack_no: u64) -> Result<Vec<OrderRow>, StoreError> {
+        self.client
+            .query("SELECT ?fields FROM orders FINAL WHERE shop_id = ? AND pack_no = ?")
+            .bind(shop)
+            .bind(pack_no)
+            .fetch_all::<OrderRow>()
+            .await
+            .map_err(self.err("read cart"))
     }
 
     pub fn client(&self) -> &clickhouse::Client {

@@ -338,3 +338,77 @@ async fn order_vanished_from_a_complete_poll_and_back_again() -> anyhow::Result<
     assert!(s.table().await?.contains(&row("order_vanished", 9601, "resolved")));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oms_edits_require_a_qoo10_correction_until_qoo10_matches() -> anyhow::Result<()> {
+    let mut s = Scenario::new(vec![line(9701, 8701, 2), line(9704, 8701, 2), line(9702, 8702, 2)]).await?;
+    s.poll().await?;
+    let date = (now_jst() + Days::days(5)).date().to_string();
+    let made_at = Utc::now().to_rfc3339();
+    let edits = [
+        json!({"schema_version": 1, "edit_id": "e1", "shop_id": SHOP, "action": "set_quantity", "order_no": 9701, "quantity": 3, "made_at": made_at}),
+        json!({"schema_version": 1, "edit_id": "e2", "shop_id": SHOP, "action": "set_ship_date", "order_no": 9702, "ship_date": date, "made_at": made_at}),
+        json!({"schema_version": 1, "edit_id": "e3", "shop_id": SHOP, "action": "add_item", "pack_no": 8701, "item_code": "SKU-9703", "quantity": 1, "made_at": made_at}),
+        json!({"schema_version": 1, "edit_id": "e4", "shop_id": SHOP, "action": "remove_item", "order_no": 9704, "made_at": made_at}),
+        json!({"schema_version": 1, "edit_id": "bad", "shop_id": SHOP, "action": "set_quantity", "order_no": 9701, "made_at": made_at}),
+    ];
+    let payloads: Vec<Vec<u8>> = edits.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    let violations = e2e::schema_violations("oms-edit.schema.json", &refs);
+    assert_eq!(violations.len(), 1, "only the last edit breaks the documented format: {violations:?}");
+    let js = s.dep.nats().await?;
+    for p in &payloads {
+        js.publish(format!("{}.oms.edits.{SHOP}", s.dep.prefix), p.clone().into()).await?.await?;
+    }
+    let msgs = s.poll().await?;
+    let corrections: Vec<_> =
+        kinds(&msgs).into_iter().filter(|(kind, _, _)| kind == "qoo10_correction_required").collect();
+    assert_eq!(corrections.len(), 4, "{msgs:?}");
+    let quantity = &msgs.iter().find(|(_, v)| v["details"]["edit_id"] == json!("e1")).unwrap().1;
+    assert_eq!(
+        quantity["message_ja"],
+        json!("OMSで注文 9701 の数量が 3 に変更されましたが、Qoo10では 2 です。QSMでも同じ変更をしてください。")
+    );
+    let ship = &msgs.iter().find(|(_, v)| v["details"]["edit_id"] == json!("e2")).unwrap().1;
+    assert_eq!(
+        ship["message_ja"],
+        json!(format!(
+            "OMSで注文 9702 の発送予定日が {date} に設定されましたが、Qoo10では 未設定 です。発送予定日は取込では設定できないため、QSMで設定してください。"
+        ))
+    );
+    let dead = s.dep.stream_messages("DLQ").await?;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].headers.get("Dlq-Error").unwrap().as_str().contains("missing field `quantity`"),
+        "{:?}",
+        dead[0].headers
+    );
+    assert_eq!(dead[0].subject.as_str(), format!("{}.dlq.sink.{SHOP}", s.dep.prefix));
+
+    // The seller makes the same changes in QSM.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    s.act(9701, "quantity", json!({"quantity": 3})).await?;
+    s.act(9702, "set_ship_date", json!({"date": date})).await?;
+    let mut added = line(9703, 8701, 2);
+    added["quantity"] = json!(1);
+    s.sandbox.put_json("/_sandbox/orders", &json!([added])).await?;
+    s.act(9704, "claim", json!({"claim_status": 1})).await?;
+    let msgs = s.poll().await?;
+    let got = kinds(&msgs);
+    assert_eq!(
+        got.iter().filter(|(kind, state, _)| kind == "qoo10_correction_required" && state == "resolved").count(),
+        4,
+        "{got:?}"
+    );
+    for predicted in ["quantity_changed", "item_added", "item_removed", "ship_date_changed"] {
+        assert!(
+            got.iter().all(|(kind, _, _)| kind != predicted),
+            "the seller did what the OMS said: no {predicted}: {got:?}"
+        );
+    }
+    assert_eq!(
+        s.dep.query("SELECT state, count() FROM oms_expectations FINAL GROUP BY state").await?,
+        vec![vec!["matched", "4"]]
+    );
+    Ok(())
+}
