@@ -309,6 +309,19 @@ pub struct AlertsConfig {
     /// How often time-dependent rules (overdue, grace periods) are re-checked.
     #[serde(with = "duration_text")]
     pub sweep_interval: Duration,
+    /// Optional webhook (Slack-compatible `{"text": …}` body) for every alert transition. A URL
+    /// often embeds a token, so it is a secret: `webhook_url`, `webhook_url_env` or `webhook_url_file`.
+    pub webhook_url: Option<Secret>,
+    pub webhook_url_env: Option<String>,
+    pub webhook_url_file: Option<PathBuf>,
+    #[serde(skip)]
+    resolved_webhook: Option<Secret>,
+}
+
+impl AlertsConfig {
+    pub fn webhook(&self) -> Option<&Secret> {
+        self.resolved_webhook.as_ref()
+    }
 }
 
 impl Default for AlertsConfig {
@@ -318,6 +331,10 @@ impl Default for AlertsConfig {
             overdue_grace_days: 0,
             item_added_after: Duration::from_secs(600),
             sweep_interval: Duration::from_secs(60),
+            webhook_url: None,
+            webhook_url_env: None,
+            webhook_url_file: None,
+            resolved_webhook: None,
         }
     }
 }
@@ -506,6 +523,20 @@ impl PipelineConfig {
         if self.sink.batch_size == 0 {
             return Err(bad("sink.batch_size", "must be at least 1".into()));
         }
+        let a = &self.alerts;
+        let hook = resolve_secret(
+            "alerts.webhook_url",
+            a.webhook_url.clone(),
+            a.webhook_url_env.as_deref(),
+            a.webhook_url_file.as_deref(),
+        )
+        .map_err(|(k, r)| bad(&k, r))?;
+        if let Some(h) = &hook {
+            if !(h.expose().starts_with("http://") || h.expose().starts_with("https://")) {
+                return Err(bad("alerts.webhook_url", "is not an http(s) URL".into()));
+            }
+        }
+        self.alerts.resolved_webhook = hook;
         if self.alerts.sweep_interval.is_zero() {
             return Err(bad("alerts.sweep_interval", "must be above 0".into()));
         }

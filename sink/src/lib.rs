@@ -8,3 +8,4 @@ pub mod alerts;
 pub mod edits;
 pub mod rows;
 pub mod store;
+pub mod webhook;

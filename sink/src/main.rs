@@ -36,11 +36,30 @@ struct Args {
     /// Exit 0 once nothing is pending and everything written is durable.
     #[arg(long)]
     until_idle: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Deletes buyer and recipient personal data (order_contacts) of orders placed more than
+    /// DAYS days ago. Run it daily (cron); it is an ALTER TABLE … DELETE mutation, which works on
+    /// ClickHouse 18.16 (no TTL there) and current releases, and completes in the background.
+    Retention {
+        /// Keep personal data of orders placed within this many days.
+        #[arg(long)]
+        contacts_days: u32,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     runtime::init_tracing();
+    // reqwest (webhook) is built without a default TLS provider (see Cargo.toml); use ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -82,10 +101,24 @@ struct Sink {
     expectations: Expectations,
     /// Expectations met by the batch being processed (stored with it).
     met_expectations: Vec<ExpectationRow>,
+    webhook: Option<sink::webhook::Webhook>,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let config = PipelineConfig::load(args.config.as_deref())?;
+    if let Some(Command::Retention { contacts_days, dry_run }) = args.command {
+        let store = Store::new(&config.clickhouse);
+        store.migrate().await.context("ClickHouse migrations")?;
+        let n = store.expire_contacts(contacts_days, dry_run).await?;
+        if dry_run {
+            println!("order_contacts: {n} rows of orders placed more than {contacts_days} days ago would be deleted");
+        } else {
+            println!(
+                "order_contacts: deleting {n} rows of orders placed more than {contacts_days} days ago (mutation submitted)"
+            );
+        }
+        return Ok(());
+    }
     let ns = Namespace::from_config(&config.nats);
     let store = Store::new(&config.clickhouse);
     let applied = store.migrate().await.context("ClickHouse migrations")?;
@@ -162,6 +195,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         polls: HashMap::new(),
         expectations,
         met_expectations: Vec::new(),
+        webhook: config.alerts.webhook().cloned().map(|url| sink::webhook::Webhook::start(url, 10_000)),
     };
     let shutdown = runtime::shutdown_signal();
     tokio::pin!(shutdown);
@@ -202,6 +236,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             sink.sweep().await?;
             break;
         }
+    }
+    if let Some(w) = sink.webhook.take() {
+        w.drain(Duration::from_secs(10)).await;
     }
     tracing::info!(
         rows_written = sink.rows_written,
@@ -491,6 +528,9 @@ impl Sink {
                 AlertState::Resolved => self.alerts_resolved += 1,
             }
             tracing::info!(kind = %alert.kind, shop = %alert.shop_id, order_no = alert.order_no, state = ?alert.state, alert_id = %alert.alert_id, "alert");
+            if let Some(w) = &self.webhook {
+                w.notify(alert);
+            }
         }
         let rows: Vec<AlertRow> = transitions.iter().map(AlertRow::from_alert).collect();
         retry_forever("insert alerts", held, || self.store.write_alerts(&rows)).await;

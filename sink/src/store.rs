@@ -279,6 +279,26 @@ impl Store {
             .map_err(self.err("read cart"))
     }
 
+    /// Personal data retention: deletes `order_contacts` rows of orders placed more than `days`
+    /// days ago (a mutation; ClickHouse applies it in the background). Returns the rows concerned.
+    pub async fn expire_contacts(&self, days: u32, dry_run: bool) -> Result<u64, StoreError> {
+        let cond = format!("ordered_at < now() - toIntervalDay({days})");
+        let n = self
+            .client
+            .query(&format!("SELECT count() FROM order_contacts WHERE {cond}"))
+            .fetch_one::<u64>()
+            .await
+            .map_err(self.err("count expired contacts"))?;
+        if !dry_run && n > 0 {
+            self.client
+                .query(&format!("ALTER TABLE order_contacts DELETE WHERE {cond}"))
+                .execute()
+                .await
+                .map_err(self.err("delete expired contacts"))?;
+        }
+        Ok(n)
+    }
+
     pub fn client(&self) -> &clickhouse::Client {
         &self.client
     }

@@ -412,3 +412,78 @@ async fn oms_edits_require_a_qoo10_correction_until_qoo10_matches() -> anyhow::R
     );
     Ok(())
 }
+
+/// A webhook receiver that answers HTTP 500 to the first `fail` requests, then 200, and keeps
+/// every body.
+async fn receiver(fail: usize) -> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<String>>>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let Ok(k) = sock.read(&mut chunk).await else { break };
+                if k == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..k]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        seen.lock().unwrap().push(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string());
+                        break;
+                    }
+                }
+            }
+            n += 1;
+            let status = if n <= fail { "500 Internal Server Error" } else { "200 OK" };
+            let _ = sock
+                .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
+                .await;
+        }
+    });
+    Ok((url, bodies))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_reach_a_webhook_with_retries_and_a_dead_webhook_blocks_nothing() -> anyhow::Result<()> {
+    let (url, bodies) = receiver(1).await?;
+    let mut s = Scenario::new(vec![line(9801, 8801, 2)]).await?;
+    let config = std::fs::read_to_string(&s.dep.config_path)?;
+    std::fs::write(&s.dep.config_path, config.replace("[alerts]\n", &format!("[alerts]\nwebhook_url = \"{url}\"\n")))?;
+    let msgs = s.poll().await?;
+    assert_eq!(kinds(&msgs), vec![k("ship_date_missing", "open", 9801)]);
+    let got = bodies.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "one failed attempt, one retry: {got:?}");
+    let body: Value = serde_json::from_str(&got[1])?;
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("[🔔 open] ship_date_missing — alert-shop order 9801\n注文 9801 の発送予定日が未設定です。"),
+        "{text}"
+    );
+
+    // A webhook nobody answers: the pipeline goes on, alerts are stored all the same.
+    let dead = format!("http://127.0.0.1:{}/hook", e2e::free_port());
+    let config = std::fs::read_to_string(&s.dep.config_path)?;
+    std::fs::write(&s.dep.config_path, config.replace(&url, &dead))?;
+    s.act(9801, "set_ship_date", json!({"date": (now_jst() + Days::days(2)).date().to_string()})).await?;
+    let started = std::time::Instant::now();
+    let msgs = s.poll().await?;
+    assert_eq!(kinds(&msgs), vec![k("ship_date_missing", "resolved", 9801)]);
+    assert!(started.elapsed() < Duration::from_secs(40), "{:?}", started.elapsed());
+    assert_eq!(s.table().await?, vec![row("ship_date_missing", 9801, "resolved")]);
+    Ok(())
+}

@@ -281,6 +281,31 @@ async fn end_to_end(api_version: &str, url_style: &str) -> anyhow::Result<()> {
             .await?,
         vec![vec!["見本 花子", "ミホン ハナコ", "150-0000", "東京都渋谷区"]]
     );
+    // Retention: personal data of orders older than 4 days goes; the orders stay.
+    // Which of the 7 contacts (shipping rows; claim rows carry none) were ordered over 4 days ago
+    // depends on the hour the test runs, so count them from the same times.
+    let boundary = Utc::now().naive_utc() + Duration::hours(9) - Duration::days(4);
+    let placed = [
+        at(2, "21:14:03"),
+        at(2, "21:14:03"),
+        at(3, "08:02:00"),
+        at(4, "00:30:00"),
+        at(6, "12:00:00"),
+        at(1, "23:59:59"),
+        at(5, "10:00:00"),
+    ];
+    let old = placed.iter().filter(|t| **t < boundary).count();
+    let out = dep.run_ok("sink", &["retention", "--contacts-days", "4", "--dry-run"])?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains(&format!("order_contacts: {old} rows")), "{text}");
+    dep.run_ok("sink", &["retention", "--contacts-days", "4"])?;
+    let left = (placed.len() - old).to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while dep.query("SELECT count() FROM order_contacts").await? != vec![vec![left.clone()]] {
+        assert!(std::time::Instant::now() < deadline, "the retention mutation did not complete");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(dep.query("SELECT count() FROM orders FINAL").await?, vec![vec!["8"]]);
     let columns: Vec<String> = dep.query("DESCRIBE TABLE orders").await?.into_iter().map(|r| r[0].clone()).collect();
     assert!(
         columns.iter().all(|c| !c.contains("buyer") && !c.contains("receiver") && !c.contains("zip")),
