@@ -371,6 +371,22 @@ impl Sink {
             transitions.extend(resolved);
             self.met_expectations.extend(met);
             transitions.extend(self.transitions(verdicts, row, now));
+            // A shipped line settles its cart: a removed sibling can no longer be mirrored.
+            if row.qoo10_status >= 4 {
+                let removed: Vec<(String, String, String)> = self
+                    .open
+                    .iter()
+                    .filter(|((kind, shop, _), a)| {
+                        kind == "item_removed" && *shop == row.shop_id && a.pack_no == row.pack_no
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in removed {
+                    if let Some(open) = self.open.remove(&key) {
+                        transitions.push(alerts::resolve(&open, row.version, now));
+                    }
+                }
+            }
             // A new version means Qoo10 returned the line again (or a claim for it).
             if let Some(open) =
                 self.open.remove(&("order_vanished".to_owned(), row.shop_id.clone(), row.order_no.to_string()))
@@ -458,6 +474,15 @@ impl Sink {
             }
             if met {
                 self.expectations.remove(&key);
+                // The OMS now agrees with what Qoo10 already shows: the change alert Qoo10's side
+                // raised (e.g. quantity_changed) is settled on both sides.
+                let line = rows.iter().find(|r| edits::satisfied_by(&edit, r) == Some(true)).map(|r| r.order_no);
+                if let Some(no) = line {
+                    let change_key = (edits::predicted_kind(&edit).to_owned(), shop.clone(), no.to_string());
+                    if let Some(open) = self.open.remove(&change_key) {
+                        transitions.push(alerts::resolve(&open, open.version + 1, now));
+                    }
+                }
             } else {
                 let current = rows.iter().find(|r| edits::satisfied_by(&edit, r).is_some());
                 let draft = edits::correction(&edit, current);

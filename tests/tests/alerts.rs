@@ -259,6 +259,26 @@ async fn cart_lines_added_and_removed() -> anyhow::Result<()> {
             "カート 8301 から商品が削除されました（注文 9302、緑茶 ティーバッグ 100包 × 2 がキャンセル）。OMSからも削除してください。"
         )
     );
+
+    // The OMS reports the same removal: both sides agree, the alert resolves (and no correction
+    // is needed, Qoo10 already shows it).
+    let edit = json!({"schema_version": 1, "edit_id": "rm-9302", "shop_id": SHOP, "action": "remove_item", "order_no": 9302, "made_at": Utc::now().to_rfc3339()});
+    s.dep
+        .nats()
+        .await?
+        .publish(format!("{}.oms.edits.{SHOP}", s.dep.prefix), serde_json::to_vec(&edit)?.into())
+        .await?
+        .await?;
+    let msgs = s.poll().await?;
+    assert_eq!(kinds(&msgs), vec![k("item_removed", "resolved", 9302)]);
+    // The cart ships: the added line's alert is settled too.
+    for no in [9301, 9303] {
+        s.act(no, "set_ship_date", json!({"date": (now_jst() + Days::days(1)).date().to_string()})).await?;
+        s.act(no, "ship", json!({})).await?;
+    }
+    let msgs = s.poll().await?;
+    assert!(kinds(&msgs).contains(&k("item_added", "resolved", 9303)), "{:?}", kinds(&msgs));
+    assert!(s.table().await?.iter().filter(|r| r[0].starts_with("item_")).all(|r| r[2] == "resolved"));
     Ok(())
 }
 
