@@ -88,9 +88,7 @@ fn find_shop<'a>(config: &'a PipelineConfig, id: &str) -> anyhow::Result<&'a Sho
 }
 
 async fn connect(config: &PipelineConfig) -> anyhow::Result<(async_nats::Client, Sink)> {
-    let nats = runtime::nats::connect(&config.nats, "fetcher").await?;
-    let js = async_nats::jetstream::new(nats.clone());
-    runtime::nats::ensure_streams(&js, &config.nats).await?;
+    let (nats, js) = runtime::nats::connect_jetstream(&config.nats, "fetcher").await?;
     Ok((nats, Sink { js, ns: Namespace::from_config(&config.nats) }))
 }
 

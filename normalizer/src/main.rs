@@ -56,9 +56,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = PipelineConfig::load(args.config.as_deref())?;
     let ns = Namespace::from_config(&config.nats);
     let statuses = config.normalizer.status_map();
-    let client = runtime::nats::connect(&config.nats, "normalizer").await?;
-    let js = jetstream::new(client);
-    runtime::nats::ensure_streams(&js, &config.nats).await?;
+    let (_client, js) = runtime::nats::connect_jetstream(&config.nats, "normalizer").await?;
     let mut consumer = durable_consumer(
         &js,
         &ns.stream(subjects::STREAM_RAW),

@@ -30,6 +30,17 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
         .map_err(|e| NatsError::Connect { url: cfg.url.clone(), reason: e.to_string() })
 }
 
+/// Connects, and makes sure the contract's streams exist: what every service does first.
+pub async fn connect_jetstream(
+    cfg: &NatsConfig,
+    name: &str,
+) -> Result<(async_nats::Client, jetstream::Context), NatsError> {
+    let client = connect(cfg, name).await?;
+    let js = jetstream::new(client.clone());
+    ensure_streams(&js, cfg).await?;
+    Ok((client, js))
+}
+
 /// The streams of the contract and how long they keep messages.
 /// (stream, max age, messages kept per subject; -1 = no limit).
 const STREAMS: &[(&str, Duration, i64)] = &[

@@ -316,37 +316,25 @@ mod tests {
 
     fn row(qoo10: u8, claim: u8) -> OrderRow {
         OrderRow {
-            shop_id: "s".into(),
             order_no: 1090000101,
             pack_no: 890000101,
-            status: String::new(),
             qoo10_status: qoo10,
             claim_status: claim,
             item_code: "1000000555".into(),
             seller_item_code: "TEA".into(),
             item_title: "緑茶".into(),
-            option_text: String::new(),
-            option_code: String::new(),
             quantity: 2,
             order_price: 128000,
-            discount: 0,
             total: 256000,
-            settle_price: 0,
-            shipping_rate: 0,
             currency: "JPY".into(),
             ordered_at: 1_795_000_000,
             paid_at: Some(1_795_000_100),
-            estimated_ship_date: None,
-            shipped_at: None,
-            delivered_at: None,
-            carrier: String::new(),
-            tracking_no: String::new(),
-            payment_method: String::new(),
             version: 1_795_900_000_000_000,
             fetched_at: 1_795_900_000,
             source_kind: "order".into(),
             source_method: "m".into(),
             raw_seq: 1,
+            ..OrderRow::empty("s")
         }
     }
 

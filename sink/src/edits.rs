@@ -118,17 +118,17 @@ mod tests {
     }
 
     fn line(order_no: u64, quantity: u32, claim: u8) -> OrderRow {
-        let mut r: OrderRow = serde_json::from_value(json!({
-            "shop_id": "s", "order_no": order_no, "pack_no": 77, "status": "new", "qoo10_status": 2, "claim_status": claim,
-            "item_code": "I1", "seller_item_code": "SKU1", "item_title": "緑茶", "option_text": "", "option_code": "",
-            "quantity": quantity, "order_price": 0, "discount": 0, "total": 0, "settle_price": 0, "shipping_rate": 0,
-            "currency": "JPY", "ordered_at": 0, "paid_at": null, "estimated_ship_date": null, "shipped_at": null,
-            "delivered_at": null, "carrier": "", "tracking_no": "", "payment_method": "", "version": 1, "fetched_at": 0,
-            "source_kind": "order", "source_method": "m", "raw_seq": 1
-        }))
-        .unwrap();
-        r.estimated_ship_date = None;
-        r
+        OrderRow {
+            order_no,
+            pack_no: 77,
+            qoo10_status: 2,
+            claim_status: claim,
+            item_code: "I1".into(),
+            seller_item_code: "SKU1".into(),
+            item_title: "緑茶".into(),
+            quantity,
+            ..OrderRow::empty("s")
+        }
     }
 
     #[test]

@@ -122,9 +122,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ns = Namespace::from_config(&config.nats);
     let store = Store::new(&config.clickhouse);
     let applied = store.migrate().await.context("ClickHouse migrations")?;
-    let client = runtime::nats::connect(&config.nats, "sink").await?;
-    let js = jetstream::new(client);
-    runtime::nats::ensure_streams(&js, &config.nats).await?;
+    let (_client, js) = runtime::nats::connect_jetstream(&config.nats, "sink").await?;
     let mut consumer = durable_consumer(
         &js,
         &ns.stream(subjects::STREAM_ORDERS),
@@ -491,7 +489,7 @@ impl Sink {
                     order_no: edits::target(&edit).0.unwrap_or(0),
                     pack_no: current.map(|r| r.pack_no).or(edits::target(&edit).1).unwrap_or(0),
                     version: u64::try_from(edit.made_at.timestamp_micros()).unwrap_or(version),
-                    ..alerts::open(&draft, &placeholder_row(&shop), now)
+                    ..alerts::open(&draft, &OrderRow::empty(&shop), now)
                 };
                 self.open.insert(open_key, alert.clone());
                 transitions.push(alert);
@@ -730,43 +728,6 @@ fn expectation_row(edit: &OmsEdit, state: &str, version: u64) -> ExpectationRow 
         state: state.to_owned(),
         made_at: u32::try_from(edit.made_at.timestamp()).unwrap_or(0),
         version,
-    }
-}
-
-/// A row carrying only the shop, for alerts about an edit rather than a stored line.
-fn placeholder_row(shop: &str) -> OrderRow {
-    OrderRow {
-        shop_id: shop.to_owned(),
-        order_no: 0,
-        pack_no: 0,
-        status: String::new(),
-        qoo10_status: 0,
-        claim_status: 0,
-        item_code: String::new(),
-        seller_item_code: String::new(),
-        item_title: String::new(),
-        option_text: String::new(),
-        option_code: String::new(),
-        quantity: 0,
-        order_price: 0,
-        discount: 0,
-        total: 0,
-        settle_price: 0,
-        shipping_rate: 0,
-        currency: String::new(),
-        ordered_at: 0,
-        paid_at: None,
-        estimated_ship_date: None,
-        shipped_at: None,
-        delivered_at: None,
-        carrier: String::new(),
-        tracking_no: String::new(),
-        payment_method: String::new(),
-        version: 0,
-        fetched_at: 0,
-        source_kind: String::new(),
-        source_method: String::new(),
-        raw_seq: 0,
     }
 }
 

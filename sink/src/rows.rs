@@ -54,6 +54,46 @@ pub struct OrderRow {
     pub raw_seq: u64,
 }
 
+impl OrderRow {
+    /// A row with only the shop set (everything else zero or empty): the base of placeholders
+    /// and test fixtures.
+    pub fn empty(shop: &str) -> Self {
+        OrderRow {
+            shop_id: shop.to_owned(),
+            order_no: 0,
+            pack_no: 0,
+            status: String::new(),
+            qoo10_status: 0,
+            claim_status: 0,
+            item_code: String::new(),
+            seller_item_code: String::new(),
+            item_title: String::new(),
+            option_text: String::new(),
+            option_code: String::new(),
+            quantity: 0,
+            order_price: 0,
+            discount: 0,
+            total: 0,
+            settle_price: 0,
+            shipping_rate: 0,
+            currency: String::new(),
+            ordered_at: 0,
+            paid_at: None,
+            estimated_ship_date: None,
+            shipped_at: None,
+            delivered_at: None,
+            carrier: String::new(),
+            tracking_no: String::new(),
+            payment_method: String::new(),
+            version: 0,
+            fetched_at: 0,
+            source_kind: String::new(),
+            source_method: String::new(),
+            raw_seq: 0,
+        }
+    }
+}
+
 /// A row of `order_contacts`.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct ContactRow {
@@ -267,37 +307,24 @@ mod tests {
 
     fn row(kind: &str, qoo10: u8, claim: u8, version: u64) -> OrderRow {
         OrderRow {
-            shop_id: "s".into(),
             order_no: 1,
             pack_no: 2,
-            status: String::new(),
             qoo10_status: qoo10,
             claim_status: claim,
             item_code: "i".into(),
             seller_item_code: "sku".into(),
             item_title: "t".into(),
             option_text: if kind == "order" { "色:藍".into() } else { String::new() },
-            option_code: String::new(),
             quantity: 1,
             order_price: if kind == "order" { 128000 } else { 0 },
-            discount: 0,
             total: 128000,
-            settle_price: 0,
-            shipping_rate: 0,
             currency: "JPY".into(),
             ordered_at: 1,
-            paid_at: None,
-            estimated_ship_date: None,
-            shipped_at: None,
-            delivered_at: None,
-            carrier: String::new(),
-            tracking_no: String::new(),
-            payment_method: String::new(),
             version,
-            fetched_at: 0,
             source_kind: kind.into(),
             source_method: "m".into(),
             raw_seq: version,
+            ..OrderRow::empty("s")
         }
     }
 
