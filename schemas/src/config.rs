@@ -297,11 +297,15 @@ impl Default for SinkConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
-    /// `ship_date_missing` opens this long after payment ("0s": at once).
-    #[serde(with = "duration_text")]
-    pub ship_date_missing_after: Duration,
-    /// `ship_date_overdue` opens when 発送予定日 is more than this many days behind today (JST).
-    pub overdue_grace_days: u32,
+    /// `ship_date_missing` opens once this many business days (JST) have passed since payment
+    /// (0: at once). Qoo10 penalises shipping later than 3 business days after payment.
+    pub ship_date_missing_after_business_days: u32,
+    /// `ship_date_overdue` opens when 発送予定日 has passed and at least this many business days
+    /// (JST) have gone by since (0: the day after).
+    pub overdue_grace_business_days: u32,
+    /// Days that are not business days besides Saturdays and Sundays (JST dates: national
+    /// holidays, the shop's own closing days).
+    pub holidays: Vec<chrono::NaiveDate>,
     /// A line first seen this long after its cart counts as added (`item_added`); lines seen
     /// within this time of each other belong to the same first sight of the cart.
     #[serde(with = "duration_text")]
@@ -327,8 +331,9 @@ impl AlertsConfig {
 impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
-            ship_date_missing_after: Duration::ZERO,
-            overdue_grace_days: 0,
+            ship_date_missing_after_business_days: 0,
+            overdue_grace_business_days: 0,
+            holidays: Vec::new(),
             item_added_after: Duration::from_secs(600),
             sweep_interval: Duration::from_secs(60),
             webhook_url: None,

@@ -14,12 +14,15 @@ use serde_json::json;
 use crate::rows::OrderRow;
 
 /// Thresholds (from `[alerts]` in pipeline.toml).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Thresholds {
-    /// `ship_date_missing` opens this long after payment (0 = at once).
-    pub ship_date_missing_after: Duration,
-    /// `ship_date_overdue` opens when the ship date is this many days behind today (JST).
-    pub overdue_grace_days: i64,
+    /// `ship_date_missing` opens once this many business days (JST) have passed since payment.
+    pub ship_date_missing_after_business_days: u32,
+    /// `ship_date_overdue` opens when the ship date has passed and at least this many business
+    /// days (JST) have gone by since (0: the day after).
+    pub overdue_grace_business_days: u32,
+    /// Non-business days besides Saturdays and Sundays.
+    pub holidays: Vec<NaiveDate>,
     /// A line first seen this long after its cart counts as added (`item_added`).
     pub item_added_after: Duration,
 }
@@ -27,10 +30,23 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            ship_date_missing_after: Duration::zero(),
-            overdue_grace_days: 0,
+            ship_date_missing_after_business_days: 0,
+            overdue_grace_business_days: 0,
+            holidays: Vec::new(),
             item_added_after: Duration::minutes(10),
         }
+    }
+}
+
+impl Thresholds {
+    fn business_day(&self, d: NaiveDate) -> bool {
+        use chrono::Datelike;
+        !matches!(d.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun) && !self.holidays.contains(&d)
+    }
+
+    /// Business days after `from` up to and including `to` (0 when `to` is not after `from`).
+    pub fn business_days_between(&self, from: NaiveDate, to: NaiveDate) -> u32 {
+        from.iter_days().skip(1).take_while(|d| *d <= to).filter(|d| self.business_day(*d)).count() as u32
     }
 }
 
@@ -100,8 +116,12 @@ pub fn evaluate(
     // ship_date_missing: paid, waiting in 配送要請 without 発送予定日.
     let paid_long_enough = row
         .paid_at
-        .map(|p| ctx.now - DateTime::from_timestamp(i64::from(p), 0).unwrap_or(ctx.now) >= t.ship_date_missing_after)
-        .unwrap_or(t.ship_date_missing_after.is_zero());
+        .and_then(|p| DateTime::from_timestamp(i64::from(p), 0))
+        .map(|p| {
+            let paid_day = p.with_timezone(&schemas::time::jst()).date_naive();
+            t.business_days_between(paid_day, ctx.today_jst) >= t.ship_date_missing_after_business_days
+        })
+        .unwrap_or(t.ship_date_missing_after_business_days == 0);
     out.push(("ship_date_missing", if row.qoo10_status == 2 && active(row) && row.estimated_ship_date.is_none() && paid_long_enough {
         Verdict::Open(Draft {
             kind: "ship_date_missing",
@@ -175,8 +195,9 @@ pub fn evaluate(
     }));
 
     // ship_date_overdue: in 配送準備, the ship date (JST) has passed, no tracking number.
-    let overdue =
-        date(row.estimated_ship_date).is_some_and(|d| d + Duration::days(t.overdue_grace_days) < ctx.today_jst);
+    let overdue = date(row.estimated_ship_date).is_some_and(|d| {
+        d < ctx.today_jst && t.business_days_between(d, ctx.today_jst) >= t.overdue_grace_business_days
+    });
     out.push(("ship_date_overdue", if row.qoo10_status == 3 && active(row) && overdue && row.tracking_no.is_empty() {
         let d = fmt_date(date(row.estimated_ship_date));
         Verdict::Open(Draft {
@@ -447,20 +468,29 @@ mod tests {
 
     #[test]
     fn grace_periods_come_from_config() {
+        // today_jst is Sunday 2026-11-29.
         let c = ctx();
-        let t =
-            Thresholds { ship_date_missing_after: Duration::hours(48), overdue_grace_days: 3, ..Thresholds::default() };
-        let new_order = row(2, 0); // paid 250 hours before `now`
-        assert_eq!(opened(&evaluate(None, &new_order, &c, &t)), vec!["ship_date_missing"]);
-        let mut fresh = new_order.clone();
-        fresh.paid_at = Some(1_795_900_000 - 3600);
-        assert_eq!(verdict(&evaluate(None, &fresh, &c, &t), MISSING), &Verdict::Keep, "within the grace period");
+        let t = Thresholds {
+            ship_date_missing_after_business_days: 3,
+            overdue_grace_business_days: 1,
+            ..Thresholds::default()
+        };
+        let mut long_ago = row(2, 0);
+        long_ago.paid_at = Some(1_795_000_000); // 2026-11-18 (Wed) JST: 8 business days ago
+        assert_eq!(opened(&evaluate(None, &long_ago, &c, &t)), vec!["ship_date_missing"]);
+        let mut wednesday = row(2, 0);
+        wednesday.paid_at = Some(1_795_900_000 - 4 * 86_400); // Wed 2026-11-25: Thu, Fri = 2 business days
+        assert_eq!(verdict(&evaluate(None, &wednesday, &c, &t), MISSING), &Verdict::Keep, "within 3 business days");
+        let with_holiday = Thresholds { holidays: vec![NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()], ..t.clone() };
+        assert_eq!(with_holiday.business_days_between(NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(), c.today_jst), 1);
         let mut late = row(3, 0);
-        late.estimated_ship_date = days(2026, 11, 27);
+        late.estimated_ship_date = days(2026, 11, 27); // Friday: only Sat and Sun have passed
+        assert_eq!(verdict(&evaluate(Some(&late), &late, &c, &t), OVERDUE), &Verdict::Resolve, "0 business days late");
+        late.estimated_ship_date = days(2026, 11, 25); // Wednesday: Thu and Fri have passed
         assert_eq!(
-            verdict(&evaluate(Some(&late), &late, &c, &t), OVERDUE),
-            &Verdict::Resolve,
-            "2 days late < 3 days grace"
+            opened(&evaluate(Some(&late), &late, &c, &t)),
+            vec!["ship_date_overdue"],
+            "2 business days ≥ 1 of grace"
         );
     }
 

@@ -175,8 +175,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let a = &config.alerts;
     let thresholds = Thresholds {
-        ship_date_missing_after: chrono::Duration::from_std(a.ship_date_missing_after).unwrap_or_default(),
-        overdue_grace_days: i64::from(a.overdue_grace_days),
+        ship_date_missing_after_business_days: a.ship_date_missing_after_business_days,
+        overdue_grace_business_days: a.overdue_grace_business_days,
+        holidays: a.holidays.clone(),
         item_added_after: chrono::Duration::from_std(a.item_added_after).unwrap_or_default(),
     };
     let mut sink = Sink {
