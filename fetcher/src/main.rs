@@ -28,6 +28,9 @@ struct Args {
     /// Only this shop.
     #[arg(long)]
     shop: Option<String>,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -67,6 +70,10 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async {
         let config = PipelineConfig::load(args.config.as_deref())?;
+        if args.print_config {
+            print!("{}", config.to_toml());
+            return Ok(true);
+        }
         match args.command {
             Some(Command::Check { shop }) => check(&config, &shop).await,
             Some(Command::Backfill { shop, from, to }) => backfill(&config, &shop, from, to).await,

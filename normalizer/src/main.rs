@@ -24,6 +24,9 @@ struct Args {
     /// Configuration file (default: $PIPELINE_CONFIG, else ./pipeline.toml).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Exit 0 once nothing is pending and everything done is durable.
     #[arg(long)]
     until_idle: bool,
@@ -54,6 +57,10 @@ fn main() -> std::process::ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let config = PipelineConfig::load(args.config.as_deref())?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
     let ns = Namespace::from_config(&config.nats);
     let statuses = config.normalizer.status_map();
     let (_client, js) = runtime::nats::connect_jetstream(&config.nats, "normalizer").await?;

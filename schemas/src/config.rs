@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 use crate::status::{self, StatusMap};
@@ -28,7 +28,7 @@ pub enum ConfigError {
     Invalid { file: String, key: String, reason: String },
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     pub nats: NatsConfig,
@@ -44,7 +44,7 @@ pub struct PipelineConfig {
     pub source: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
     pub url: String,
@@ -69,7 +69,7 @@ impl Default for NatsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseConfig {
     pub url: String,
@@ -103,7 +103,7 @@ impl ClickHouseConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ApiVersion {
     V2,
@@ -112,14 +112,14 @@ pub enum ApiVersion {
 
 /// How requests name the QAPI method: `path` (`.../ebayjapan.qapi/Class.Method` with the
 /// `GiosisCertificationKey` header) or `query` (`method=Class.Method&key=...&v=1.0`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UrlStyle {
     Path,
     Query,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Qoo10Config {
     pub base_url: String,
@@ -152,7 +152,7 @@ impl Default for Qoo10Config {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FetcherConfig {
     /// Shops polled at the same time.
@@ -165,7 +165,7 @@ impl Default for FetcherConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopConfig {
     /// `[a-z0-9_-]{1,64}`; appears in subjects and keys.
@@ -234,7 +234,7 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NormalizerConfig {
     /// Where new paid orders (Qoo10 status 2) land. GoQSystem calls it 新規受付.
@@ -277,7 +277,7 @@ impl NormalizerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinkConfig {
     /// Largest batch written in one INSERT per table.
@@ -294,7 +294,7 @@ impl Default for SinkConfig {
 }
 
 /// Thresholds of the alert rules.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     /// `ship_date_missing` opens once this many business days (JST) have passed since payment
@@ -551,6 +551,13 @@ impl PipelineConfig {
         Ok(())
     }
 
+    /// The effective configuration as TOML (environment overrides applied), secrets redacted:
+    /// what `--print-config` shows.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+        format!("# effective configuration from {} (secrets redacted)\n{body}", self.source)
+    }
+
     pub fn shop(&self, id: &str) -> Option<&ShopConfig> {
         self.shops.iter().find(|s| s.id == id)
     }
@@ -615,7 +622,11 @@ fn resolve_secret(
 pub mod duration_text {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
@@ -708,6 +719,17 @@ destination_status = "new"
         assert_eq!(m.canonical(Some(2), 0), Some("awaiting_shipment"));
         assert_eq!(m.canonical(Some(5), 14), Some("returned"));
         assert_eq!(m.canonical(Some(5), 15), Some("refunded"));
+    }
+
+    #[test]
+    fn print_config_redacts_secrets_and_round_trips() {
+        let c = load_str("[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"KEY-123\"\npassword = \"PW-456\"\ninterval = \"90s\"\n").unwrap();
+        let text = c.to_toml();
+        assert!(!text.contains("KEY-123") && !text.contains("PW-456"), "{text}");
+        assert!(text.contains("api_key = \"<redacted>\"") && text.contains("interval = \"1m 30s\""), "{text}");
+        // What it prints is itself a valid configuration (with the secrets to fill in).
+        let back = PipelineConfig::parse(&text.replace("<redacted>", "x"), "printed").unwrap();
+        assert_eq!(back.shops[0].interval, Duration::from_secs(90));
     }
 
     #[test]

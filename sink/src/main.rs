@@ -33,6 +33,9 @@ struct Args {
     /// Configuration file (default: $PIPELINE_CONFIG, else ./pipeline.toml).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Exit 0 once nothing is pending and everything written is durable.
     #[arg(long)]
     until_idle: bool,
@@ -106,6 +109,10 @@ struct Sink {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let config = PipelineConfig::load(args.config.as_deref())?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
     if let Some(Command::Retention { contacts_days, dry_run }) = args.command {
         let store = Store::new(&config.clickhouse);
         store.migrate().await.context("ClickHouse migrations")?;
