@@ -45,6 +45,29 @@ struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Prints alerts as a table (newest first): state, kind, shop, order, since (JST), what to do.
+    Alerts {
+        #[arg(long)]
+        shop: Option<String>,
+        /// Only open alerts.
+        #[arg(long)]
+        open: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// Lists dead letters of a stage and, unless --dry-run, sends each back to the subject it
+    /// came from (payload and original headers as they were) and removes it from the DLQ. Run it
+    /// after fixing what made the stage refuse them; what is still refused comes back to the DLQ.
+    ReplayDlq {
+        /// `normalizer` or `sink`.
+        #[arg(long)]
+        stage: String,
+        #[arg(long)]
+        shop: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Deletes buyer and recipient personal data (order_contacts) of orders placed more than
     /// DAYS days ago. Run it daily (cron); it is an ALTER TABLE … DELETE mutation, which works on
     /// ClickHouse 18.16 (no TTL there) and current releases, and completes in the background.
@@ -111,6 +134,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = PipelineConfig::load(args.config.as_deref())?;
     if args.print_config {
         print!("{}", config.to_toml());
+        return Ok(());
+    }
+    if let Some(Command::ReplayDlq { stage, shop, dry_run }) = &args.command {
+        return replay_dlq(&config, stage, shop.as_deref(), *dry_run).await;
+    }
+    if let Some(Command::Alerts { shop, open, limit }) = &args.command {
+        let store = Store::new(&config.clickhouse);
+        store.migrate().await.context("ClickHouse migrations")?;
+        let rows = store.list_alerts(shop.as_deref(), *open, *limit).await?;
+        print!("{}", alerts_table(&rows));
         return Ok(());
     }
     if let Some(Command::Retention { contacts_days, dry_run }) = args.command {
@@ -725,6 +758,80 @@ impl Sink {
         }
         Ok(batch.len())
     }
+}
+
+async fn replay_dlq(config: &PipelineConfig, stage: &str, shop: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
+    if stage != subjects::STAGE_NORMALIZER && stage != subjects::STAGE_SINK {
+        anyhow::bail!("--stage must be `normalizer` or `sink`");
+    }
+    let ns = Namespace::from_config(&config.nats);
+    let (_client, js) = runtime::nats::connect_jetstream(&config.nats, "sink-replay-dlq").await?;
+    let mut stream = js.get_stream(ns.stream(subjects::STREAM_DLQ)).await?;
+    let state = stream.info().await?.state.clone();
+    let prefix = ns.dlq(stage, "");
+    let (mut listed, mut replayed) = (0u64, 0u64);
+    if state.messages > 0 {
+        for seq in state.first_sequence..=state.last_sequence {
+            let Ok(m) = stream.get_raw_message(seq).await else { continue }; // deleted
+            let subject = m.subject.to_string();
+            if !subject.starts_with(&prefix) || shop.is_some_and(|s| Namespace::shop_of(&subject) != s) {
+                continue;
+            }
+            let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
+            listed += 1;
+            println!("#{seq} {subject} from {}: {}", header(schemas::dlq::SUBJECT), header(schemas::dlq::ERROR));
+            if dry_run {
+                continue;
+            }
+            let target = header(schemas::dlq::SUBJECT);
+            if target.is_empty() {
+                println!("  skipped: no {} header", schemas::dlq::SUBJECT);
+                continue;
+            }
+            let mut headers = async_nats::HeaderMap::new();
+            for (name, values) in m.headers.iter() {
+                let name: &str = name.as_ref();
+                if name.starts_with("Dlq-") || name == "Nats-Msg-Id" {
+                    continue;
+                }
+                for v in values {
+                    headers.append(name, v.as_str());
+                }
+            }
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("replay:{stage}:{seq}").as_str());
+            js.publish_with_headers(target, headers, m.payload.clone()).await?.await?;
+            stream.delete_message(seq).await?;
+            replayed += 1;
+        }
+    }
+    if dry_run {
+        println!("{listed} dead letters of stage {stage} (dry run: nothing replayed)");
+    } else {
+        println!("{replayed} of {listed} dead letters of stage {stage} replayed");
+    }
+    Ok(())
+}
+
+/// A plain-text table of alerts, one line each, Japanese message last (it is the action).
+fn alerts_table(rows: &[AlertRow]) -> String {
+    let mut out = format!(
+        "{:<8} {:<26} {:<16} {:>12} {:<16} {}\n",
+        "STATE", "KIND", "SHOP", "ORDER", "SINCE (JST)", "WHAT TO DO"
+    );
+    for r in rows {
+        let since = chrono::DateTime::from_timestamp(i64::from(r.opened_at), 0)
+            .map(|t| t.with_timezone(&schemas::time::jst()).format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default();
+        let order = if r.order_no == 0 { "-".to_owned() } else { r.order_no.to_string() };
+        out.push_str(&format!(
+            "{:<8} {:<26} {:<16} {:>12} {:<16} {}\n",
+            r.state, r.kind, r.shop_id, order, since, r.message_ja
+        ));
+    }
+    if rows.is_empty() {
+        out.push_str("(no alerts)\n");
+    }
+    out
 }
 
 fn expectation_row(edit: &OmsEdit, state: &str, version: u64) -> ExpectationRow {

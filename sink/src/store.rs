@@ -185,6 +185,30 @@ impl Store {
         self.insert_all("alerts", alerts).await
     }
 
+    /// Alerts, newest first.
+    pub async fn list_alerts(
+        &self,
+        shop: Option<&str>,
+        open_only: bool,
+        limit: u64,
+    ) -> Result<Vec<AlertRow>, StoreError> {
+        let mut cond = vec!["1 = 1"];
+        if shop.is_some() {
+            cond.push("shop_id = ?");
+        }
+        if open_only {
+            cond.push("state = 'open'");
+        }
+        let mut q = self.client.query(&format!(
+            "SELECT ?fields FROM alerts FINAL WHERE {} ORDER BY updated_at DESC, alert_id LIMIT {limit}",
+            cond.join(" AND ")
+        ));
+        if let Some(s) = shop {
+            q = q.bind(s);
+        }
+        q.fetch_all::<AlertRow>().await.map_err(self.err("read alerts"))
+    }
+
     /// Every open alert (the engine's state at start).
     pub async fn open_alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
         self.client

@@ -125,6 +125,18 @@ async fn ship_date_missing_opens_once_and_resolves_when_the_date_is_set() -> any
     assert_eq!(s.table().await?, vec![row("ship_date_missing", 9001, "open")]);
 
     assert!(s.poll().await?.is_empty(), "a re-poll opens nothing again");
+    let out = s.dep.run_ok("sink", &["alerts", "--open", "--shop", SHOP])?;
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[0].starts_with("STATE") && lines[0].ends_with("WHAT TO DO"), "{table}");
+    assert!(lines[1].starts_with("open     ship_date_missing") && lines[1].contains(" 9001 "), "{table}");
+    assert!(
+        lines[1].ends_with(
+            "注文 9001 の発送予定日が未設定です。QSMで発送予定日を設定してください（OMSの取込では設定できません）。"
+        ),
+        "{table}"
+    );
 
     let date = (now_jst() + Days::days(3)).date().to_string();
     s.act(9001, "set_ship_date", json!({"date": date})).await?;

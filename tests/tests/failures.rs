@@ -123,6 +123,23 @@ async fn bad_raw_messages_become_dead_letters_with_reasons() -> anyhow::Result<(
     }
     let orders = dep.stream_messages("ORDERS").await?;
     assert_eq!(orders.len(), 1, "the good row still became an order");
+
+    // Inspect, then replay: the letters go back where they came from (still bad, they return).
+    let out = dep.run_ok("sink", &["replay-dlq", "--stage", "normalizer", "--dry-run"])?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("4 dead letters of stage normalizer (dry run") && text.contains("field `orderQty`"),
+        "{text}"
+    );
+    assert_eq!(dep.stream_messages("DLQ").await?.len(), 4, "a dry run changes nothing");
+    let out = dep.run_ok("sink", &["replay-dlq", "--stage", "normalizer", "--shop", "shop-x"])?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 of 4 dead letters of stage normalizer replayed"));
+    assert!(dep.stream_messages("DLQ").await?.is_empty());
+    let raw = dep.stream_messages("QOO10_RAW").await?;
+    assert_eq!(raw.len(), 9);
+    assert!(raw[5..].iter().all(|m| m.headers.get("X-Test").is_some()), "original headers travel back");
+    dep.run_ok("normalizer", &["--until-idle"])?;
+    assert_eq!(dep.stream_messages("DLQ").await?.len(), 4, "still refused, so back in the DLQ");
     let order: serde_json::Value = serde_json::from_slice(&orders[0].payload)?;
     assert_eq!(order["order_no"], json!(1));
     assert_eq!(order["status"], json!("new"));
