@@ -15,6 +15,9 @@ use schemas::Secret;
 use schemas::config::{Qoo10Config, UrlStyle};
 use schemas::qapi::{self, QapiResponse, ResponseError};
 use schemas::secret::scrub;
+use std::sync::Arc;
+
+use runtime::telemetry::Metrics;
 
 pub type Limiter = DefaultDirectRateLimiter;
 
@@ -64,6 +67,7 @@ pub struct QapiClient {
     timeout: Duration,
     retry_budget: Duration,
     global: Limiter,
+    metrics: Arc<Metrics>,
 }
 
 impl QapiClient {
@@ -81,7 +85,14 @@ impl QapiClient {
             timeout: cfg.timeout,
             retry_budget: cfg.retry_budget,
             global: limiter(cfg.global_requests_per_second),
+            metrics: Metrics::new(),
         })
+    }
+
+    /// Records QAPI calls (by method and outcome) and rate-limiter waits in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Calls `method` with `key` (the API key for CreateCertificationKey, else the seller
@@ -102,9 +113,30 @@ impl QapiClient {
             .with_max_times(usize::MAX)
             .with_total_delay(Some(self.retry_budget));
         let attempt = || async {
+            let waited = std::time::Instant::now();
             shop_limiter.until_ready().await;
             self.global.until_ready().await;
-            self.attempt(method, key, params, secrets).await
+            self.metrics.add(
+                "qoo10_rate_limit_wait_seconds_total",
+                "Time QAPI calls waited for the rate limiters.",
+                &[],
+                waited.elapsed().as_secs_f64(),
+            );
+            let result = self.attempt(method, key, params, secrets).await;
+            let outcome = match &result {
+                Ok(r) => r.code.to_string(),
+                Err(CallError::Transport { .. }) => "transport".into(),
+                Err(CallError::Timeout { .. }) => "timeout".into(),
+                Err(CallError::Http { status, .. }) => format!("http_{status}"),
+                Err(CallError::Response { source: ResponseError::Routing(_), .. }) => "routing".into(),
+                Err(CallError::Response { .. }) => "not_qapi".into(),
+            };
+            self.metrics.inc(
+                "qoo10_requests_total",
+                "QAPI requests by method and outcome (result code, or the failure).",
+                &[("method", method), ("outcome", &outcome)],
+            );
+            result
         };
         attempt
             .retry(backoff)

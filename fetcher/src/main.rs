@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use fetcher::client::{CallError, QapiClient};
 use fetcher::plan;
 use fetcher::poll::{PollError, PollReport, ShopPoller, Sink};
+use runtime::telemetry::Metrics;
 use schemas::config::{PipelineConfig, ShopConfig};
 use schemas::qapi::{ResponseError, code};
 use schemas::subjects::Namespace;
@@ -110,24 +111,32 @@ async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow:
             config.source
         );
     }
-    let client = Arc::new(QapiClient::new(&config.qoo10).context("HTTP client")?);
+    let metrics = Metrics::new();
+    let client = Arc::new(QapiClient::new(&config.qoo10).context("HTTP client")?.with_metrics(metrics.clone()));
     let (nats, sink) = connect(config).await?;
+    runtime::telemetry::serve(
+        &config.fetcher.http_listen,
+        metrics.clone(),
+        runtime::telemetry::nats_ready(nats.clone()),
+    )
+    .await
+    .with_context(|| format!("fetcher.http_listen {:?}", config.fetcher.http_listen))?;
     let limit = Arc::new(Semaphore::new(config.fetcher.max_concurrent_shops));
     tracing::info!(shops = shops.len(), once, base_url = %config.qoo10.base_url, "fetcher started");
 
     let mut tasks = tokio::task::JoinSet::new();
     for shop in shops {
         let mut poller = ShopPoller::new(shop, config.qoo10.api_version, config.qoo10.requests_per_second);
-        let (client, sink, limit) = (client.clone(), sink.clone(), limit.clone());
+        let (client, sink, limit, metrics) = (client.clone(), sink.clone(), limit.clone(), metrics.clone());
         if once {
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let result = poll_logged(&mut poller, &client, &sink).await;
+                let result = poll_logged(&mut poller, &client, &sink, &metrics).await;
                 (poller.shop.id.clone(), result.is_ok())
             });
         } else {
             tasks.spawn(async move {
-                schedule(&mut poller, &client, &sink, &limit).await;
+                schedule(&mut poller, &client, &sink, &limit, &metrics).await;
                 (poller.shop.id.clone(), true)
             });
         }
@@ -145,7 +154,7 @@ async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow:
         nats.flush().await.ok();
         return Ok(all_ok);
     }
-    runtime::shutdown_signal().await;
+    runtime::shutdown_signal_twice().await;
     tracing::info!("shutting down");
     tasks.abort_all();
     Ok(true)
@@ -154,7 +163,7 @@ async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow:
 /// One shop, forever: resumes where the durable state says the last poll ended (no burst after
 /// a restart, no gap: the look-back window overlaps), polls on its interval with jitter, and
 /// backs off (doubling, up to 6 h) while Qoo10 refuses its credentials.
-async fn schedule(poller: &mut ShopPoller, client: &QapiClient, sink: &Sink, limit: &Semaphore) {
+async fn schedule(poller: &mut ShopPoller, client: &QapiClient, sink: &Sink, limit: &Semaphore, metrics: &Metrics) {
     let interval = poller.shop.interval;
     let last = poller.state(sink).await.ok().and_then(|s| s.last_success);
     let due_in = last
@@ -168,7 +177,7 @@ async fn schedule(poller: &mut ShopPoller, client: &QapiClient, sink: &Sink, lim
     loop {
         let outcome = {
             let _permit = limit.acquire().await;
-            poll_logged(poller, client, sink).await
+            poll_logged(poller, client, sink, metrics).await
         };
         let wait = match outcome {
             Err(PollError::Credentials { .. }) => {
@@ -184,9 +193,52 @@ async fn schedule(poller: &mut ShopPoller, client: &QapiClient, sink: &Sink, lim
     }
 }
 
-async fn poll_logged(poller: &mut ShopPoller, client: &QapiClient, sink: &Sink) -> Result<PollReport, PollError> {
+async fn poll_logged(
+    poller: &mut ShopPoller,
+    client: &QapiClient,
+    sink: &Sink,
+    metrics: &Metrics,
+) -> Result<PollReport, PollError> {
     let started = std::time::Instant::now();
     let result = poller.poll(client, sink, Utc::now()).await;
+    let shop = [("shop", poller.shop.id.as_str())];
+    match &result {
+        Ok(r) => {
+            metrics.add("fetcher_rows_total", "Rows Qoo10 returned, by shop.", &shop, r.rows as f64);
+            metrics.add(
+                "fetcher_published_total",
+                "New or changed rows published to QOO10_RAW, by shop.",
+                &shop,
+                r.published as f64,
+            );
+            metrics.add("fetcher_unchanged_total", "Rows skipped as unchanged, by shop.", &shop, r.unchanged as f64);
+            metrics.set(
+                "fetcher_last_success_timestamp_seconds",
+                "When the shop's last complete poll ended.",
+                &shop,
+                Utc::now().timestamp() as f64,
+            );
+            metrics.inc(
+                "fetcher_polls_total",
+                "Polls by shop and outcome.",
+                &[("shop", poller.shop.id.as_str()), ("outcome", "ok")],
+            );
+        }
+        Err(e) => {
+            let outcome = if matches!(e, PollError::Credentials { .. }) { "credentials" } else { "failed" };
+            metrics.inc(
+                "fetcher_polls_total",
+                "Polls by shop and outcome.",
+                &[("shop", poller.shop.id.as_str()), ("outcome", outcome)],
+            );
+            metrics.set(
+                "fetcher_last_error_timestamp_seconds",
+                "When the shop's last poll failed.",
+                &shop,
+                Utc::now().timestamp() as f64,
+            );
+        }
+    }
     match &result {
         Ok(r) => tracing::info!(
             shop = %poller.shop.id, calls = r.calls, rows = r.rows, published = r.published,

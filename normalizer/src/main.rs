@@ -7,6 +7,7 @@ use bytes::Bytes;
 use clap::Parser;
 use normalizer::normalize::normalize;
 use runtime::nats::{consumer_idle, durable_consumer, fetch_batch, msg_id_headers, publish_dead_letter};
+use runtime::telemetry::Metrics;
 use schemas::config::PipelineConfig;
 use schemas::order::order_msg_id;
 use schemas::raw::RawEnvelope;
@@ -63,7 +64,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let ns = Namespace::from_config(&config.nats);
     let statuses = config.normalizer.status_map();
-    let (_client, js) = runtime::nats::connect_jetstream(&config.nats, "normalizer").await?;
+    let (client, js) = runtime::nats::connect_jetstream(&config.nats, "normalizer").await?;
+    let metrics = Metrics::new();
+    runtime::telemetry::serve(&config.normalizer.http_listen, metrics.clone(), runtime::telemetry::nats_ready(client))
+        .await
+        .with_context(|| format!("normalizer.http_listen {:?}", config.normalizer.http_listen))?;
     let mut consumer = durable_consumer(
         &js,
         &ns.stream(subjects::STREAM_RAW),
@@ -75,7 +80,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(until_idle = args.until_idle, destination_status = %config.normalizer.destination_status, "normalizer started");
 
     let mut counters = Counters::default();
-    let shutdown = runtime::shutdown_signal();
+    let shutdown = runtime::shutdown_signal_twice();
     tokio::pin!(shutdown);
     loop {
         let batch = tokio::select! {
@@ -88,7 +93,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             continue;
         }
-        process_batch(&js, &ns, &statuses, batch, &mut counters).await.context("processing a batch")?;
+        process_batch(&js, &ns, &statuses, batch, &mut counters, &metrics).await.context("processing a batch")?;
+        if let Ok(info) = consumer.info().await {
+            metrics.set(
+                "consumer_pending",
+                "Messages not yet delivered to the consumer (lag).",
+                &[("consumer", "normalizer")],
+                info.num_pending as f64,
+            );
+        }
     }
     tracing::info!(orders = counters.orders, dead_letters = counters.dead_letters, "normalizer stopped");
     Ok(())
@@ -103,10 +116,18 @@ async fn process_batch(
     statuses: &StatusMap,
     batch: Vec<jetstream::Message>,
     counters: &mut Counters,
+    metrics: &Metrics,
 ) -> anyhow::Result<()> {
     let mut pending: Vec<(jetstream::Message, Option<PublishAckFuture>, bool)> = Vec::with_capacity(batch.len());
     for msg in batch {
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        if msg.info().is_ok_and(|i| i.delivered > 1) {
+            metrics.inc(
+                "consumer_redeliveries_total",
+                "Messages delivered more than once.",
+                &[("consumer", "normalizer")],
+            );
+        }
         let outcome = if msg.payload.len() > MAX_RAW_BYTES {
             Err((
                 Namespace::shop_of(&msg.subject).to_owned(),
@@ -138,6 +159,11 @@ async fn process_batch(
             }
             Err((shop, reason)) => {
                 tracing::warn!(shop = %shop, stream_seq = seq, reason = %reason, "dead letter");
+                metrics.inc(
+                    "dead_letters_total",
+                    "Messages sent to the DLQ, by stage and reason.",
+                    &[("stage", "normalizer"), ("reason", reason_kind(&reason))],
+                );
                 let ack = publish_dead_letter(js, ns, subjects::STAGE_NORMALIZER, &shop, &msg, &reason).await;
                 (ack.map_err(|e| tracing::warn!(error = %e, "publish to DLQ failed")).ok(), false)
             }
@@ -151,9 +177,14 @@ async fn process_batch(
         };
         if durable {
             if is_order {
-                counters.orders += 1
+                counters.orders += 1;
+                metrics.inc(
+                    "normalizer_orders_total",
+                    "Canonical orders published, by shop.",
+                    &[("shop", Namespace::shop_of(&msg.subject))],
+                );
             } else {
-                counters.dead_letters += 1
+                counters.dead_letters += 1;
             }
             msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         } else {
@@ -161,4 +192,18 @@ async fn process_batch(
         }
     }
     Ok(())
+}
+
+/// A short, bounded label for a dead-letter reason: the field it names, or its kind.
+fn reason_kind(reason: &str) -> &str {
+    if let Some(rest) = reason.strip_prefix("field `") {
+        return rest.split('`').next().unwrap_or("field");
+    }
+    if reason.starts_with("payload of") {
+        return "oversized";
+    }
+    if reason.starts_with("not a raw envelope") {
+        return "envelope";
+    }
+    "other"
 }

@@ -2,6 +2,7 @@
 //! durable consumers, idle detection and shutdown signals. Stage logic lives in the stage crates.
 
 pub mod nats;
+pub mod telemetry;
 
 use std::io::IsTerminal;
 
@@ -18,6 +19,18 @@ pub fn init_tracing() {
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
+}
+
+/// Resolves on SIGINT or SIGTERM; from then on, a second signal ends the process at once
+/// (exit 130) while the first one lets the work in flight finish.
+pub async fn shutdown_signal_twice() {
+    shutdown_signal().await;
+    tracing::info!("stopping: finishing the batch in flight (a second signal exits at once)");
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -14,7 +14,7 @@ use crate::status::{self, StatusMap};
 
 /// Environment variables that override connection settings.
 pub const ENV_OVERRIDES: &[&str] =
-    &["NATS_URL", "CLICKHOUSE_URL", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_DATABASE"];
+    &["NATS_URL", "CLICKHOUSE_URL", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_DATABASE", "HTTP_LISTEN"];
 
 pub const DEFAULT_QAPI_BASE_URL: &str = "https://api.qoo10.jp/GMKT.INC.Front.QAPIService/ebayjapan.qapi";
 
@@ -157,11 +157,13 @@ impl Default for Qoo10Config {
 pub struct FetcherConfig {
     /// Shops polled at the same time.
     pub max_concurrent_shops: usize,
+    /// Where /metrics, /healthz and /readyz are served ("" = nowhere; `HTTP_LISTEN` overrides).
+    pub http_listen: String,
 }
 
 impl Default for FetcherConfig {
     fn default() -> Self {
-        FetcherConfig { max_concurrent_shops: 64 }
+        FetcherConfig { max_concurrent_shops: 64, http_listen: "127.0.0.1:9464".into() }
     }
 }
 
@@ -245,6 +247,8 @@ pub struct NormalizerConfig {
     pub claim_status_map: std::collections::BTreeMap<String, String>,
     /// Messages fetched from the consumer at once.
     pub batch_size: usize,
+    /// Where /metrics, /healthz and /readyz are served ("" = nowhere; `HTTP_LISTEN` overrides).
+    pub http_listen: String,
 }
 
 impl Default for NormalizerConfig {
@@ -254,6 +258,7 @@ impl Default for NormalizerConfig {
             shipping_status_map: Default::default(),
             claim_status_map: Default::default(),
             batch_size: 500,
+            http_listen: "127.0.0.1:9465".into(),
         }
     }
 }
@@ -285,11 +290,13 @@ pub struct SinkConfig {
     /// A batch is written at least this often.
     #[serde(with = "duration_text")]
     pub flush_interval: Duration,
+    /// Where /metrics, /healthz and /readyz are served ("" = nowhere; `HTTP_LISTEN` overrides).
+    pub http_listen: String,
 }
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { batch_size: 5000, flush_interval: Duration::from_secs(1) }
+        SinkConfig { batch_size: 5000, flush_interval: Duration::from_secs(1), http_listen: "127.0.0.1:9466".into() }
     }
 }
 
@@ -398,6 +405,12 @@ impl PipelineConfig {
         }
         if let Some(v) = get("CLICKHOUSE_DATABASE") {
             self.clickhouse.database = v;
+        }
+        if let Some(v) = get("HTTP_LISTEN") {
+            // Each process serves on its own section's address; the variable sets it for whichever runs.
+            self.fetcher.http_listen = v.clone();
+            self.normalizer.http_listen = v.clone();
+            self.sink.http_listen = v;
         }
         if let Some(v) = get("CLICKHOUSE_PASSWORD") {
             self.clickhouse.password = Some(Secret::new(v));

@@ -11,6 +11,7 @@ use clap::Parser;
 use runtime::nats::{
     consumer_drained, consumer_idle, durable_consumer, fetch_batch, msg_id_headers, publish_dead_letter,
 };
+use runtime::telemetry::Metrics;
 use schemas::alert::{Alert, AlertState, alert_msg_id};
 use schemas::config::PipelineConfig;
 use schemas::edit::OmsEdit;
@@ -128,6 +129,7 @@ struct Sink {
     /// Expectations met by the batch being processed (stored with it).
     met_expectations: Vec<ExpectationRow>,
     webhook: Option<sink::webhook::Webhook>,
+    metrics: std::sync::Arc<Metrics>,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -162,7 +164,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ns = Namespace::from_config(&config.nats);
     let store = Store::new(&config.clickhouse);
     let applied = store.migrate().await.context("ClickHouse migrations")?;
-    let (_client, js) = runtime::nats::connect_jetstream(&config.nats, "sink").await?;
+    let (client, js) = runtime::nats::connect_jetstream(&config.nats, "sink").await?;
+    let metrics = Metrics::new();
+    let ready: runtime::telemetry::ReadyCheck = {
+        let (client, store) = (client.clone(), store.clone());
+        std::sync::Arc::new(move || {
+            let (client, store) = (client.clone(), store.clone());
+            Box::pin(async move {
+                client.connection_state() == async_nats::connection::State::Connected && store.ping().await.is_ok()
+            })
+        })
+    };
+    runtime::telemetry::serve(&config.sink.http_listen, metrics.clone(), ready)
+        .await
+        .with_context(|| format!("sink.http_listen {:?}", config.sink.http_listen))?;
     let mut consumer = durable_consumer(
         &js,
         &ns.stream(subjects::STREAM_ORDERS),
@@ -235,8 +250,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         expectations,
         met_expectations: Vec::new(),
         webhook: config.alerts.webhook().cloned().map(|url| sink::webhook::Webhook::start(url, 10_000)),
+        metrics,
     };
-    let shutdown = runtime::shutdown_signal();
+    let shutdown = runtime::shutdown_signal_twice();
     tokio::pin!(shutdown);
     let mut last_sweep = Instant::now() - a.sweep_interval;
     loop {
@@ -251,6 +267,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
         if !batch.is_empty() {
             sink.process(batch).await?;
+            if let Ok(info) = consumer.info().await {
+                sink.metrics.set(
+                    "consumer_pending",
+                    "Messages not yet delivered to the consumer (lag).",
+                    &[("consumer", "sink")],
+                    info.num_pending as f64,
+                );
+            }
         }
         let recorded = sink.record_external(&external).await?;
         let summaries = sink.record_polls(&polls).await?;
@@ -294,6 +318,13 @@ impl Sink {
         let mut good: Vec<(jetstream::Message, CanonicalOrder)> = Vec::with_capacity(batch.len());
         let mut dead: Vec<(jetstream::Message, String, String)> = Vec::new();
         for msg in batch {
+            if msg.info().is_ok_and(|i| i.delivered > 1) {
+                self.metrics.inc(
+                    "consumer_redeliveries_total",
+                    "Messages delivered more than once.",
+                    &[("consumer", "sink")],
+                );
+            }
             match serde_json::from_slice::<CanonicalOrder>(&msg.payload) {
                 Ok(o) if o.schema_version == schemas::order::ORDER_SCHEMA_VERSION => good.push((msg, o)),
                 Ok(o) => {
@@ -344,7 +375,40 @@ impl Sink {
         let held: Vec<&jetstream::Message> = written.iter().collect();
         let transitions = self.evaluate(&changes, &latest, &held).await;
         if !orders.is_empty() || !contacts.is_empty() {
+            let started = std::time::Instant::now();
             retry_forever("insert", &held, || self.store.write(&orders, &contacts)).await;
+            let m = &self.metrics;
+            m.observe(
+                "clickhouse_insert_seconds",
+                "Time to write one batch (all tables), retries included.",
+                &[],
+                started.elapsed().as_secs_f64(),
+            );
+            m.inc("clickhouse_batches_total", "Batches written.", &[]);
+            for table in ["orders", "order_versions"] {
+                m.add(
+                    "clickhouse_insert_rows_total",
+                    "Rows inserted, by table.",
+                    &[("table", table)],
+                    orders.len() as f64,
+                );
+            }
+            m.add(
+                "clickhouse_insert_rows_total",
+                "Rows inserted, by table.",
+                &[("table", "order_contacts")],
+                contacts.len() as f64,
+            );
+            let now = Utc::now().timestamp_micros();
+            for o in &orders {
+                let fetched = i64::try_from(o.version).unwrap_or(now);
+                m.observe(
+                    "end_to_end_latency_seconds",
+                    "From the QAPI response (fetched_at) to ClickHouse confirming the row.",
+                    &[],
+                    (now - fetched).max(0) as f64 / 1e6,
+                );
+            }
         }
         self.commit_alerts(transitions, &held).await?;
         let met = std::mem::take(&mut self.met_expectations);
@@ -356,6 +420,15 @@ impl Sink {
 
         for (msg, shop, reason) in dead {
             tracing::warn!(shop = %shop, reason = %reason, "dead letter");
+            let kind = reason
+                .strip_prefix("field `")
+                .and_then(|r| r.split('`').next())
+                .unwrap_or(if reason.starts_with("schema_version") { "schema_version" } else { "not_an_order" });
+            self.metrics.inc(
+                "dead_letters_total",
+                "Messages sent to the DLQ, by stage and reason.",
+                &[("stage", "sink"), ("reason", kind)],
+            );
             let published =
                 match publish_dead_letter(&self.js, &self.ns, subjects::STAGE_SINK, &shop, &msg, &reason).await {
                     Ok(f) => f.await.is_ok(),
@@ -587,10 +660,21 @@ impl Sink {
                 .await
                 .map_err(|e| anyhow::anyhow!("publish alert: {e}"))?;
             ack.await.map_err(|e| anyhow::anyhow!("publish alert: {e}"))?;
-            match alert.state {
-                AlertState::Open => self.alerts_opened += 1,
-                AlertState::Resolved => self.alerts_resolved += 1,
-            }
+            let state = match alert.state {
+                AlertState::Open => {
+                    self.alerts_opened += 1;
+                    "open"
+                }
+                AlertState::Resolved => {
+                    self.alerts_resolved += 1;
+                    "resolved"
+                }
+            };
+            self.metrics.inc(
+                "alerts_total",
+                "Alert transitions, by kind and state.",
+                &[("kind", &alert.kind), ("state", state)],
+            );
             tracing::info!(kind = %alert.kind, shop = %alert.shop_id, order_no = alert.order_no, state = ?alert.state, alert_id = %alert.alert_id, "alert");
             if let Some(w) = &self.webhook {
                 w.notify(alert);

@@ -230,6 +230,8 @@ impl Deployment {
             .env_remove("CLICKHOUSE_URL")
             .env_remove("CLICKHOUSE_DATABASE")
             .env_remove("PIPELINE_CONFIG")
+            // Tests run many services at once: each serves /metrics on a free port.
+            .env("HTTP_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

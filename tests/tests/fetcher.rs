@@ -220,6 +220,7 @@ async fn a_restart_resumes_without_a_burst() -> anyhow::Result<()> {
             .arg("--config")
             .arg(&dep.config_path)
             .env_remove("NATS_URL")
+            .env("HTTP_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

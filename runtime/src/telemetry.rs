@@ -1,0 +1,185 @@
+//! `/metrics` (Prometheus text format), `/healthz` and `/readyz` for every service.
+//!
+//! A deliberately small registry: counters, gauges and fixed-bucket histograms keyed by name and
+//! labels, rendered on each scrape. Label values come from our own data (shop ids, methods,
+//! kinds), never from secrets.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+/// Histogram buckets (seconds) for latencies.
+const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    /// (name, rendered labels) → value; help texts by name.
+    counters: BTreeMap<(String, String), f64>,
+    gauges: BTreeMap<(String, String), f64>,
+    histograms: BTreeMap<(String, String), Histogram>,
+    help: BTreeMap<String, &'static str>,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Registry>,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let body: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ")))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Metrics::default())
+    }
+
+    pub fn add(&self, name: &str, help: &'static str, pairs: &[(&str, &str)], v: f64) {
+        let mut r = self.inner.lock().expect("metrics lock");
+        r.help.entry(name.to_owned()).or_insert(help);
+        *r.counters.entry((name.to_owned(), labels(pairs))).or_default() += v;
+    }
+
+    pub fn inc(&self, name: &str, help: &'static str, pairs: &[(&str, &str)]) {
+        self.add(name, help, pairs, 1.0);
+    }
+
+    pub fn set(&self, name: &str, help: &'static str, pairs: &[(&str, &str)], v: f64) {
+        let mut r = self.inner.lock().expect("metrics lock");
+        r.help.entry(name.to_owned()).or_insert(help);
+        r.gauges.insert((name.to_owned(), labels(pairs)), v);
+    }
+
+    pub fn observe(&self, name: &str, help: &'static str, pairs: &[(&str, &str)], seconds: f64) {
+        let mut r = self.inner.lock().expect("metrics lock");
+        r.help.entry(name.to_owned()).or_insert(help);
+        let h = r.histograms.entry((name.to_owned(), labels(pairs))).or_default();
+        if h.counts.is_empty() {
+            h.counts = vec![0; BUCKETS.len()];
+        }
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += seconds;
+        h.count += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let r = self.inner.lock().expect("metrics lock");
+        let mut out = String::new();
+        let head = |out: &mut String, name: &str, kind: &str, done: &mut std::collections::HashSet<String>| {
+            if done.insert(name.to_owned()) {
+                let _ = writeln!(out, "# HELP {name} {}", r.help.get(name).copied().unwrap_or(""));
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+            }
+        };
+        let mut done = std::collections::HashSet::new();
+        for ((name, l), v) in &r.counters {
+            head(&mut out, name, "counter", &mut done);
+            let _ = writeln!(out, "{name}{l} {v}");
+        }
+        for ((name, l), v) in &r.gauges {
+            head(&mut out, name, "gauge", &mut done);
+            let _ = writeln!(out, "{name}{l} {v}");
+        }
+        for ((name, l), h) in &r.histograms {
+            head(&mut out, name, "histogram", &mut done);
+            let inner = l.trim_start_matches('{').trim_end_matches('}');
+            let sep = if inner.is_empty() { "" } else { "," };
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"{b}\"}} {}", h.counts[i]);
+            }
+            let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "{name}_sum{l} {}", h.sum);
+            let _ = writeln!(out, "{name}_count{l} {}", h.count);
+        }
+        out
+    }
+}
+
+/// A readiness check: true when the service's connections work.
+pub type ReadyCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// Serves `/metrics`, `/healthz` (the process runs) and `/readyz` (its connections work) on
+/// `listen`; an empty `listen` serves nothing. Returns the address actually bound (port 0 picks
+/// a free one).
+pub async fn serve(listen: &str, metrics: Arc<Metrics>, ready: ReadyCheck) -> std::io::Result<Option<SocketAddr>> {
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let app = Router::new()
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready().await {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    Ok(Some(addr))
+}
+
+/// Ready when the NATS connection is up.
+pub fn nats_ready(client: async_nats::Client) -> ReadyCheck {
+    Arc::new(move || {
+        let c = client.clone();
+        Box::pin(async move { c.connection_state() == async_nats::connection::State::Connected })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.inc("rows_total", "Rows.", &[("shop", "a")]);
+        m.add("rows_total", "Rows.", &[("shop", "a")], 2.0);
+        m.set("lag", "Lag.", &[], 7.0);
+        m.observe("latency_seconds", "Latency.", &[("t", "x")], 0.03);
+        let text = m.render();
+        assert!(text.contains("# TYPE rows_total counter\nrows_total{shop=\"a\"} 3\n"), "{text}");
+        assert!(text.contains("lag 7\n"), "{text}");
+        assert!(text.contains("latency_seconds_bucket{t=\"x\",le=\"0.025\"} 0\n"), "{text}");
+        assert!(text.contains("latency_seconds_bucket{t=\"x\",le=\"0.05\"} 1\n"), "{text}");
+        assert!(text.contains("latency_seconds_count{t=\"x\"} 1\n"), "{text}");
+    }
+}

@@ -1,0 +1,114 @@
+//! What operators rely on: /metrics, /healthz, /readyz on every service, graceful shutdown on
+//! SIGTERM, and --print-config.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{Deployment, Sandbox, bin, free_port, http};
+
+fn start(dep: &Deployment, name: &str, port: u16) -> anyhow::Result<Child> {
+    Ok(Command::new(bin(name))
+        .arg("--config")
+        .arg(&dep.config_path)
+        .env_remove("NATS_URL")
+        .env_remove("CLICKHOUSE_URL")
+        .env("HTTP_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+/// Scrapes /metrics until `want` appears (or fails after 30 s).
+async fn metrics_with(port: u16, want: &str) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http().get(format!("http://127.0.0.1:{port}/metrics")).send().await {
+            let text = r.text().await?;
+            if text.contains(want) {
+                return Ok(text);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no {want:?} in:\n{text}");
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no /metrics on port {port}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn status(port: u16, path: &str) -> anyhow::Result<u16> {
+    Ok(http().get(format!("http://127.0.0.1:{port}{path}")).send().await?.status().as_u16())
+}
+
+/// SIGTERM, then the exit code (within 15 s).
+fn terminate(mut child: Child) -> anyhow::Result<Option<i32>> {
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s.code());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("did not stop within 15 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_service_reports_metrics_health_and_stops_gracefully() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "30"]).await?;
+    let dep = Deployment::new(&format!(
+        "[qoo10]\nbase_url = \"{}\"\nrequests_per_second = 50\n\n[[shops]]\nid = \"ops\"\nuser_id = \"sandbox-seller-1\"\n\
+         api_key = \"sandbox-api-key-1\"\npassword = \"sandbox-password-1\"\nlookback_days = 7\ninterval = \"10m\"\n",
+        sandbox.base_url()
+    ))
+    .await?;
+
+    let fp = free_port();
+    let fetcher = start(&dep, "fetcher", fp)?;
+    let text = metrics_with(fp, "fetcher_polls_total{shop=\"ops\",outcome=\"ok\"} 1").await?;
+    assert!(
+        text.contains("qoo10_requests_total{method=\"ShippingBasic.GetShippingInfo_v3\",outcome=\"0\"} 5"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE fetcher_published_total counter"), "{text}");
+    assert!(text.contains("qoo10_rate_limit_wait_seconds_total"), "{text}");
+    assert_eq!((status(fp, "/healthz").await?, status(fp, "/readyz").await?), (200, 200));
+    assert_eq!(terminate(fetcher)?, Some(0));
+
+    let np = free_port();
+    let normalizer = start(&dep, "normalizer", np)?;
+    let text = metrics_with(np, "normalizer_orders_total{shop=\"ops\"}").await?;
+    assert!(text.contains("consumer_pending{consumer=\"normalizer\"}"), "{text}");
+    assert_eq!(status(np, "/readyz").await?, 200);
+    assert_eq!(terminate(normalizer)?, Some(0));
+
+    let sp = free_port();
+    let sink = start(&dep, "sink", sp)?;
+    let text = metrics_with(sp, "end_to_end_latency_seconds_count").await?;
+    assert!(text.contains("clickhouse_insert_rows_total{table=\"orders\"}"), "{text}");
+    assert!(text.contains("clickhouse_insert_seconds_bucket{le=\"+Inf\"} 1"), "{text}");
+    assert!(text.contains("alerts_total{kind=\"ship_date_missing\",state=\"open\"}"), "{text}");
+    assert_eq!((status(sp, "/healthz").await?, status(sp, "/readyz").await?), (200, 200));
+    assert_eq!(terminate(sink)?, Some(0));
+
+    let rows = dep.query("SELECT count() FROM orders FINAL").await?;
+    assert_ne!(rows, vec![vec!["0".to_string()]]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn print_config_shows_the_effective_configuration_without_secrets() -> anyhow::Result<()> {
+    let dep = Deployment::new(
+        "[[shops]]\nid = \"p\"\nuser_id = \"u\"\napi_key = \"TOP-SECRET-KEY\"\npassword = \"TOP-SECRET-PW\"\n",
+    )
+    .await?;
+    for name in ["fetcher", "normalizer", "sink"] {
+        let out = dep.run_ok(name, &["--print-config"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("subject_prefix = \"{}\"", dep.prefix)), "{name}: {text}");
+        assert!(text.contains("api_key = \"<redacted>\"") && !text.contains("TOP-SECRET"), "{name}: {text}");
+        assert!(text.contains("http_listen = \"127.0.0.1:0\""), "HTTP_LISTEN applies: {text}");
+    }
+    Ok(())
+}
