@@ -14,6 +14,14 @@ if [ -z "${NATS_URL:-}" ] || [ -z "${CLICKHOUSE_URL:-}" ]; then
 fi
 say "tests use NATS_URL=$NATS_URL CLICKHOUSE_URL=$CLICKHOUSE_URL"
 
+# The status page is tested in a real headless browser.
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  say "installing chromium (Debian) for the status page test"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 # The end-to-end tests run the real binaries as processes.
 cargo build --workspace --bins --locked
 mkdir -p "$LOCAL"

@@ -124,6 +124,7 @@ impl ShopPoller {
             }
             Err(PollError::Credentials { method, code, message }) => {
                 state.abandon_poll();
+                state.last_error = Some((Utc::now(), format!("credentials rejected by {method}: {code} {message}")));
                 if state.credentials_alert.is_none() {
                     let alert = credentials_alert(&self.shop.id, method, *code, message, Utc::now());
                     publish_alert(sink, &alert).await?;
@@ -131,8 +132,11 @@ impl ShopPoller {
                 }
                 save_state(sink, &self.shop.id, &state).await
             }
-            Err(_) => {
+            Err(e) => {
                 state.abandon_poll();
+                state.last_error = Some((Utc::now(), e.to_string()));
+                // Best effort: the status page shows it; a NATS failure here is already the error.
+                let _ = save_state(sink, &self.shop.id, &state).await;
                 Ok(())
             }
         };

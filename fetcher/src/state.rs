@@ -28,6 +28,9 @@ pub struct FetchState {
     /// instead of polling every shop at once.
     #[serde(default)]
     pub last_success: Option<chrono::DateTime<chrono::Utc>>,
+    /// The last failed poll: when, and why (no secrets: error texts are scrubbed).
+    #[serde(default)]
+    pub last_error: Option<(chrono::DateTime<chrono::Utc>, String)>,
     /// The open `credentials_invalid` alert, if any (resolved by the next successful poll).
     #[serde(default)]
     pub credentials_alert: Option<schemas::alert::Alert>,

@@ -128,10 +128,20 @@ pub type ReadyCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>>
 /// `listen`; an empty `listen` serves nothing. Returns the address actually bound (port 0 picks
 /// a free one).
 pub async fn serve(listen: &str, metrics: Arc<Metrics>, ready: ReadyCheck) -> std::io::Result<Option<SocketAddr>> {
+    serve_with(listen, metrics, ready, Router::new()).await
+}
+
+/// [`serve`], plus the service's own pages.
+pub async fn serve_with(
+    listen: &str,
+    metrics: Arc<Metrics>,
+    ready: ReadyCheck,
+    pages: Router,
+) -> std::io::Result<Option<SocketAddr>> {
     if listen.is_empty() {
         return Ok(None);
     }
-    let app = Router::new()
+    let app = pages
         .route("/metrics", get(move || async move { metrics.render() }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(

@@ -28,3 +28,13 @@ pub struct PollSummary {
     pub rows: u64,
     pub last_in_poll: bool,
 }
+
+/// What the status page reads from the fetcher's state message (`qoo10.state.<shop>`); other
+/// fields of that message are the fetcher's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchStatus {
+    #[serde(default)]
+    pub last_success: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_error: Option<(DateTime<Utc>, String)>,
+}

@@ -7,5 +7,6 @@
 pub mod alerts;
 pub mod edits;
 pub mod rows;
+pub mod status;
 pub mod store;
 pub mod webhook;

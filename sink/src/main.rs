@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use axum::response::IntoResponse;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use chrono::Utc;
@@ -175,7 +176,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             })
         })
     };
-    runtime::telemetry::serve(&config.sink.http_listen, metrics.clone(), ready)
+    let page = {
+        let (store, js, ns) = (store.clone(), js.clone(), ns.clone());
+        let configured: Vec<String> = config.shops.iter().map(|s| s.id.clone()).collect();
+        axum::Router::new().route(
+            "/",
+            axum::routing::get(move || {
+                let (store, js, ns, configured) = (store.clone(), js.clone(), ns.clone(), configured.clone());
+                async move {
+                    match status_page(&store, &js, &ns, &configured).await {
+                        Ok(html) => axum::response::Html(html).into_response(),
+                        Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("status unavailable: {e:#}"))
+                            .into_response(),
+                    }
+                }
+            }),
+        )
+    };
+    runtime::telemetry::serve_with(&config.sink.http_listen, metrics.clone(), ready, page)
         .await
         .with_context(|| format!("sink.http_listen {:?}", config.sink.http_listen))?;
     let mut consumer = durable_consumer(
@@ -894,6 +912,42 @@ async fn replay_dlq(config: &PipelineConfig, stage: &str, shop: Option<&str>, dr
         println!("{replayed} of {listed} dead letters of stage {stage} replayed");
     }
     Ok(())
+}
+
+/// Gathers what the status page shows (ClickHouse for orders and alerts, NATS for the fetcher's
+/// last poll and error).
+async fn status_page(
+    store: &Store,
+    js: &jetstream::Context,
+    ns: &Namespace,
+    configured: &[String],
+) -> anyhow::Result<String> {
+    use sink::status::ShopStatus;
+    let by_status = store.orders_by_status().await?;
+    let alerts = store.list_alerts(None, true, 1000).await?;
+    let mut ids: Vec<String> = configured.to_vec();
+    for id in by_status.iter().map(|(s, _, _)| s).chain(alerts.iter().map(|a| &a.shop_id)) {
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    let state = js.get_stream(ns.stream(subjects::STREAM_FETCH_STATE)).await.ok();
+    let mut shops = Vec::with_capacity(ids.len());
+    for id in ids {
+        let mut fetch = schemas::poll::FetchStatus::default();
+        if let Some(stream) = &state {
+            if let Ok(m) = stream.get_last_raw_message_by_subject(&ns.fetch_state(&id)).await {
+                fetch = serde_json::from_slice(&m.payload).unwrap_or_default();
+            }
+        }
+        shops.push(ShopStatus {
+            orders: by_status.iter().filter(|(s, _, _)| *s == id).map(|(_, st, n)| (st.clone(), *n)).collect(),
+            open_alerts: alerts.iter().filter(|a| a.shop_id == id).cloned().collect(),
+            fetch,
+            shop_id: id,
+        });
+    }
+    Ok(sink::status::render(&shops, Utc::now()))
 }
 
 /// A plain-text table of alerts, one line each, Japanese message last (it is the action).

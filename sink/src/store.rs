@@ -323,6 +323,23 @@ impl Store {
         Ok(n)
     }
 
+    /// Order lines per shop and canonical status.
+    pub async fn orders_by_status(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct R {
+            shop_id: String,
+            status: String,
+            n: u64,
+        }
+        let rows = self
+            .client
+            .query("SELECT shop_id, status, count() AS n FROM orders FINAL GROUP BY shop_id, status ORDER BY shop_id, status")
+            .fetch_all::<R>()
+            .await
+            .map_err(self.err("read orders by status"))?;
+        Ok(rows.into_iter().map(|r| (r.shop_id, r.status, r.n)).collect())
+    }
+
     /// Readiness: ClickHouse answers a query.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.client.query("SELECT 1").fetch_one::<u8>().await.map(|_| ()).map_err(self.err("ping"))
