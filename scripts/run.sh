@@ -55,6 +55,7 @@ summary() {
   else
     echo "== open alerts: none (the alert engine has not created its table yet) =="
   fi
+  [ "$ONCE" = 1 ] || echo "status page: http://127.0.0.1:${SINK_HTTP_PORT:-9466}/   (metrics: /metrics on ports 9464-9466)"
   echo "dead letters: $(curl -sf "http://127.0.0.1:${NATS_MONITOR_PORT:-8222}/jsz?streams=true" | python3 -c 'import json,sys
 d=json.load(sys.stdin); print(sum(s["state"]["messages"] for a in d.get("account_details",[]) for s in a.get("stream_detail",[]) if s["name"] == "DLQ"))' 2>/dev/null || echo "?")"
   echo

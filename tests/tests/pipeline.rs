@@ -275,6 +275,15 @@ async fn end_to_end(api_version: &str, url_style: &str) -> anyhow::Result<()> {
         dep.query(&format!("SELECT item_code, order_lines, units, toString(sales) FROM daily_sales WHERE day_jst = '{day}' ORDER BY item_code")).await?,
         vec![vec!["100005001", "1", "2", "2432.00"], vec!["100005002", "1", "1", "2980.00"]]
     );
+    // Every query documented for analysts runs on this server.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/sql.md"))?;
+    let queries: Vec<&str> = doc.split("```sql").skip(1).map(|b| b.split("```").next().unwrap_or("")).collect();
+    assert!(queries.len() >= 8, "docs/sql.md has its queries");
+    for q in queries {
+        dep.query(&q.replace("qoo10.", &format!("{}.", dep.database)))
+            .await
+            .map_err(|e| anyhow::anyhow!("docs/sql.md query failed: {e}"))?;
+    }
     // Personal data lives in order_contacts only.
     assert_eq!(
         dep.query("SELECT buyer_name, buyer_kana, zip_code, address1 FROM order_contacts FINAL WHERE order_no = 5001")
