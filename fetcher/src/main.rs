@@ -70,6 +70,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = rt.block_on(async {
+        runtime::install_shutdown_handler();
         let config = PipelineConfig::load(args.config.as_deref())?;
         if args.print_config {
             print!("{}", config.to_toml());
@@ -154,7 +155,7 @@ async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow:
         nats.flush().await.ok();
         return Ok(all_ok);
     }
-    runtime::shutdown_signal_twice().await;
+    runtime::stopped().await;
     tracing::info!("shutting down");
     tasks.abort_all();
     Ok(true)

@@ -57,6 +57,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    runtime::install_shutdown_handler();
     let config = PipelineConfig::load(args.config.as_deref())?;
     if args.print_config {
         print!("{}", config.to_toml());
@@ -80,7 +81,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(until_idle = args.until_idle, destination_status = %config.normalizer.destination_status, "normalizer started");
 
     let mut counters = Counters::default();
-    let shutdown = runtime::shutdown_signal_twice();
+    let shutdown = runtime::stopped();
     tokio::pin!(shutdown);
     loop {
         let batch = tokio::select! {

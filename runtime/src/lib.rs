@@ -21,10 +21,43 @@ pub fn init_tracing() {
     }
 }
 
+static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True once a stop was asked for (long retries give up then).
+pub fn shutting_down() -> bool {
+    SHUTTING_DOWN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Listens for SIGINT/SIGTERM from now on, on its own task, so a stop is noticed even while the
+/// service is busy (a long retry, a start-up query). Call once, early in `main`'s runtime.
+pub fn install_shutdown_handler() {
+    tokio::spawn(shutdown_signal_twice());
+}
+
+/// Resolves once a stop was asked for (after [`install_shutdown_handler`]).
+pub async fn stopped() {
+    while !shutting_down() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Sleeps `d`, or less if a stop is asked for meanwhile (for backoff between retries).
+pub async fn sleep_unless_stopping(d: std::time::Duration) {
+    let end = tokio::time::Instant::now() + d;
+    while !shutting_down() {
+        let now = tokio::time::Instant::now();
+        if now >= end {
+            return;
+        }
+        tokio::time::sleep((end - now).min(std::time::Duration::from_millis(100))).await;
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM; from then on, a second signal ends the process at once
 /// (exit 130) while the first one lets the work in flight finish.
 pub async fn shutdown_signal_twice() {
     shutdown_signal().await;
+    SHUTTING_DOWN.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("stopping: finishing the batch in flight (a second signal exits at once)");
     tokio::spawn(async {
         shutdown_signal().await;

@@ -134,6 +134,7 @@ struct Sink {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    runtime::install_shutdown_handler();
     let config = PipelineConfig::load(args.config.as_deref())?;
     if args.print_config {
         print!("{}", config.to_toml());
@@ -270,12 +271,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         webhook: config.alerts.webhook().cloned().map(|url| sink::webhook::Webhook::start(url, 10_000)),
         metrics,
     };
-    let shutdown = runtime::shutdown_signal_twice();
+    let shutdown = runtime::stopped();
     tokio::pin!(shutdown);
     let mut last_sweep = Instant::now() - a.sweep_interval;
     loop {
+        if runtime::shutting_down() {
+            break;
+        }
         if last_sweep.elapsed() >= a.sweep_interval {
-            sink.sweep().await?;
+            if let Err(e) = sink.sweep().await {
+                if runtime::shutting_down() {
+                    break;
+                }
+                return Err(e);
+            }
             last_sweep = Instant::now();
         }
         // One fetch waits up to flush_interval: a batch is written at least that often.
@@ -284,7 +293,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = &mut shutdown => break,
         };
         if !batch.is_empty() {
-            sink.process(batch).await?;
+            if let Err(e) = sink.process(batch).await {
+                if runtime::shutting_down() {
+                    tracing::warn!(error = %format!("{e:#}"), "stopped during a ClickHouse failure; JetStream will redeliver the batch");
+                    break;
+                }
+                return Err(e);
+            }
             if let Ok(info) = consumer.info().await {
                 sink.metrics.set(
                     "consumer_pending",
@@ -363,7 +378,7 @@ impl Sink {
         let mut latest: HashMap<(String, u64), OrderRow> = if keys.is_empty() {
             HashMap::new()
         } else {
-            retry_forever("read latest orders", &held, || self.store.latest(&keys)).await
+            retry_forever("read latest orders", &held, || self.store.latest(&keys)).await?
         };
         let mut orders: Vec<OrderRow> = Vec::with_capacity(good.len());
         let mut changes: Vec<(Option<OrderRow>, OrderRow)> = Vec::with_capacity(good.len());
@@ -391,10 +406,10 @@ impl Sink {
         }
 
         let held: Vec<&jetstream::Message> = written.iter().collect();
-        let transitions = self.evaluate(&changes, &latest, &held).await;
+        let transitions = self.evaluate(&changes, &latest, &held).await?;
         if !orders.is_empty() || !contacts.is_empty() {
             let started = std::time::Instant::now();
-            retry_forever("insert", &held, || self.store.write(&orders, &contacts)).await;
+            retry_forever("insert", &held, || self.store.write(&orders, &contacts)).await?;
             let m = &self.metrics;
             m.observe(
                 "clickhouse_insert_seconds",
@@ -430,7 +445,7 @@ impl Sink {
         }
         self.commit_alerts(transitions, &held).await?;
         let met = std::mem::take(&mut self.met_expectations);
-        retry_forever("insert expectations", &held, || self.store.write_expectations(&met)).await;
+        retry_forever("insert expectations", &held, || self.store.write_expectations(&met)).await?;
         for msg in &written {
             msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         }
@@ -468,7 +483,7 @@ impl Sink {
         changes: &[(Option<OrderRow>, OrderRow)],
         latest: &HashMap<(String, u64), OrderRow>,
         held: &[&jetstream::Message],
-    ) -> Vec<Alert> {
+    ) -> anyhow::Result<Vec<Alert>> {
         // Cart context, read only for new lines and lines being cancelled (rare at steady state).
         let packs: Vec<(String, u64)> = changes
             .iter()
@@ -478,7 +493,7 @@ impl Sink {
         let lines: Vec<PackLine> = if packs.is_empty() {
             Vec::new()
         } else {
-            retry_forever("read cart lines", held, || self.store.pack_lines(&packs)).await
+            retry_forever("read cart lines", held, || self.store.pack_lines(&packs)).await?
         };
         let now = Utc::now();
         let today_jst = schemas::time::today_jst(now);
@@ -524,7 +539,7 @@ impl Sink {
                 transitions.push(alerts::resolve(&open, row.version, now));
             }
         }
-        transitions
+        Ok(transitions)
     }
 
     /// OMS edits this version satisfies: resolved, and the change alerts they predicted dropped.
@@ -588,9 +603,11 @@ impl Sink {
             let rows: Vec<OrderRow> = match edits::target(&edit) {
                 (Some(order_no), _) => {
                     let keys = [(shop.clone(), order_no)];
-                    retry_forever("read order", &held, || self.store.latest(&keys)).await.into_values().collect()
+                    retry_forever("read order", &held, || self.store.latest(&keys)).await?.into_values().collect()
                 }
-                (_, Some(pack_no)) => retry_forever("read cart", &held, || self.store.pack_rows(&shop, pack_no)).await,
+                (_, Some(pack_no)) => {
+                    retry_forever("read cart", &held, || self.store.pack_rows(&shop, pack_no)).await?
+                }
                 _ => Vec::new(),
             };
             let version = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
@@ -630,7 +647,7 @@ impl Sink {
             self.commit_alerts(transitions, &held).await?;
             let row = expectation_row(&edit, if met { "matched" } else { "pending" }, version);
             retry_forever("insert expectation", &held, || self.store.write_expectations(std::slice::from_ref(&row)))
-                .await;
+                .await?;
             msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         }
         Ok(batch.len())
@@ -699,13 +716,13 @@ impl Sink {
             }
         }
         let rows: Vec<AlertRow> = transitions.iter().map(AlertRow::from_alert).collect();
-        retry_forever("insert alerts", held, || self.store.write_alerts(&rows)).await;
+        retry_forever("insert alerts", held, || self.store.write_alerts(&rows)).await?;
         Ok(())
     }
 
     /// Re-checks time-dependent rules (grace periods, overdue ship dates) on active orders.
     async fn sweep(&mut self) -> anyhow::Result<()> {
-        let rows = retry_forever("read active orders", &[], || self.store.active_orders()).await;
+        let rows = retry_forever("read active orders", &[], || self.store.active_orders()).await?;
         let now = Utc::now();
         let ctx = Context {
             now,
@@ -769,7 +786,7 @@ impl Sink {
             if last {
                 let (msgs, summaries) = self.polls.remove(&id).expect("just inserted");
                 let held: Vec<&jetstream::Message> = msgs.iter().collect();
-                let transitions = self.evaluate_poll(&summaries, &held).await;
+                let transitions = self.evaluate_poll(&summaries, &held).await?;
                 self.commit_alerts(transitions, &held).await?;
                 for m in &msgs {
                     m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
@@ -781,7 +798,11 @@ impl Sink {
 
     /// `order_vanished` for one complete poll: opens for known lines it did not see, resolves for
     /// lines it saw again (or found a claim for).
-    async fn evaluate_poll(&mut self, summaries: &[PollSummary], held: &[&jetstream::Message]) -> Vec<Alert> {
+    async fn evaluate_poll(
+        &mut self,
+        summaries: &[PollSummary],
+        held: &[&jetstream::Message],
+    ) -> anyhow::Result<Vec<Alert>> {
         let shop = summaries[0].shop.clone();
         let mut seen = std::collections::HashSet::new();
         let mut claimed = std::collections::HashSet::new();
@@ -808,7 +829,7 @@ impl Sink {
             let known = retry_forever("read known lines", held, || {
                 self.store.known_lines(&shop, &statuses, from, to, started_version)
             })
-            .await;
+            .await?;
             for (row, draft) in alerts::vanished(&known, &seen, &claimed) {
                 let key = ("order_vanished".to_owned(), shop.clone(), row.order_no.to_string());
                 if !self.open.contains_key(&key) {
@@ -832,7 +853,7 @@ impl Sink {
                 out.push(alerts::resolve(&open, started_version, now));
             }
         }
-        out
+        Ok(out)
     }
 
     /// Stores alerts other services published; returns how many.
@@ -854,7 +875,7 @@ impl Sink {
             }
         }
         let held: Vec<&jetstream::Message> = batch.iter().collect();
-        retry_forever("insert alerts", &held, || self.store.write_alerts(&rows)).await;
+        retry_forever("insert alerts", &held, || self.store.write_alerts(&rows)).await?;
         for msg in &batch {
             msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         }
@@ -993,7 +1014,9 @@ fn poll_started(poll_id: &str) -> u64 {
 /// Retries a ClickHouse operation until it succeeds, with exponential backoff (capped at 30 s).
 /// Meanwhile the batch's messages are kept unacknowledged and told "in progress", so JetStream
 /// neither redelivers them nor sends more: memory stays bounded by one batch during an outage.
-async fn retry_forever<T, F, Fut>(op: &str, held: &[&jetstream::Message], f: F) -> T
+/// Once the service is asked to stop, it retries no more and hands the batch back (NAK), so it is
+/// redelivered at once to the next sink.
+async fn retry_forever<T, F, Fut>(op: &str, held: &[&jetstream::Message], f: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, sink::store::StoreError>>,
@@ -1003,8 +1026,10 @@ where
         .with_max_delay(Duration::from_secs(30))
         .with_jitter()
         .with_max_times(usize::MAX);
-    f.retry(backoff)
-        .sleep(tokio::time::sleep)
+    let result = f
+        .retry(backoff)
+        .sleep(runtime::sleep_unless_stopping)
+        .when(|_| !runtime::shutting_down())
         .notify(|e, delay| {
             tracing::warn!(op, error = %e, retry_in_ms = delay.as_millis() as u64, held = held.len(), "ClickHouse failed; retrying");
             for m in held {
@@ -1014,6 +1039,15 @@ where
                 });
             }
         })
-        .await
-        .expect("retried without limit")
+        .await;
+    match result {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            // Stopping: hand the batch back now rather than after ack_wait.
+            for m in held {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+            }
+            Err(anyhow::Error::new(e).context(format!("{op} (stopping: the batch is handed back to JetStream)")))
+        }
+    }
 }

@@ -14,7 +14,8 @@ fn start(dep: &Deployment, name: &str, port: u16) -> anyhow::Result<Child> {
         .env_remove("CLICKHOUSE_URL")
         .env("HTTP_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Kept for post-mortems: std::env::temp_dir()/qoo10-e2e-<service>-<port>.log
+        .stderr(std::fs::File::create(std::env::temp_dir().join(format!("qoo10-e2e-{name}-{port}.log")))?)
         .spawn()?)
 }
 
@@ -164,5 +165,49 @@ async fn the_status_page_shows_shops_orders_and_alerts_in_a_browser() -> anyhow:
     assert!(dom.contains("<td>新規受付</td>") || dom.contains("<td>発送待ち</td>"), "orders by status: {dom}");
     assert!(dom.contains(&format!("対応が必要なアラート / open alerts ({})", open[0][0])), "{dom}");
     assert!(dom.contains(&message[0][0]), "Japanese instructions are on the page: {dom}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_clickhouse_outage_exits_cleanly_and_loses_nothing() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "30"]).await?;
+    let servers = e2e::servers().await;
+    let upstream = servers.clickhouse_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let proxy = e2e::Proxy::start(&upstream).await?;
+    let dep = Deployment::new(&format!(
+        "[qoo10]\nbase_url = \"{}\"\nrequests_per_second = 50\n\n[[shops]]\nid = \"outage\"\nuser_id = \"sandbox-seller-1\"\n\
+         api_key = \"sandbox-api-key-1\"\npassword = \"sandbox-password-1\"\nlookback_days = 7\n",
+        sandbox.base_url()
+    ))
+    .await?;
+    // The sink reaches ClickHouse only through the proxy.
+    let config = std::fs::read_to_string(&dep.config_path)?;
+    std::fs::write(&dep.config_path, config.replace(&servers.clickhouse_url, &format!("http://{}", proxy.addr)))?;
+
+    let port = free_port();
+    let sink = start(&dep, "sink", port)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(port, "/readyz").await.unwrap_or(0) != 200 {
+        anyhow::ensure!(Instant::now() < deadline, "sink not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.cut();
+    dep.run_ok("fetcher", &["--once"])?;
+    dep.run_ok("normalizer", &["--until-idle"])?;
+    let expected = dep.stream_messages("ORDERS").await?.len();
+    assert!(expected > 5);
+    // The sink holds a batch it cannot write and is not ready.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(port, "/readyz").await?, 503, "not ready without ClickHouse");
+    let started = Instant::now();
+    assert_eq!(terminate(sink)?, Some(0), "SIGTERM during the outage still exits 0");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+
+    // ClickHouse is back: the batch that was never acknowledged is written, once.
+    proxy.restore();
+    dep.run_ok("sink", &["--until-idle"])?;
+    dep.run_ok("sink", &["--until-idle"])?;
+    let stored = dep.query("SELECT count() FROM order_versions FINAL").await?;
+    assert_eq!(stored, vec![vec![expected.to_string()]], "every order version once, none lost");
     Ok(())
 }
