@@ -19,6 +19,18 @@ fn start(dep: &Deployment, name: &str, port: u16) -> anyhow::Result<Child> {
         .spawn()?)
 }
 
+/// Starts a service on a free port and waits until it is ready.
+async fn start_ready(dep: &Deployment, name: &str) -> anyhow::Result<(Child, u16)> {
+    let port = free_port();
+    let child = start(dep, name, port)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(port, "/readyz").await.unwrap_or(0) != 200 {
+        anyhow::ensure!(Instant::now() < deadline, "{name} not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((child, port))
+}
+
 /// Scrapes /metrics until `want` appears (or fails after 30 s).
 async fn metrics_with(port: u16, want: &str) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -144,13 +156,7 @@ async fn the_status_page_shows_shops_orders_and_alerts_in_a_browser() -> anyhow:
         dep.query("SELECT message_ja FROM alerts FINAL WHERE state = 'open' ORDER BY alert_id LIMIT 1").await?;
     assert!(!message.is_empty(), "the sandbox world raises alerts");
 
-    let port = free_port();
-    let sink = start(&dep, "sink", port)?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while status(port, "/readyz").await.unwrap_or(0) != 200 {
-        anyhow::ensure!(Instant::now() < deadline, "sink not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (sink, port) = start_ready(&dep, "sink").await?;
     let profile = e2e::TempDir::new(&format!("chromium-{port}"))?;
     let out = Command::new(&browser)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
@@ -184,13 +190,7 @@ async fn sigterm_during_a_clickhouse_outage_exits_cleanly_and_loses_nothing() ->
     let config = std::fs::read_to_string(&dep.config_path)?;
     std::fs::write(&dep.config_path, config.replace(&servers.clickhouse_url, &format!("http://{}", proxy.addr)))?;
 
-    let port = free_port();
-    let sink = start(&dep, "sink", port)?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while status(port, "/readyz").await.unwrap_or(0) != 200 {
-        anyhow::ensure!(Instant::now() < deadline, "sink not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (sink, port) = start_ready(&dep, "sink").await?;
     proxy.cut();
     dep.run_ok("fetcher", &["--once"])?;
     dep.run_ok("normalizer", &["--until-idle"])?;
