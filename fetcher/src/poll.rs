@@ -20,7 +20,7 @@ use schemas::status::CLAIM_STATUS_CODES;
 use schemas::subjects::Namespace;
 use serde_json::value::RawValue;
 
-use crate::client::{CallError, Limiter, QapiClient, limiter};
+use crate::client::{CallError, QapiClient, ShopGate};
 use crate::plan::{self, Window};
 use crate::state::{Decision, FetchState, row_hash};
 
@@ -72,14 +72,14 @@ struct Call {
 pub struct ShopPoller {
     pub shop: ShopConfig,
     version: ApiVersion,
-    limiter: Limiter,
+    gate: ShopGate,
     sak: Option<Secret>,
     state: Option<FetchState>,
 }
 
 impl ShopPoller {
     pub fn new(shop: ShopConfig, version: ApiVersion, per_shop_rps: f64) -> Self {
-        ShopPoller { shop, version, limiter: limiter(per_shop_rps), sak: None, state: None }
+        ShopPoller { shop, version, gate: ShopGate::new(per_shop_rps), sak: None, state: None }
     }
 
     /// The durable state (loaded from NATS on first use).
@@ -205,8 +205,7 @@ impl ShopPoller {
         let method = qapi::CREATE_CERTIFICATION_KEY;
         let params = [("user_id", self.shop.user_id.clone()), ("pwd", self.shop.password().expose().to_owned())];
         let secrets = [self.shop.api_key(), self.shop.password()];
-        let response =
-            client.call(&self.limiter, method, self.shop.api_key(), &params, &secrets, &self.shop.id).await?;
+        let response = client.call(&self.gate, method, self.shop.api_key(), &params, &secrets, &self.shop.id).await?;
         match (response.code, response.object) {
             (code::OK, ResultObject::Text(sak)) if !sak.trim().is_empty() => {
                 self.sak = Some(Secret::new(sak.trim()));
@@ -235,7 +234,7 @@ impl ShopPoller {
             let sak = self.sak.clone().expect("certified above");
             let secrets = [&sak, self.shop.api_key(), self.shop.password()];
             report.calls += 1;
-            let response = client.call(&self.limiter, method, &sak, params, &secrets, &self.shop.id).await?;
+            let response = client.call(&self.gate, method, &sak, params, &secrets, &self.shop.id).await?;
             let fetched_at = Utc::now();
             if code::needs_new_key(response.code) && !renewed {
                 tracing::info!(shop = %self.shop.id, method, code = response.code, message = %response.message, "certification key refused; issuing a new one");

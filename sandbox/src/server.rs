@@ -461,7 +461,9 @@ async fn list_requests(State(world): State<SharedWorld>) -> impl IntoResponse {
 }
 
 async fn clear_requests(State(world): State<SharedWorld>) -> impl IntoResponse {
-    world.lock().expect("world lock").requests.clear();
+    let mut w = world.lock().expect("world lock");
+    w.requests.clear();
+    w.violations = 0;
     StatusCode::NO_CONTENT
 }
 

@@ -686,6 +686,9 @@ impl Sink {
         if transitions.is_empty() {
             return Ok(());
         }
+        // Publish every transition, then wait for all acknowledgements (pipelined, not one
+        // round trip per alert).
+        let mut acks = Vec::with_capacity(transitions.len());
         for alert in &transitions {
             let payload = Bytes::from(serde_json::to_vec(alert).expect("alert serializes"));
             let subject = self.ns.alerts(&alert.kind, &alert.shop_id);
@@ -694,7 +697,12 @@ impl Sink {
                 .publish_with_headers(subject, msg_id_headers(&alert_msg_id(alert)), payload)
                 .await
                 .map_err(|e| anyhow::anyhow!("publish alert: {e}"))?;
+            acks.push(ack);
+        }
+        for ack in acks {
             ack.await.map_err(|e| anyhow::anyhow!("publish alert: {e}"))?;
+        }
+        for alert in &transitions {
             let state = match alert.state {
                 AlertState::Open => {
                     self.alerts_opened += 1;

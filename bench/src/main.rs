@@ -1,0 +1,458 @@
+//! `pipeline-bench` (run by `./scripts/bench.sh`): measures the pipeline against the limits of
+//! the parts it is built from, on real servers, with release binaries and realistic rows from the
+//! sandbox generator (~1.5 KB, Japanese text). Prints figures as it goes; the last line is one
+//! JSON object.
+//!
+//! 1. Throughput: N raw rows already in QOO10_RAW; normalizer and sink started; time until all
+//!    N order versions are in ClickHouse. Limits on the same payloads: a bare JetStream two-hop copy
+//!    (consume, publish, ack; consume, ack) and a bare ClickHouse insert of the same canonical rows
+//!    (the sink's three tables). efficiency = pipeline / min(limits).
+//! 2. Latency: a steady rate for a while; p50/p99 from the QAPI response time (fetched_at, set at
+//!    publish) to ClickHouse confirming the insert (the sink's histogram).
+//! 3. Memory: peak RSS (VmHWM) of normalizer and sink in 1 and 2, of the fetcher in 4.
+//! 4. Fetcher scale: many sandbox shops with 50 ms latency, `fetcher --once`: wall time against
+//!    the minimum the configured rate limits allow, requests over the limit, CPU seconds, RSS.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::jetstream;
+use bytes::Bytes;
+use chrono::{NaiveDateTime, Utc};
+use clap::Parser;
+use schemas::config::{ClickHouseConfig, NatsConfig};
+use schemas::raw::{RawEnvelope, RawQuery, RowKind};
+use schemas::subjects::{self, Namespace};
+use serde_json::json;
+use serde_json::value::RawValue;
+
+#[derive(Debug, Parser)]
+#[command(name = "pipeline-bench", about)]
+struct Args {
+    /// Raw rows for the throughput run.
+    #[arg(long, default_value_t = 200_000)]
+    rows: usize,
+    /// Rows per second in the latency run.
+    #[arg(long, default_value_t = 2_000)]
+    latency_rate: u64,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 30)]
+    latency_seconds: u64,
+    /// Sandbox shops in the fetcher run (0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    fetcher_shops: u32,
+}
+
+struct Env {
+    nats_url: String,
+    ch_url: String,
+    bin: PathBuf,
+    work: PathBuf,
+    stamp: String,
+}
+
+impl Env {
+    fn config(&self, prefix: &str, extra: &str) -> anyhow::Result<PathBuf> {
+        let path = self.work.join(format!("{prefix}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[nats]\nurl = \"{}\"\nsubject_prefix = \"{prefix}\"\nduplicate_window = \"2m\"\n\n[clickhouse]\nurl = \"{}\"\ndatabase = \"{prefix}\"\n\n{extra}\n",
+                self.nats_url, self.ch_url
+            ),
+        )?;
+        Ok(path)
+    }
+
+    fn spawn(&self, name: &str, config: &Path, http: &str, args: &[&str]) -> anyhow::Result<Child> {
+        let log = std::fs::File::create(self.work.join(format!("{name}-{}.log", self.stamp)))?;
+        Command::new(self.bin.join(name))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("HTTP_LISTEN", http)
+            .env("RUST_LOG", "warn")
+            .env_remove("NATS_URL")
+            .env_remove("CLICKHOUSE_URL")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {name}"))
+    }
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Realistic raw envelopes (v3 rows of the sandbox generator), `fetched_at` one microsecond apart.
+fn payloads(n: usize, prefix: &str) -> Vec<(String, Bytes)> {
+    let now = NaiveDateTime::parse_from_str("2026-11-29 12:00:00", "%Y-%m-%d %H:%M:%S").expect("date");
+    let ns = Namespace::new(prefix);
+    let shops = 100usize;
+    let per_shop = n.div_ceil(shops);
+    let base = Utc::now();
+    let mut out = Vec::with_capacity(n);
+    for s in 0..shops {
+        let shop = format!("bench-{s}");
+        for o in sandbox::generate::orders(7, s as u32 + 1, &shop, per_shop, 10, now) {
+            if out.len() == n {
+                break;
+            }
+            let row = sandbox::render::v3_row(&o, "bench-seller", &[o.order_no]);
+            let env = RawEnvelope {
+                schema_version: 1,
+                shop: shop.clone(),
+                kind: RowKind::Order,
+                method: "ShippingBasic.GetShippingInfo_v3".into(),
+                query: RawQuery { status: o.status, from: "20261119".into(), to: "20261129".into(), condition: 1 },
+                fetched_at: base + chrono::Duration::microseconds(out.len() as i64),
+                row: RawValue::from_string(row.to_string()).expect("row JSON"),
+            };
+            out.push((ns.raw(&shop), Bytes::from(serde_json::to_vec(&env).expect("envelope"))));
+        }
+    }
+    out
+}
+
+async fn publish_all(js: &jetstream::Context, items: &[(String, Bytes)]) -> anyhow::Result<()> {
+    for chunk in items.chunks(2_000) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for (subject, payload) in chunk {
+            acks.push(js.publish(subject.clone(), payload.clone()).await?);
+        }
+        for a in acks {
+            a.await?;
+        }
+    }
+    Ok(())
+}
+
+async fn ch_count(ch_url: &str, sql: &str) -> u64 {
+    let Ok(r) = reqwest::Client::new().post(format!("{ch_url}/")).body(sql.to_owned()).send().await else { return 0 };
+    r.text().await.ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+}
+
+async fn wait_for_rows(env: &Env, db: &str, n: usize, limit: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if ch_count(&env.ch_url, &format!("SELECT count() FROM {db}.order_versions")).await >= n as u64 {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(started.elapsed() < limit, "{n} rows not in {db}.order_versions within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn connect(env: &Env, prefix: &str) -> anyhow::Result<(jetstream::Context, NatsConfig)> {
+    let cfg = NatsConfig { url: env.nats_url.clone(), subject_prefix: prefix.to_owned(), ..Default::default() };
+    let (_, js) = runtime::nats::connect_jetstream(&cfg, "pipeline-bench").await?;
+    Ok((js, cfg))
+}
+
+/// The bare JetStream limit: the same payloads copied across two hops, as the pipeline does.
+async fn two_hop(env: &Env, items: &[(String, Bytes)], prefix: &str) -> anyhow::Result<f64> {
+    let (js, cfg) = connect(env, prefix).await?;
+    let ns = Namespace::from_config(&cfg);
+    publish_all(&js, items).await?;
+    let n = items.len();
+    let first = runtime::nats::durable_consumer(
+        &js,
+        &ns.stream(subjects::STREAM_RAW),
+        "hop1",
+        ns.stream_subjects(subjects::STREAM_RAW),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let second = runtime::nats::durable_consumer(
+        &js,
+        &ns.stream(subjects::STREAM_ORDERS),
+        "hop2",
+        ns.stream_subjects(subjects::STREAM_ORDERS),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let started = Instant::now();
+    let target = ns.orders("bench");
+    let js2 = js.clone();
+    let hop1 = tokio::spawn(async move {
+        let mut done = 0;
+        while done < n {
+            let batch = runtime::nats::fetch_batch(&first, 500, Duration::from_millis(500)).await?;
+            let mut acks = Vec::with_capacity(batch.len());
+            for m in &batch {
+                acks.push(js2.publish(target.clone(), m.payload.clone()).await?);
+            }
+            for a in acks {
+                a.await?;
+            }
+            for m in &batch {
+                m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            done += batch.len();
+        }
+        anyhow::Ok(())
+    });
+    let mut done = 0;
+    while done < n {
+        let batch = runtime::nats::fetch_batch(&second, 5_000, Duration::from_millis(500)).await?;
+        for m in &batch {
+            m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        done += batch.len();
+    }
+    hop1.await??;
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The bare ClickHouse limit: the same canonical rows written as the sink writes them.
+async fn clickhouse_limit(env: &Env, items: &[(String, Bytes)], db: &str) -> anyhow::Result<f64> {
+    let mut cfg = ClickHouseConfig::default();
+    cfg.url = env.ch_url.clone();
+    cfg.database = db.to_owned();
+    let store = sink::store::Store::new(&cfg);
+    store.migrate().await?;
+    let statuses = schemas::status::StatusMap::default();
+    let mut orders = Vec::with_capacity(items.len());
+    let mut contacts = Vec::with_capacity(items.len());
+    for (i, (_, p)) in items.iter().enumerate() {
+        let env: RawEnvelope = serde_json::from_slice(p)?;
+        let o = normalizer::normalize::normalize(&env, i as u64, &statuses).map_err(|e| anyhow::anyhow!("{e}"))?;
+        orders.push(sink::rows::order_row(&o)?);
+        if let Some(pers) = &o.personal {
+            contacts.push(sink::rows::contact_row(&o, pers)?);
+        }
+    }
+    let started = Instant::now();
+    for (o, c) in orders.chunks(5_000).zip(contacts.chunks(5_000)) {
+        store.write(o, c).await?;
+    }
+    Ok(items.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// p-quantile from a Prometheus histogram's cumulative buckets (linear within a bucket).
+fn quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? }, v))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    let want = q * total;
+    let (mut lo, mut below) = (0.0, 0.0);
+    for (le, count) in buckets {
+        if count >= want {
+            if le.is_infinite() {
+                return Some(lo);
+            }
+            let frac = if count > below { (want - below) / (count - below) } else { 1.0 };
+            return Some(lo + (le - lo) * frac);
+        }
+        lo = le;
+        below = count;
+    }
+    None
+}
+
+async fn latency(env: &Env, rate: u64, seconds: u64, prefix: &str) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let (js, _) = connect(env, prefix).await?;
+    let config = env.config(prefix, "")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let normalizer = env.spawn("normalizer", &config, "127.0.0.1:0", &[])?;
+    let sink = env.spawn("sink", &config, &format!("127.0.0.1:{port}"), &[])?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let total = (rate * seconds) as usize;
+    let items = payloads(total, prefix);
+    let started = Instant::now();
+    let per_tick = (rate / 100).max(1) as usize;
+    let mut sent = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while sent < total {
+        tick.tick().await;
+        let end = (sent + per_tick).min(total);
+        let mut acks = Vec::new();
+        for (subject, payload) in &items[sent..end] {
+            // fetched_at = now: the latency measured is publish → ClickHouse.
+            let mut env_json: serde_json::Value = serde_json::from_slice(payload)?;
+            env_json["fetched_at"] = json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+            acks.push(js.publish(subject.clone(), Bytes::from(serde_json::to_vec(&env_json)?)).await?);
+        }
+        for a in acks {
+            a.await?;
+        }
+        sent = end;
+    }
+    let achieved = total as f64 / started.elapsed().as_secs_f64();
+    wait_for_rows(env, prefix, total, Duration::from_secs(120)).await?;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await?.text().await?;
+    let p50 = quantile(&metrics, "end_to_end_latency_seconds", 0.50).unwrap_or(f64::NAN);
+    let p99 = quantile(&metrics, "end_to_end_latency_seconds", 0.99).unwrap_or(f64::NAN);
+    let (rn, rs) = (peak_rss_mb(normalizer.id()), peak_rss_mb(sink.id()));
+    stop(normalizer);
+    stop(sink);
+    println!(
+        "latency: {achieved:.0} rows/s for {seconds} s: p50 {:.0} ms, p99 {:.0} ms (publish → ClickHouse)",
+        p50 * 1e3,
+        p99 * 1e3
+    );
+    Ok((p50, p99, rn, rs))
+}
+
+async fn fetcher_scale(env: &Env, shops: u32, prefix: &str) -> anyhow::Result<serde_json::Value> {
+    let (per_shop, global) = (1.0, 200.0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut sandbox = Command::new(env.bin.join("qoo10-sandbox"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--shops", &shops.to_string(), "--orders", "10"])
+        .args(["--rate-limit-per-shop", &per_shop.to_string(), "--rate-limit-global", &global.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http.get(format!("{base}/_sandbox/health")).send().await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "sandbox did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    http.post(format!("{base}/_sandbox/faults")).json(&json!({"kind": "latency", "ms": 50})).send().await?;
+    let mut extra = format!(
+        "[qoo10]\nbase_url = \"{base}/GMKT.INC.Front.QAPIService/ebayjapan.qapi\"\nrequests_per_second = {per_shop}\n\
+         global_requests_per_second = {global}\n\n[fetcher]\nmax_concurrent_shops = {shops}\n\n"
+    );
+    for n in 1..=shops {
+        extra.push_str(&format!(
+            "[[shops]]\nid = \"shop-{n}\"\nuser_id = \"sandbox-seller-{n}\"\napi_key = \"sandbox-api-key-{n}\"\n\
+             password = \"sandbox-password-{n}\"\nstatuses = [2]\nlookback_days = 7\nclaims = false\n"
+        ));
+    }
+    let config = env.config(prefix, &extra)?;
+    let timing = env.work.join(format!("fetcher-time-{}.txt", env.stamp));
+    let status = Command::new("/usr/bin/time")
+        .arg("-o")
+        .arg(&timing)
+        .args(["-f", "%e %U %S %M"])
+        .arg(env.bin.join("fetcher"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--once")
+        .env("HTTP_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(env.work.join(format!("fetcher-{}.log", env.stamp)))?)
+        .status()?;
+    let t = std::fs::read_to_string(&timing)?;
+    let f: Vec<f64> = t.lines().last().unwrap_or("").split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    let stats: serde_json::Value = http.get(format!("{base}/_sandbox/stats")).send().await?.json().await?;
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+    let requests = stats["requests"].as_f64().unwrap_or(0.0);
+    let min_wall = (requests / global).max(2.0 / per_shop);
+    let wall = *f.first().unwrap_or(&f64::NAN);
+    println!(
+        "fetcher: {shops} shops, {requests} requests in {wall:.1} s (rate-limit minimum {min_wall:.1} s, ratio {:.2}), \
+         {} violations, {:.1} CPU s, {:.0} MB peak RSS, exit {status}",
+        wall / min_wall,
+        stats["violations"],
+        f.get(1).unwrap_or(&0.0) + f.get(2).unwrap_or(&0.0),
+        f.get(3).unwrap_or(&0.0) / 1024.0
+    );
+    Ok(json!({
+        "shops": shops, "requests": requests, "wall_s": wall, "min_wall_s": min_wall, "ratio_to_min": wall / min_wall,
+        "violations": stats["violations"], "max_requests_in_a_second": stats["max_requests_in_a_second"],
+        "cpu_s": f.get(1).unwrap_or(&0.0) + f.get(2).unwrap_or(&0.0), "rss_peak_mb": f.get(3).unwrap_or(&0.0) / 1024.0,
+        "ok": status.success(),
+    }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let exe = std::env::current_exe()?;
+    let env = Env {
+        nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        ch_url: std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into()),
+        bin: exe.parent().context("binary directory")?.to_path_buf(),
+        work: std::env::temp_dir().join("qoo10-bench"),
+        stamp: Utc::now().format("%Y%m%d%H%M%S").to_string(),
+    };
+    std::fs::create_dir_all(&env.work)?;
+    let p = |s: &str| format!("bench_{s}_{}", env.stamp);
+
+    // 1. Throughput and limits.
+    let items = payloads(args.rows, &p("pipe"));
+    let avg = items.iter().map(|(_, b)| b.len()).sum::<usize>() / items.len().max(1);
+    println!("payloads: {} raw rows, {avg} bytes on average", items.len());
+    let (js, _) = connect(&env, &p("pipe")).await?;
+    publish_all(&js, &items).await?;
+    let config = env.config(&p("pipe"), "")?;
+    let started = Instant::now();
+    let normalizer = env.spawn("normalizer", &config, "127.0.0.1:0", &[])?;
+    let sink = env.spawn("sink", &config, "127.0.0.1:0", &[])?;
+    wait_for_rows(&env, &p("pipe"), items.len(), Duration::from_secs(900)).await?;
+    let pipeline = items.len() as f64 / started.elapsed().as_secs_f64();
+    let (rss_n1, rss_s1) = (peak_rss_mb(normalizer.id()), peak_rss_mb(sink.id()));
+    stop(normalizer);
+    stop(sink);
+    println!("pipeline: {pipeline:.0} orders/s (raw in JetStream → order versions in ClickHouse)");
+    let items2: Vec<(String, Bytes)> =
+        items.iter().map(|(s, b)| (s.replacen(&p("pipe"), &p("hop"), 1), b.clone())).collect();
+    let hop = two_hop(&env, &items2, &p("hop")).await?;
+    println!("limit: JetStream two-hop copy {hop:.0} msg/s");
+    let ch = clickhouse_limit(&env, &items, &p("ch")).await?;
+    println!("limit: ClickHouse insert {ch:.0} rows/s (orders, order_versions, order_contacts)");
+    let efficiency = pipeline / hop.min(ch);
+    println!("efficiency: {efficiency:.2}");
+
+    // 2. Latency.
+    let (p50, p99, rss_n2, rss_s2) = latency(&env, args.latency_rate, args.latency_seconds, &p("lat")).await?;
+
+    // 4. Fetcher scale.
+    let fetcher =
+        if args.fetcher_shops > 0 { fetcher_scale(&env, args.fetcher_shops, &p("fetch")).await? } else { json!(null) };
+
+    let result = json!({
+        "rows": items.len(),
+        "row_bytes_avg": avg,
+        "pipeline_orders_per_s": pipeline.round(),
+        "limit_jetstream_two_hop_per_s": hop.round(),
+        "limit_clickhouse_rows_per_s": ch.round(),
+        "efficiency": (efficiency * 100.0).round() / 100.0,
+        "latency_rate_per_s": args.latency_rate,
+        "latency_p50_ms": (p50 * 1e3).round(),
+        "latency_p99_ms": (p99 * 1e3).round(),
+        "rss_peak_mb": {
+            "normalizer": rss_n1.max(rss_n2).round(),
+            "sink": rss_s1.max(rss_s2).round(),
+            "fetcher": fetcher["rss_peak_mb"].as_f64().map(f64::round),
+        },
+        "fetcher": fetcher,
+    });
+    println!("{result}");
+    Ok(())
+}
