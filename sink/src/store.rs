@@ -129,27 +129,26 @@ impl Store {
         Ok(done)
     }
 
-    /// The latest stored row of each of these order lines (those that exist).
+    /// The latest stored row of each of these order lines (those that exist). One query for the
+    /// whole batch (shops and numbers as two IN lists; the pairs are picked out here).
     pub async fn latest(&self, keys: &[(String, u64)]) -> Result<HashMap<(String, u64), OrderRow>, StoreError> {
-        let mut by_shop: HashMap<&str, Vec<u64>> = HashMap::new();
-        for (shop, no) in keys {
-            by_shop.entry(shop.as_str()).or_default().push(*no);
+        let shops: std::collections::BTreeSet<&str> = keys.iter().map(|(s, _)| s.as_str()).collect();
+        let numbers: std::collections::BTreeSet<u64> = keys.iter().map(|(_, n)| *n).collect();
+        let placeholders = vec!["?"; shops.len()].join(",");
+        let list = numbers.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let mut q = self.client.query(&format!(
+            "SELECT ?fields FROM orders FINAL WHERE shop_id IN ({placeholders}) AND order_no IN ({list})"
+        ));
+        for shop in &shops {
+            q = q.bind(*shop);
         }
-        let mut out = HashMap::new();
-        for (shop, numbers) in by_shop {
-            let list = numbers.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-            let rows = self
-                .client
-                .query(&format!("SELECT ?fields FROM orders FINAL WHERE shop_id = ? AND order_no IN ({list})"))
-                .bind(shop)
-                .fetch_all::<OrderRow>()
-                .await
-                .map_err(self.err("read latest orders"))?;
-            for r in rows {
-                out.insert((r.shop_id.clone(), r.order_no), r);
-            }
-        }
-        Ok(out)
+        let wanted: std::collections::HashSet<(&str, u64)> = keys.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        let rows = q.fetch_all::<OrderRow>().await.map_err(self.err("read latest orders"))?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| wanted.contains(&(r.shop_id.as_str(), r.order_no)))
+            .map(|r| ((r.shop_id.clone(), r.order_no), r))
+            .collect())
     }
 
     /// Writes one batch: contacts, history, latest state. Returns when ClickHouse has confirmed
@@ -218,28 +217,23 @@ impl Store {
             .map_err(self.err("read open alerts"))
     }
 
-    /// Per line of these carts: when it was first seen (seconds) and its latest claim status.
+    /// Per line of these carts: when it was first seen (seconds) and its latest claim status. One
+    /// query for the whole batch.
     pub async fn pack_lines(&self, packs: &[(String, u64)]) -> Result<Vec<PackLine>, StoreError> {
-        let mut by_shop: HashMap<&str, Vec<u64>> = HashMap::new();
-        for (shop, pack) in packs {
-            by_shop.entry(shop.as_str()).or_default().push(*pack);
+        let shops: std::collections::BTreeSet<&str> = packs.iter().map(|(s, _)| s.as_str()).collect();
+        let numbers: std::collections::BTreeSet<u64> = packs.iter().map(|(_, n)| *n).collect();
+        let placeholders = vec!["?"; shops.len()].join(",");
+        let list = numbers.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let mut q = self.client.query(&format!(
+            "SELECT shop_id, pack_no, order_no, min(fetched_at) AS first_seen, argMax(claim_status, version) AS claim_status \
+             FROM order_versions WHERE shop_id IN ({placeholders}) AND pack_no IN ({list}) GROUP BY shop_id, pack_no, order_no"
+        ));
+        for shop in &shops {
+            q = q.bind(*shop);
         }
-        let mut out = Vec::new();
-        for (shop, packs) in by_shop {
-            let list = packs.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-            out.extend(
-                self.client
-                    .query(&format!(
-                        "SELECT shop_id, pack_no, order_no, min(fetched_at) AS first_seen, argMax(claim_status, version) AS claim_status \
-                         FROM order_versions WHERE shop_id = ? AND pack_no IN ({list}) GROUP BY shop_id, pack_no, order_no"
-                    ))
-                    .bind(shop)
-                    .fetch_all::<PackLine>()
-                    .await
-                    .map_err(self.err("read cart lines"))?,
-            );
-        }
-        Ok(out)
+        let wanted: std::collections::HashSet<(&str, u64)> = packs.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        let rows = q.fetch_all::<PackLine>().await.map_err(self.err("read cart lines"))?;
+        Ok(rows.into_iter().filter(|l| wanted.contains(&(l.shop_id.as_str(), l.pack_no))).collect())
     }
 
     /// Order lines that time-dependent rules may concern (active, in 配送要請 or 配送準備).
