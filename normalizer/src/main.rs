@@ -163,7 +163,7 @@ async fn process_batch(
                 metrics.inc(
                     "dead_letters_total",
                     "Messages sent to the DLQ, by stage and reason.",
-                    &[("stage", "normalizer"), ("reason", reason_kind(&reason))],
+                    &[("stage", "normalizer"), ("reason", runtime::nats::dead_letter_reason_kind(&reason))],
                 );
                 let ack = publish_dead_letter(js, ns, subjects::STAGE_NORMALIZER, &shop, &msg, &reason).await;
                 (ack.map_err(|e| tracing::warn!(error = %e, "publish to DLQ failed")).ok(), false)
@@ -193,18 +193,4 @@ async fn process_batch(
         }
     }
     Ok(())
-}
-
-/// A short, bounded label for a dead-letter reason: the field it names, or its kind.
-fn reason_kind(reason: &str) -> &str {
-    if let Some(rest) = reason.strip_prefix("field `") {
-        return rest.split('`').next().unwrap_or("field");
-    }
-    if reason.starts_with("payload of") {
-        return "oversized";
-    }
-    if reason.starts_with("not a raw envelope") {
-        return "envelope";
-    }
-    "other"
 }

@@ -105,25 +105,25 @@ pub async fn durable_consumer(
         .map_err(|e| err(e.to_string()))
 }
 
-/// True when the consumer has nothing left to deliver and nothing awaiting acknowledgement.
-pub async fn consumer_idle(consumer: &mut consumer::PullConsumer) -> Result<bool, NatsError> {
+/// (messages not yet delivered, messages delivered and awaiting acknowledgement).
+async fn consumer_counts(consumer: &mut consumer::PullConsumer) -> Result<(u64, usize), NatsError> {
     let info = consumer.info().await.map_err(|e| NatsError::Consumer {
         stream: String::new(),
         consumer: String::new(),
         reason: e.to_string(),
     })?;
-    Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+    Ok((info.num_pending, info.num_ack_pending))
+}
+
+/// True when the consumer has nothing left to deliver and nothing awaiting acknowledgement.
+pub async fn consumer_idle(consumer: &mut consumer::PullConsumer) -> Result<bool, NatsError> {
+    Ok(consumer_counts(consumer).await? == (0, 0))
 }
 
 /// True when the consumer has nothing left to deliver (messages delivered but held
 /// unacknowledged do not count).
 pub async fn consumer_drained(consumer: &mut consumer::PullConsumer) -> Result<bool, NatsError> {
-    let info = consumer.info().await.map_err(|e| NatsError::Consumer {
-        stream: String::new(),
-        consumer: String::new(),
-        reason: e.to_string(),
-    })?;
-    Ok(info.num_pending == 0)
+    Ok(consumer_counts(consumer).await?.0 == 0)
 }
 
 /// Headers with `Nats-Msg-Id` set.
@@ -187,6 +187,21 @@ pub async fn publish_dead_letter(
         .map_err(|e| NatsError::Stream { stream: "DLQ".into(), reason: e.to_string() })
 }
 
+/// A short, bounded metric label for a dead-letter reason: the field it names (`field `x`: …`),
+/// `oversized`, or the words before the first `:` or space-separated detail.
+pub fn dead_letter_reason_kind(reason: &str) -> &str {
+    if let Some(rest) = reason.strip_prefix("field `") {
+        return rest.split('`').next().unwrap_or("field");
+    }
+    if reason.starts_with("payload of") {
+        return "oversized";
+    }
+    match reason.split_once(':') {
+        Some((head, _)) => head.trim(),
+        None => reason.split_whitespace().next().unwrap_or("other"),
+    }
+}
+
 /// A subject token from untrusted text: anything outside `[a-z0-9_-]` becomes `_`.
 pub fn sanitize_token(text: &str) -> String {
     let t: String = text
@@ -195,4 +210,18 @@ pub fn sanitize_token(text: &str) -> String {
         .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' { c } else { '_' })
         .collect();
     if t.is_empty() { "_".into() } else { t }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_reasons_become_bounded_labels() {
+        assert_eq!(dead_letter_reason_kind("field `orderQty`: value -1 is not a positive whole quantity"), "orderQty");
+        assert_eq!(dead_letter_reason_kind("payload of 300000 bytes exceeds 262144"), "oversized");
+        assert_eq!(dead_letter_reason_kind("not a raw envelope: expected value at line 1"), "not a raw envelope");
+        assert_eq!(dead_letter_reason_kind("schema_version 2 is not 1"), "schema_version");
+        assert_eq!(sanitize_token("shop.A*"), "shop___");
+    }
 }

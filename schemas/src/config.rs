@@ -12,10 +12,6 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 use crate::status::{self, StatusMap};
 
-/// Environment variables that override connection settings.
-pub const ENV_OVERRIDES: &[&str] =
-    &["NATS_URL", "CLICKHOUSE_URL", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD", "CLICKHOUSE_DATABASE", "HTTP_LISTEN"];
-
 pub const DEFAULT_QAPI_BASE_URL: &str = "https://api.qoo10.jp/GMKT.INC.Front.QAPIService/ebayjapan.qapi";
 
 #[derive(Debug, thiserror::Error)]

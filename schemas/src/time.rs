@@ -59,11 +59,6 @@ pub fn jst_naive_to_utc(naive: NaiveDateTime) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-/// Formats an instant as Qoo10 would show it (JST, no offset).
-pub fn format_qoo10(instant: DateTime<Utc>) -> String {
-    instant.with_timezone(&jst()).format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -452,29 +452,30 @@ impl Sink {
         self.rows_written += orders.len() as u64;
 
         for (msg, shop, reason) in dead {
-            tracing::warn!(shop = %shop, reason = %reason, "dead letter");
-            let kind = reason
-                .strip_prefix("field `")
-                .and_then(|r| r.split('`').next())
-                .unwrap_or(if reason.starts_with("schema_version") { "schema_version" } else { "not_an_order" });
-            self.metrics.inc(
-                "dead_letters_total",
-                "Messages sent to the DLQ, by stage and reason.",
-                &[("stage", "sink"), ("reason", kind)],
-            );
-            let published =
-                match publish_dead_letter(&self.js, &self.ns, subjects::STAGE_SINK, &shop, &msg, &reason).await {
-                    Ok(f) => f.await.is_ok(),
-                    Err(_) => false,
-                };
-            if published {
-                self.dead_letters += 1;
-                msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
-            } else {
-                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-            }
+            self.dead_letter(&msg, &shop, &reason).await?;
         }
         Ok(())
+    }
+
+    /// Sends `msg` to `dlq.sink.<shop>` with `reason`; acknowledges it only once JetStream has the
+    /// dead letter, otherwise hands it back (NAK) so it is neither lost nor processed as valid.
+    async fn dead_letter(&mut self, msg: &jetstream::Message, shop: &str, reason: &str) -> anyhow::Result<()> {
+        tracing::warn!(shop = %shop, reason = %reason, "dead letter");
+        let stored = match publish_dead_letter(&self.js, &self.ns, subjects::STAGE_SINK, shop, msg, reason).await {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        if !stored {
+            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            return Ok(());
+        }
+        self.dead_letters += 1;
+        self.metrics.inc(
+            "dead_letters_total",
+            "Messages sent to the DLQ, by stage and reason.",
+            &[("stage", "sink"), ("reason", runtime::nats::dead_letter_reason_kind(reason))],
+        );
+        msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))
     }
 
     /// The alert transitions these changes cause (not yet published or stored).
@@ -580,25 +581,13 @@ impl Sink {
             let edit = serde_json::from_slice::<OmsEdit>(&msg.payload)
                 .map_err(|e| format!("not an OMS edit: {e}"))
                 .and_then(|e| e.validate(&shop).map(|()| e));
-            let edit =
-                match edit {
-                    Ok(e) => e,
-                    Err(reason) => {
-                        tracing::warn!(shop = %shop, reason = %reason, "dead letter");
-                        let published =
-                            match publish_dead_letter(&self.js, &self.ns, subjects::STAGE_SINK, &shop, msg, &reason)
-                                .await
-                            {
-                                Ok(f) => f.await.is_ok(),
-                                Err(_) => false,
-                            };
-                        if published {
-                            self.dead_letters += 1;
-                            msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
-                        }
-                        continue;
-                    }
-                };
+            let edit = match edit {
+                Ok(e) => e,
+                Err(reason) => {
+                    self.dead_letter(msg, &shop, &reason).await?;
+                    continue;
+                }
+            };
             let held = [msg];
             let rows: Vec<OrderRow> = match edits::target(&edit) {
                 (Some(order_no), _) => {
@@ -758,12 +747,7 @@ impl Sink {
                 Err(e) => {
                     let shop = Namespace::shop_of(&msg.subject).to_owned();
                     let reason = format!("not a poll summary: {e}");
-                    if let Ok(f) =
-                        publish_dead_letter(&self.js, &self.ns, subjects::STAGE_SINK, &shop, &msg, &reason).await
-                    {
-                        let _ = f.await;
-                    }
-                    let _ = msg.ack().await;
+                    self.dead_letter(&msg, &shop, &reason).await?;
                     continue;
                 }
             };
@@ -868,23 +852,21 @@ impl Sink {
     async fn record_external(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
         let batch = fetch_batch(consumer, 100, Duration::from_millis(50)).await?;
         let mut rows = Vec::with_capacity(batch.len());
+        let mut good = Vec::with_capacity(batch.len());
         for msg in &batch {
             match serde_json::from_slice::<Alert>(&msg.payload) {
-                Ok(a) => rows.push(AlertRow::from_alert(&a)),
+                Ok(a) => {
+                    rows.push(AlertRow::from_alert(&a));
+                    good.push(msg);
+                }
                 Err(e) => {
-                    let reason = format!("not an alert: {e}");
                     let shop = Namespace::shop_of(&msg.subject).to_owned();
-                    if let Ok(f) =
-                        publish_dead_letter(&self.js, &self.ns, subjects::STAGE_SINK, &shop, msg, &reason).await
-                    {
-                        let _ = f.await;
-                    }
+                    self.dead_letter(msg, &shop, &format!("not an alert: {e}")).await?;
                 }
             }
         }
-        let held: Vec<&jetstream::Message> = batch.iter().collect();
-        retry_forever("insert alerts", &held, || self.store.write_alerts(&rows)).await?;
-        for msg in &batch {
+        retry_forever("insert alerts", &good, || self.store.write_alerts(&rows)).await?;
+        for msg in good {
             msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         }
         Ok(batch.len())

@@ -338,8 +338,4 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.client.query("SELECT 1").fetch_one::<u8>().await.map(|_| ()).map_err(self.err("ping"))
     }
-
-    pub fn client(&self) -> &clickhouse::Client {
-        &self.client
-    }
 }
