@@ -165,15 +165,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let ns = Namespace::from_config(&config.nats);
     let store = Store::new(&config.clickhouse);
-    let applied = store.migrate().await.context("ClickHouse migrations")?;
     let (client, js) = runtime::nats::connect_jetstream(&config.nats, "sink").await?;
     let metrics = Metrics::new();
+    // Not ready until the start-up reads below are done, whatever ClickHouse says meanwhile.
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ready: runtime::telemetry::ReadyCheck = {
-        let (client, store) = (client.clone(), store.clone());
+        let (client, store, started) = (client.clone(), store.clone(), started.clone());
         std::sync::Arc::new(move || {
-            let (client, store) = (client.clone(), store.clone());
+            let (client, store, started) = (client.clone(), store.clone(), started.clone());
             Box::pin(async move {
-                client.connection_state() == async_nats::connection::State::Connected && store.ping().await.is_ok()
+                started.load(std::sync::atomic::Ordering::SeqCst)
+                    && client.connection_state() == async_nats::connection::State::Connected
+                    && store.ping().await.is_ok()
             })
         })
     };
@@ -197,6 +200,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     runtime::telemetry::serve_with(&config.sink.http_listen, metrics.clone(), ready, page)
         .await
         .with_context(|| format!("sink.http_listen {:?}", config.sink.http_listen))?;
+    // A sink started while ClickHouse is down waits for it (not ready meanwhile) instead of
+    // exiting; what waiting cannot cure (a wrong password) still fails at once.
+    let Some(applied) = at_start("migrations", || store.migrate()).await? else { return Ok(()) };
     let mut consumer = durable_consumer(
         &js,
         &ns.stream(subjects::STREAM_ORDERS),
@@ -224,11 +230,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(600),
     )
     .await?;
-    let open: OpenAlerts =
-        store.open_alerts().await?.into_iter().map(|r| r.to_alert()).map(|a| (open_key(&a), a)).collect();
-    let expectations: Expectations = store
-        .pending_expectations()
-        .await?
+    let Some(open) = at_start("read open alerts", || store.open_alerts()).await? else { return Ok(()) };
+    let open: OpenAlerts = open.into_iter().map(|r| r.to_alert()).map(|a| (open_key(&a), a)).collect();
+    let Some(pending) = at_start("read expectations", || store.pending_expectations()).await? else {
+        return Ok(());
+    };
+    let expectations: Expectations = pending
         .into_iter()
         .filter_map(|r| {
             serde_json::from_str::<OmsEdit>(&r.edit)
@@ -245,6 +252,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(60),
     )
     .await?;
+    started.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(database = %config.clickhouse.database, migrations_applied = ?applied, open_alerts = open.len(), until_idle = args.until_idle, "sink started");
 
     let a = &config.alerts;
@@ -1001,6 +1009,40 @@ fn poll_started(poll_id: &str) -> u64 {
     poll_id.rsplit(':').next().and_then(|t| t.parse().ok()).unwrap_or(0)
 }
 
+/// 200 ms doubling to 30 s, with jitter, without end.
+fn clickhouse_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .with_max_times(usize::MAX)
+}
+
+/// A start-up read: retried while ClickHouse is unreachable, failed at once on an error waiting
+/// cannot cure. `None` when the service was asked to stop meanwhile (a clean exit).
+async fn at_start<T, F, Fut>(op: &str, f: F) -> anyhow::Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sink::store::StoreError>>,
+{
+    let result = f
+        .retry(clickhouse_backoff())
+        .sleep(runtime::sleep_unless_stopping)
+        .when(|e| e.is_transient() && !runtime::shutting_down())
+        .notify(|e, delay| {
+            tracing::warn!(op, error = %e, retry_in_ms = delay.as_millis() as u64, "ClickHouse unreachable at start; waiting (not ready)");
+        })
+        .await;
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_transient() && runtime::shutting_down() => {
+            tracing::info!(op, "stopped before start-up finished");
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("ClickHouse {op}"))),
+    }
+}
+
 /// Retries a ClickHouse operation until it succeeds, with exponential backoff (capped at 30 s).
 /// Meanwhile the batch's messages are kept unacknowledged and told "in progress", so JetStream
 /// neither redelivers them nor sends more: memory stays bounded by one batch during an outage.
@@ -1011,13 +1053,8 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, sink::store::StoreError>>,
 {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .with_max_times(usize::MAX);
     let result = f
-        .retry(backoff)
+        .retry(clickhouse_backoff())
         .sleep(runtime::sleep_unless_stopping)
         .when(|_| !runtime::shutting_down())
         .notify(|e, delay| {

@@ -22,6 +22,15 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// True when waiting may cure it: ClickHouse unreachable, a connection cut, a timeout.
+    /// False for what waiting cannot cure (wrong password, unknown table, bad SQL).
+    pub fn is_transient(&self) -> bool {
+        let StoreError::ClickHouse { source, .. } = self;
+        matches!(source, clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut)
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     client: clickhouse::Client,

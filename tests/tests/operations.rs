@@ -211,3 +211,52 @@ async fn sigterm_during_a_clickhouse_outage_exits_cleanly_and_loses_nothing() ->
     assert_eq!(stored, vec![vec![expected.to_string()]], "every order version once, none lost");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_started_during_a_clickhouse_outage_waits_then_catches_up() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "20"]).await?;
+    let servers = e2e::servers().await;
+    let upstream = servers.clickhouse_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let proxy = e2e::Proxy::start(&upstream).await?;
+    let dep = Deployment::new(&format!(
+        "[qoo10]\nbase_url = \"{}\"\nrequests_per_second = 50\n\n[[shops]]\nid = \"late\"\nuser_id = \"sandbox-seller-1\"\n\
+         api_key = \"sandbox-api-key-1\"\npassword = \"sandbox-password-1\"\nlookback_days = 7\n",
+        sandbox.base_url()
+    ))
+    .await?;
+    let config = std::fs::read_to_string(&dep.config_path)?;
+    std::fs::write(&dep.config_path, config.replace(&servers.clickhouse_url, &format!("http://{}", proxy.addr)))?;
+    dep.run_ok("fetcher", &["--once"])?;
+    dep.run_ok("normalizer", &["--until-idle"])?;
+    let expected = dep.stream_messages("ORDERS").await?.len();
+    assert!(expected > 5);
+    proxy.cut();
+
+    // Started without ClickHouse: alive, not ready, and a stop request still exits 0.
+    let port = free_port();
+    let mut first = start(&dep, "sink", port)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(first.try_wait()?.is_none(), "the sink waits for ClickHouse instead of exiting");
+    assert_eq!(status(port, "/healthz").await?, 200);
+    assert_eq!(status(port, "/readyz").await?, 503, "not ready before its start-up reads are done");
+    assert_eq!(terminate(first)?, Some(0), "SIGTERM while waiting at start exits 0");
+
+    // Started without ClickHouse, then ClickHouse returns: ready, and every order written once.
+    let port = free_port();
+    let second = start(&dep, "sink", port)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(port, "/readyz").await?, 503);
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The database appears only once the sink has run its migrations.
+        let stored = dep.query("SELECT count() FROM order_versions FINAL").await.unwrap_or_default();
+        if stored == vec![vec![expected.to_string()]] && status(port, "/readyz").await? == 200 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "not caught up within 60 s: {stored:?} of {expected}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(terminate(second)?, Some(0));
+    Ok(())
+}
