@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local NATS (JetStream, file storage) and ClickHouse on loopback, data under .local/services.
-#   ./scripts/services.sh start|stop|status
+#   ./scripts/services.sh install|start|stop|status   (install: only the Debian packages)
 # Idempotent: `start` installs what is missing (Debian packages), starts only what is not already
 # answering, and waits until both answer. No systemd. Ports can be moved with NATS_PORT,
 # NATS_MONITOR_PORT, CLICKHOUSE_HTTP_PORT and CLICKHOUSE_TCP_PORT.
@@ -122,6 +122,9 @@ stop_one() { # name, pid file
 }
 
 case "${1:-}" in
+  install)
+    install_missing
+    ;;
   start)
     install_missing
     start_nats
@@ -141,7 +144,7 @@ case "${1:-}" in
     exit $rc
     ;;
   *)
-    echo "usage: $0 start|stop|status" >&2
+    echo "usage: $0 install|start|stop|status" >&2
     exit 2
     ;;
 esac

@@ -13,6 +13,8 @@ if [ -z "${NATS_URL:-}" ] || [ -z "${CLICKHOUSE_URL:-}" ]; then
   export CLICKHOUSE_URL="${CLICKHOUSE_URL:-http://127.0.0.1:${CLICKHOUSE_HTTP_PORT:-8123}}"
 fi
 say "tests use NATS_URL=$NATS_URL CLICKHOUSE_URL=$CLICKHOUSE_URL"
+# The fault suite runs private nats-server processes (killed, restarted, clustered) besides them.
+./scripts/services.sh install
 
 # The status page is tested in a real headless browser.
 if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then

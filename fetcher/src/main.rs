@@ -61,7 +61,7 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     runtime::init_tracing();
     // reqwest is built without a default TLS provider (see Cargo.toml); use ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    runtime::install_crypto_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -7,6 +7,8 @@
 //! the shop's credentials even after a fresh key, the poll raises `credentials_invalid`; the
 //! next successful poll resolves it.
 
+use std::collections::HashMap;
+
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -59,6 +61,9 @@ pub struct Sink {
     pub js: jetstream::Context,
     pub ns: Namespace,
 }
+
+/// A call's answer held back until the poll's claims are all in: (call, method, rows, fetched at).
+type FetchedCall = (Call, &'static str, Vec<Box<RawValue>>, DateTime<Utc>);
 
 /// One QAPI call of a poll.
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +170,11 @@ impl ShopPoller {
         }
         let poll_id = format!("{}:{}", self.shop.id, started.timestamp_micros());
         let mut report = PollReport::default();
+        // Claim responses are all fetched before any is published: each claim row then carries
+        // which other lines of its cart have a claim in this poll (`cart_claims`).
+        let mut fetched: Vec<FetchedCall> = Vec::new();
+        let mut carts: HashMap<u64, Vec<u64>> = HashMap::new();
+        let mut done = 0;
         for (i, call) in calls.iter().enumerate() {
             let (method, params) = match call.kind {
                 RowKind::Order => {
@@ -173,29 +183,44 @@ impl ShopPoller {
                 RowKind::Claim => (qapi::GET_CLAIM_INFO_V3, plan::claim_params(call.status, call.window)),
             };
             let (rows, fetched_at) = self.call_rows(client, method, &params, &mut report).await?;
-            let query = RawQuery {
-                status: call.status,
-                from: call.window.from_text(),
-                to: call.window.to_text(),
-                condition: 1,
-            };
-            let count = rows.len() as u64;
-            let order_nos =
-                self.publish_rows(sink, state, call.kind, method, &query, rows, fetched_at, &mut report).await?;
-            let summary = PollSummary {
-                schema_version: POLL_SCHEMA_VERSION,
-                shop: self.shop.id.clone(),
-                poll_id: poll_id.clone(),
-                kind: call.kind,
-                method: method.to_owned(),
-                query,
-                fetched_at,
-                order_nos,
-                rows: count,
-                last_in_poll: i + 1 == calls.len(),
-            };
-            publish_summary(sink, &summary).await?;
-            progress(i + 1, calls.len());
+            if call.kind == RowKind::Claim {
+                for row in &rows {
+                    if let (Some(pack), Some(order)) = (qapi::row_pack_no(row), qapi::row_order_no(row)) {
+                        carts.entry(pack).or_default().push(order);
+                    }
+                }
+            }
+            fetched.push((*call, method, rows, fetched_at));
+            let claims_pending = calls[i + 1..].iter().any(|c| c.kind == RowKind::Claim);
+            if call.kind == RowKind::Order || !claims_pending {
+                for (call, method, rows, fetched_at) in std::mem::take(&mut fetched) {
+                    done += 1;
+                    let query = RawQuery {
+                        status: call.status,
+                        from: call.window.from_text(),
+                        to: call.window.to_text(),
+                        condition: 1,
+                    };
+                    let count = rows.len() as u64;
+                    let order_nos = self
+                        .publish_rows(sink, state, call.kind, method, &query, rows, fetched_at, &carts, &mut report)
+                        .await?;
+                    let summary = PollSummary {
+                        schema_version: POLL_SCHEMA_VERSION,
+                        shop: self.shop.id.clone(),
+                        poll_id: poll_id.clone(),
+                        kind: call.kind,
+                        method: method.to_owned(),
+                        query,
+                        fetched_at,
+                        order_nos,
+                        rows: count,
+                        last_in_poll: done == calls.len(),
+                    };
+                    publish_summary(sink, &summary).await?;
+                    progress(done, calls.len());
+                }
+            }
         }
         Ok(report)
     }
@@ -272,6 +297,7 @@ impl ShopPoller {
         query: &RawQuery,
         rows: Vec<Box<RawValue>>,
         fetched_at: DateTime<Utc>,
+        carts: &HashMap<u64, Vec<u64>>,
         report: &mut PollReport,
     ) -> Result<Vec<u64>, PollError> {
         let subject = sink.ns.raw(&self.shop.id);
@@ -288,6 +314,16 @@ impl ShopPoller {
                 }
                 Decision::Publish { msg_id } => msg_id,
             };
+            let cart_claims = match (kind, qapi::row_pack_no(&row)) {
+                (RowKind::Claim, Some(pack)) => {
+                    let mut others: Vec<u64> =
+                        carts.get(&pack).into_iter().flatten().copied().filter(|n| Some(*n) != order_no).collect();
+                    others.sort_unstable();
+                    others.dedup();
+                    others
+                }
+                _ => Vec::new(),
+            };
             let envelope = RawEnvelope {
                 schema_version: RAW_SCHEMA_VERSION,
                 shop: self.shop.id.clone(),
@@ -296,6 +332,7 @@ impl ShopPoller {
                 query: query.clone(),
                 fetched_at,
                 row,
+                cart_claims,
             };
             let payload = Bytes::from(serde_json::to_vec(&envelope).expect("envelope serializes"));
             let ack = sink
@@ -305,8 +342,8 @@ impl ShopPoller {
                 .map_err(|e| PollError::Publish(e.to_string()))?;
             acks.push(ack);
         }
-        for ack in acks {
-            let ack = ack.await.map_err(|e| PollError::Publish(e.to_string()))?;
+        for ack in futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
+            let ack = ack.map_err(|e| PollError::Publish(e.to_string()))?;
             report.published += 1;
             report.duplicates += u64::from(ack.duplicate);
         }

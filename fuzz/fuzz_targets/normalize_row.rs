@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
                     query: RawQuery { status: 2, from: "20261101".into(), to: "20261129".into(), condition: 1 },
                     fetched_at: chrono_free_now(),
                     row: row.clone(),
+                    cart_claims: Vec::new(),
                 };
                 let _ = normalizer::normalize::normalize(&env, 1, &statuses);
             }

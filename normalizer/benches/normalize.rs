@@ -26,6 +26,7 @@ fn payloads(n: usize) -> Vec<Vec<u8>> {
                 query: RawQuery { status: o.status, from: "20261119".into(), to: "20261129".into(), condition: 1 },
                 fetched_at: "2026-11-29T03:00:00.123456Z".parse().unwrap(),
                 row: RawValue::from_string(row.to_string()).unwrap(),
+                cart_claims: Vec::new(),
             };
             serde_json::to_vec(&env).unwrap()
         })

@@ -85,7 +85,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     loop {
         let batch = tokio::select! {
-            b = fetch_batch(&consumer, config.normalizer.batch_size, Duration::from_millis(500)) => b?,
+            b = fetch_batch(&consumer, config.normalizer.batch_size, Duration::from_millis(500)) => b,
             _ = &mut shutdown => break,
         };
         if batch.is_empty() {
@@ -154,7 +154,7 @@ async fn process_batch(
                     tracing::warn!(shop = %order.shop_id, order_no = order.order_no, anomalies = ?order.anomalies, "figures do not add up");
                 }
                 let payload = Bytes::from(serde_json::to_vec(&order).expect("canonical order serializes"));
-                let id = order_msg_id(&order.shop_id, order.order_no, order.version);
+                let id = order_msg_id(&order.shop_id, order.order_no, order.version, seq);
                 let ack = js.publish_with_headers(ns.orders(&order.shop_id), msg_id_headers(&id), payload).await;
                 (ack.map_err(|e| tracing::warn!(error = %e, "publish to ORDERS failed")).ok(), true)
             }
@@ -171,11 +171,19 @@ async fn process_batch(
         };
         pending.push((msg, ack, is_order));
     }
-    for (msg, ack, is_order) in pending {
-        let durable = match ack {
-            Some(f) => f.await.map_err(|e| tracing::warn!(error = %e, "publish not acknowledged")).is_ok(),
-            None => false,
-        };
+    // All acknowledgements awaited together: publishes lost in a reconnect cost one ack timeout
+    // for the batch, not one per message.
+    let outcomes = futures::future::join_all(pending.iter_mut().map(|(_, ack, _)| {
+        let ack = ack.take();
+        async move {
+            match ack {
+                Some(f) => f.await.map_err(|e| tracing::warn!(error = %e, "publish not acknowledged")).is_ok(),
+                None => false,
+            }
+        }
+    }))
+    .await;
+    for ((msg, _, is_order), durable) in pending.into_iter().zip(outcomes) {
         if durable {
             if is_order {
                 counters.orders += 1;
@@ -187,7 +195,7 @@ async fn process_batch(
             } else {
                 counters.dead_letters += 1;
             }
-            msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+            runtime::nats::ack(&msg).await;
         } else {
             let _ = msg.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await;
         }

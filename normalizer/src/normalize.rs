@@ -521,6 +521,7 @@ pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Resul
         },
         personal,
         anomalies: Vec::new(),
+        cart_claims: if is_claim { env.cart_claims.clone() } else { Vec::new() },
     };
     order.anomalies = anomalies(&order);
     Ok(order)
@@ -550,6 +551,7 @@ mod tests {
             query: RawQuery { status: 2, from: "20261101".into(), to: "20261129".into(), condition: 1 },
             fetched_at: "2026-11-29T00:00:00.000123Z".parse().unwrap(),
             row,
+            cart_claims: Vec::new(),
         }
     }
 

@@ -90,6 +90,7 @@ fn envelope(kind: RowKind, row: &Value) -> RawEnvelope {
         query: RawQuery { status: 2, from: "20261101".into(), to: "20261129".into(), condition: 1 },
         fetched_at: "2026-11-29T00:00:00Z".parse().unwrap(),
         row: RawValue::from_string(row.to_string()).unwrap(),
+        cart_claims: Vec::new(),
     }
 }
 

@@ -42,6 +42,13 @@ pub async fn stopped() {
 }
 
 /// Sleeps `d`, or less if a stop is asked for meanwhile (for backoff between retries).
+/// Selects rustls's `ring` provider for every TLS connection of the process (NATS over TLS,
+/// HTTPS to Qoo10, ClickHouse and webhooks). Needed because the workspace enables rustls with
+/// more than one provider feature across crates, so rustls cannot pick one itself. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub async fn sleep_unless_stopping(d: std::time::Duration) {
     let end = tokio::time::Instant::now() + d;
     while !shutting_down() {

@@ -21,13 +21,43 @@ pub enum NatsError {
     Consumer { stream: String, consumer: String, reason: String },
 }
 
+/// Connects with the configured authentication and TLS. Several URLs (a cluster's seeds) are
+/// tried in turn, and the client follows the cluster when a server goes away.
 pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client, NatsError> {
-    async_nats::ConnectOptions::new()
+    crate::install_crypto_provider();
+    let failed = |reason: String| NatsError::Connect { url: cfg.url.clone(), reason };
+    let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
-        .connect(cfg.url.as_str())
-        .await
-        .map_err(|e| NatsError::Connect { url: cfg.url.clone(), reason: e.to_string() })
+        // Publishes made while reconnecting wait in this buffer; a full buffer fails them
+        // (callers retry) rather than holding unbounded memory.
+        .client_capacity(2048);
+    if let (Some(user), Some(password)) = (&cfg.user, cfg.password()) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = cfg.token() {
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(path) = &cfg.credentials_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| failed(format!("nats.credentials_file {}: {e}", path.display())))?;
+    }
+    if let Some(ca) = &cfg.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    let tls = cfg.tls_required
+        || cfg.tls_ca_file.is_some()
+        || cfg.tls_cert_file.is_some()
+        || cfg.urls().iter().any(|u| u.starts_with("tls://"));
+    options = options.require_tls(tls);
+    let addrs: Vec<async_nats::ServerAddr> =
+        cfg.urls().iter().map(|u| u.parse().map_err(|e| failed(format!("{u}: {e}")))).collect::<Result<_, _>>()?;
+    options.connect(addrs.as_slice()).await.map_err(|e| failed(e.to_string()))
 }
 
 /// Connects, and makes sure the contract's streams exist: what every service does first.
@@ -69,7 +99,7 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result
             max_messages_per_subject: *per_subject,
             ..Default::default()
         };
-        js.get_or_create_stream(config)
+        jetstream_call(&format!("stream {name}"), || js.get_or_create_stream(config.clone()))
             .await
             .map_err(|e| NatsError::Stream { stream: name.clone(), reason: e.to_string() })?;
     }
@@ -87,22 +117,40 @@ pub async fn durable_consumer(
     ack_wait: Duration,
 ) -> Result<consumer::PullConsumer, NatsError> {
     let err = |e: String| NatsError::Consumer { stream: stream_name.into(), consumer: durable.into(), reason: e };
-    let stream = js.get_stream(stream_name).await.map_err(|e| err(e.to_string()))?;
-    stream
-        .get_or_create_consumer(
-            durable,
-            consumer::pull::Config {
-                durable_name: Some(durable.to_owned()),
-                filter_subject,
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait,
-                max_ack_pending: 20_000,
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            },
-        )
+    let stream = jetstream_call(stream_name, || js.get_stream(stream_name)).await.map_err(|e| err(e.to_string()))?;
+    let config = consumer::pull::Config {
+        durable_name: Some(durable.to_owned()),
+        filter_subject,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait,
+        max_ack_pending: 20_000,
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..Default::default()
+    };
+    jetstream_call(durable, || stream.get_or_create_consumer(durable, config.clone()))
         .await
         .map_err(|e| err(e.to_string()))
+}
+
+/// A JetStream API call at start, retried for about 30 s: a cluster electing a new leader (a
+/// node just died) answers with timeouts for a few seconds. A lasting error still fails the
+/// start, with its reason.
+async fn jetstream_call<T, E, F, Fut>(what: &str, f: F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    use backon::Retryable;
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(10);
+    f.retry(backoff)
+        .sleep(crate::sleep_unless_stopping)
+        .when(|_| !crate::shutting_down())
+        .notify(|e, d| tracing::warn!(what, error = %e, retry_in_ms = d.as_millis() as u64, "JetStream call failed; retrying"))
+        .await
 }
 
 /// (messages not yet delivered, messages delivered and awaiting acknowledgement).
@@ -133,24 +181,53 @@ pub fn msg_id_headers(id: &str) -> HeaderMap {
     h
 }
 
-/// Up to `max` messages, waiting at most `expires` for the first ones.
-pub async fn fetch_batch(
+/// Acknowledges `msg` once what it caused is durable. A lost ack (NATS away) only means a
+/// redelivery after `ack_wait`, which every write downstream is idempotent to: logged, not fatal.
+pub async fn ack(msg: &jetstream::Message) {
+    if let Err(e) = msg.ack().await {
+        tracing::warn!(subject = %msg.subject, error = %e, "ack failed; JetStream will redeliver");
+    }
+}
+
+/// Up to `max` messages, waiting at most `expires` for the first ones. NATS being away (a
+/// restart, a failover) is not an error here: it is logged, and the batch is empty after a
+/// pause; the client reconnects on its own and the next fetch goes on where JetStream left off.
+pub async fn fetch_batch(consumer: &consumer::PullConsumer, max: usize, expires: Duration) -> Vec<jetstream::Message> {
+    match try_fetch_batch(consumer, max, expires).await {
+        Ok(batch) => batch,
+        Err(e) => {
+            tracing::warn!(error = %e, "fetch from JetStream failed; retrying in 1 s");
+            crate::sleep_unless_stopping(Duration::from_secs(1)).await;
+            Vec::new()
+        }
+    }
+}
+
+async fn try_fetch_batch(
     consumer: &consumer::PullConsumer,
     max: usize,
     expires: Duration,
 ) -> Result<Vec<jetstream::Message>, NatsError> {
     use futures::StreamExt;
     let err = |e: String| NatsError::Consumer { stream: String::new(), consumer: String::new(), reason: e };
-    let mut batch =
-        consumer.fetch().max_messages(max).expires(expires).messages().await.map_err(|e| err(e.to_string()))?;
     let mut out = Vec::with_capacity(max.min(1024));
-    while let Some(m) = batch.next().await {
-        match m {
-            Ok(m) => out.push(m),
-            // A fetch that ends early (timeout, heartbeat gap) still returns what arrived.
-            Err(e) if out.is_empty() => return Err(err(e.to_string())),
-            Err(_) => break,
+    // The server ends a fetch after `expires`; a server that died meanwhile never says so, so
+    // the client gives up a little later on its own instead of waiting forever.
+    let fetch = async {
+        let mut batch =
+            consumer.fetch().max_messages(max).expires(expires).messages().await.map_err(|e| err(e.to_string()))?;
+        while let Some(m) = batch.next().await {
+            match m {
+                Ok(m) => out.push(m),
+                // A fetch that ends early (timeout, heartbeat gap) still returns what arrived.
+                Err(e) if out.is_empty() => return Err(err(e.to_string())),
+                Err(_) => break,
+            }
         }
+        Ok(())
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(expires + Duration::from_secs(5), fetch).await {
+        return Err(e);
     }
     Ok(out)
 }

@@ -83,6 +83,7 @@ const PLACES: &[(&str, &str)] = &[
 const TOWNS: &[&str] = &["見本町", "試験通", "例丘", "模擬台", "仮名坂"];
 
 /// (item code, seller code, title, unit price, options).
+#[allow(clippy::type_complexity)]
 const ITEMS: &[(&str, &str, &str, i64, &[(&str, &str)])] = &[
     (
         "1000000555",

@@ -24,10 +24,10 @@ fn money(o: &Order, d: Decimal) -> Value {
     if o.numbers_as_strings {
         return Value::String(format!("{:.4}", d));
     }
-    if d.fract().is_zero() {
-        if let Some(i) = d.to_i64() {
-            return json!(i);
-        }
+    if d.fract().is_zero()
+        && let Some(i) = d.to_i64()
+    {
+        return json!(i);
     }
     json!(d.to_f64().unwrap_or(0.0))
 }

@@ -139,10 +139,10 @@ async fn qapi(State(world): State<SharedWorld>, uri: Uri, headers: HeaderMap, bo
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
     let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
-    if !body.is_empty() {
-        if let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) {
-            pairs.extend(form);
-        }
+    if !body.is_empty()
+        && let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+    {
+        pairs.extend(form);
     }
     let params = Params(pairs);
     let method = rest.trim_start_matches('/').to_owned();

@@ -43,7 +43,26 @@ pub struct PipelineConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NatsConfig {
+    /// One server, or several separated by commas (seeds of a cluster: any live one will do).
     pub url: String,
+    /// User/password authentication: `user` with `password`, `password_env` or `password_file`.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Token authentication: `token`, `token_env` or `token_file`.
+    pub token: Option<Secret>,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT and NKey seed) for decentralized authentication.
+    pub credentials_file: Option<PathBuf>,
+    /// Require TLS (also implied by a `tls://` URL or any `tls_*` file).
+    pub tls_required: bool,
+    /// PEM CA bundle that signed the server certificate (default: the system's roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients (`verify: true`).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
     /// Empty in production. A prefix (`[a-z0-9_]+`) puts all streams and subjects of this
     /// deployment in their own namespace (`<prefix>.orders.<shop>`, stream `<PREFIX>_ORDERS`).
     pub subject_prefix: String,
@@ -52,11 +71,46 @@ pub struct NatsConfig {
     /// JetStream de-duplication window for `Nats-Msg-Id`.
     #[serde(with = "duration_text")]
     pub duplicate_window: Duration,
+    #[serde(skip)]
+    resolved_password: Option<Secret>,
+    #[serde(skip)]
+    resolved_token: Option<Secret>,
+}
+
+impl NatsConfig {
+    /// The servers named by `url`.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+    }
+
+    /// The password after `password` / `password_env` / `password_file`.
+    pub fn password(&self) -> Option<&Secret> {
+        self.resolved_password.as_ref()
+    }
+
+    /// The token after `token` / `token_env` / `token_file`.
+    pub fn token(&self) -> Option<&Secret> {
+        self.resolved_token.as_ref()
+    }
 }
 
 impl Default for NatsConfig {
     fn default() -> Self {
         NatsConfig {
+            user: None,
+            password: None,
+            password_env: None,
+            password_file: None,
+            token: None,
+            token_env: None,
+            token_file: None,
+            credentials_file: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            resolved_password: None,
+            resolved_token: None,
             url: "nats://127.0.0.1:4222".into(),
             subject_prefix: String::new(),
             stream_replicas: 1,
@@ -420,8 +474,42 @@ impl PipelineConfig {
         let file = self.source.clone();
         let bad = |key: &str, reason: String| ConfigError::Invalid { file: file.clone(), key: key.to_owned(), reason };
 
-        if !(self.nats.url.starts_with("nats://") || self.nats.url.starts_with("tls://")) {
-            return Err(bad("nats.url", format!("{:?} is not a nats:// or tls:// URL", self.nats.url)));
+        let urls = self.nats.urls();
+        if urls.is_empty() || urls.iter().any(|u| !(u.starts_with("nats://") || u.starts_with("tls://"))) {
+            return Err(bad(
+                "nats.url",
+                format!("{:?} is not a nats:// or tls:// URL (or several, separated by commas)", self.nats.url),
+            ));
+        }
+        let n = &mut self.nats;
+        n.resolved_password =
+            resolve_secret("nats.password", n.password.clone(), n.password_env.as_deref(), n.password_file.as_deref())
+                .map_err(|(key, reason)| bad(&key, reason))?;
+        n.resolved_token =
+            resolve_secret("nats.token", n.token.clone(), n.token_env.as_deref(), n.token_file.as_deref())
+                .map_err(|(key, reason)| bad(&key, reason))?;
+        let n = &self.nats;
+        match (&n.user, n.resolved_password.is_some()) {
+            (Some(_), false) => return Err(bad("nats.password", "nats.user is set: set its password too".into())),
+            (None, true) => return Err(bad("nats.user", "a NATS password is set: set the user too".into())),
+            _ => {}
+        }
+        let methods = n.user.is_some() as u8 + n.resolved_token.is_some() as u8 + n.credentials_file.is_some() as u8;
+        if methods > 1 {
+            return Err(bad("nats", "choose one of user/password, token and credentials_file".into()));
+        }
+        for (key, file) in [
+            ("nats.credentials_file", &n.credentials_file),
+            ("nats.tls_ca_file", &n.tls_ca_file),
+            ("nats.tls_cert_file", &n.tls_cert_file),
+            ("nats.tls_key_file", &n.tls_key_file),
+        ] {
+            if let Some(f) = file.as_ref().filter(|f| !f.is_file()) {
+                return Err(bad(key, format!("{} is not a readable file", f.display())));
+            }
+        }
+        if n.tls_cert_file.is_some() != n.tls_key_file.is_some() {
+            return Err(bad("nats.tls_key_file", "tls_cert_file and tls_key_file go together".into()));
         }
         let p = &self.nats.subject_prefix;
         if !p.is_empty() && !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
@@ -545,10 +633,10 @@ impl PipelineConfig {
             a.webhook_url_file.as_deref(),
         )
         .map_err(|(k, r)| bad(&k, r))?;
-        if let Some(h) = &hook {
-            if !(h.expose().starts_with("http://") || h.expose().starts_with("https://")) {
-                return Err(bad("alerts.webhook_url", "is not an http(s) URL".into()));
-            }
+        if let Some(h) = &hook
+            && !(h.expose().starts_with("http://") || h.expose().starts_with("https://"))
+        {
+            return Err(bad("alerts.webhook_url", "is not an http(s) URL".into()));
         }
         self.alerts.resolved_webhook = hook;
         if self.alerts.sweep_interval.is_zero() {

@@ -59,6 +59,11 @@ impl OmsEdit {
             Change::AddItem { item_code, .. } if item_code.trim().is_empty() => {
                 Err("field `item_code`: must not be empty".into())
             }
+            Change::SetShipDate { ship_date, .. }
+                if !crate::order::PLAUSIBLE_YEARS.contains(&chrono::Datelike::year(ship_date)) =>
+            {
+                Err(format!("field `ship_date`: {ship_date} is outside 2000..2100"))
+            }
             _ => Ok(()),
         }
     }

@@ -67,6 +67,10 @@ pub struct CanonicalOrder {
     /// as Qoo10 sent it; these say what a human should look at.
     #[serde(default)]
     pub anomalies: Vec<Anomaly>,
+    /// Claim rows only: the other lines of the cart that the same poll returned with a claim
+    /// (see `RawEnvelope::cart_claims`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cart_claims: Vec<u64>,
 }
 
 /// Something in a row that does not add up.
@@ -110,10 +114,59 @@ pub struct Personal {
     pub country: String,
 }
 
-/// `Nats-Msg-Id` of a canonical order version: redelivery of the same raw row republishes the
-/// same id, which JetStream drops within its duplicate window.
-pub fn order_msg_id(shop: &str, order_no: u64, version: u64) -> String {
-    format!("order:{shop}:{order_no}:{version}")
+/// `Nats-Msg-Id` of a canonical order version: redelivery of the same raw message (same stream
+/// sequence) republishes the same id, which JetStream drops within its duplicate window. Another
+/// raw message for the same line and version (a duplicate, or conflicting content) gets its own
+/// id, so the sink sees it and can tell the two apart instead of JetStream dropping it unseen.
+pub fn order_msg_id(shop: &str, order_no: u64, version: u64, raw_seq: u64) -> String {
+    format!("order:{shop}:{order_no}:{version}:{raw_seq}")
+}
+
+/// Years a Qoo10 date may fall in: Qoo10 did not exist before 2000; past 2100 is corruption.
+pub const PLAUSIBLE_YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
+
+impl CanonicalOrder {
+    /// Checks what the types cannot, for orders arriving from outside the normalizer (anyone may
+    /// publish on `orders.<shop>`); the reason names the field.
+    pub fn validate(&self, subject_shop: &str) -> Result<(), String> {
+        use chrono::Datelike;
+        if self.schema_version != ORDER_SCHEMA_VERSION {
+            return Err(format!("field `schema_version`: {} is not {ORDER_SCHEMA_VERSION}", self.schema_version));
+        }
+        if self.shop_id != subject_shop {
+            return Err(format!(
+                "field `shop_id`: {:?} does not match the subject's shop {subject_shop:?}",
+                self.shop_id
+            ));
+        }
+        if self.order_no == 0 {
+            return Err("field `order_no`: must be a positive integer".into());
+        }
+        if self.quantity == 0 {
+            return Err("field `quantity`: must be at least 1".into());
+        }
+        if self.qoo10_status > 5 {
+            return Err(format!("field `qoo10_status`: {} is not a Qoo10 shipping status (0-5)", self.qoo10_status));
+        }
+        if self.claim_status != 0 && !crate::status::CLAIM_STATUS_CODES.contains(&self.claim_status) {
+            return Err(format!("field `claim_status`: {} is not a Qoo10 claim status", self.claim_status));
+        }
+        let instants = [
+            ("ordered_at", Some(self.ordered_at)),
+            ("paid_at", self.paid_at),
+            ("shipped_at", self.shipped_at),
+            ("delivered_at", self.delivered_at),
+        ];
+        for (field, t) in instants {
+            if let Some(t) = t.filter(|t| !PLAUSIBLE_YEARS.contains(&t.year())) {
+                return Err(format!("field `{field}`: {t} is outside 2000..2100"));
+            }
+        }
+        if let Some(d) = self.estimated_ship_date.filter(|d| !PLAUSIBLE_YEARS.contains(&d.year())) {
+            return Err(format!("field `estimated_ship_date`: {d} is outside 2000..2100"));
+        }
+        Ok(())
+    }
 }
 
 /// The version of data fetched at `fetched_at`.

@@ -148,8 +148,17 @@ fn snippet(text: &str) -> String {
 
 /// The order number of a row (`orderNo`, `OrderNo`, any case; number or string).
 pub fn row_order_no(row: &RawValue) -> Option<u64> {
+    row_number(row, "orderNo")
+}
+
+/// The cart (pack) number of a row (`packNo`, `PackNo`, any case; number or string).
+pub fn row_pack_no(row: &RawValue) -> Option<u64> {
+    row_number(row, "packNo")
+}
+
+fn row_number(row: &RawValue, key: &str) -> Option<u64> {
     let map: Map<String, Value> = serde_json::from_str(row.get()).ok()?;
-    let v = map.iter().find(|(k, _)| k.eq_ignore_ascii_case("orderNo")).map(|(_, v)| v)?;
+    let v = map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)?;
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),

@@ -46,6 +46,11 @@ pub struct RawEnvelope {
     /// When the response holding this row arrived (the version of everything derived from it).
     pub fetched_at: DateTime<Utc>,
     pub row: Box<RawValue>,
+    /// Claim rows only: the other lines of this row's cart (pack) that the same poll returned
+    /// with a claim. The sink needs it to tell "one line of a cart cancelled" from "the whole cart
+    /// cancelled" without depending on which of the cart's claims it happened to process first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cart_claims: Vec<u64>,
 }
 
 #[cfg(test)]

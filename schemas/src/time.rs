@@ -79,7 +79,7 @@ mod tests {
             parse_qoo10_time("2026-11-20"),
             Some(Qoo10Time::Date(NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()))
         );
-        assert_eq!(parse_qoo10_time("2026/11/20 00:00:00").is_some(), true);
+        assert!(parse_qoo10_time("2026/11/20 00:00:00").is_some());
         assert_eq!(parse_qoo10_time("yesterday"), None);
         assert_eq!(parse_qoo10_time("2026-13-40"), None);
     }

@@ -3,9 +3,11 @@
 //!
 //! - [`rows`]: canonical order → table rows, and the merge rule between row kinds (pure).
 //! - [`store`]: ClickHouse IO (migrations, lookups, inserts).
+//! - [`input`]: what the input subjects may carry, and dead-letter reasons (pure).
 
 pub mod alerts;
 pub mod edits;
+pub mod input;
 pub mod rows;
 pub mod status;
 pub mod store;

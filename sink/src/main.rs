@@ -23,7 +23,7 @@ use schemas::status::StatusMap;
 use schemas::subjects::{self, Namespace};
 use sink::alerts::{self, Context, Thresholds, Verdict};
 use sink::edits;
-use sink::rows::{AlertRow, ContactRow, OrderRow, contact_row, merge, order_row};
+use sink::rows::{AlertRow, ContactRow, OrderRow, contact_row, merge, order_row, rechain, same_content};
 use sink::store::{ExpectationRow, PackLine, Store};
 
 /// Writes canonical orders (ORDERS) to ClickHouse in batches and raises the alerts they call
@@ -87,7 +87,7 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     runtime::init_tracing();
     // reqwest (webhook) is built without a default TLS provider (see Cargo.toml); use ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    runtime::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -297,7 +297,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         // One fetch waits up to flush_interval: a batch is written at least that often.
         let batch = tokio::select! {
-            b = fetch_batch(&consumer, config.sink.batch_size, config.sink.flush_interval) => b?,
+            b = fetch_batch(&consumer, config.sink.batch_size, config.sink.flush_interval) => b,
             _ = &mut shutdown => break,
         };
         if !batch.is_empty() {
@@ -366,17 +366,10 @@ impl Sink {
                     &[("consumer", "sink")],
                 );
             }
-            match serde_json::from_slice::<CanonicalOrder>(&msg.payload) {
-                Ok(o) if o.schema_version == schemas::order::ORDER_SCHEMA_VERSION => good.push((msg, o)),
-                Ok(o) => {
-                    let reason =
-                        format!("schema_version {} is not {}", o.schema_version, schemas::order::ORDER_SCHEMA_VERSION);
-                    dead.push((msg, o.shop_id, reason));
-                }
-                Err(e) => {
-                    let shop = Namespace::shop_of(&msg.subject).to_owned();
-                    dead.push((msg, shop, format!("not a canonical order: {e}")));
-                }
+            let shop = Namespace::shop_of(&msg.subject).to_owned();
+            match sink::input::order(&msg.payload, &shop) {
+                Ok(o) => good.push((msg, o)),
+                Err(reason) => dead.push((msg, shop, reason)),
             }
         }
 
@@ -392,6 +385,15 @@ impl Sink {
         let mut changes: Vec<(Option<OrderRow>, OrderRow)> = Vec::with_capacity(good.len());
         let mut contacts: Vec<ContactRow> = Vec::new();
         let mut written: Vec<jetstream::Message> = Vec::with_capacity(good.len());
+        // Versions of one line in version order, whatever order JetStream delivered them in.
+        good.sort_by_key(|(_, o)| o.version);
+        // Which other lines of a cart the same poll returned with a claim (claim rows only).
+        let cart_claims: HashMap<(String, u64), Vec<u64>> = good
+            .iter()
+            .filter(|(_, o)| !o.cart_claims.is_empty())
+            .map(|(_, o)| ((o.shop_id.clone(), o.order_no), o.cart_claims.clone()))
+            .collect();
+        let mut late: Vec<OrderRow> = Vec::new();
         for (msg, o) in good {
             let converted =
                 order_row(&o).and_then(|r| Ok((r, o.personal.as_ref().map(|p| contact_row(&o, p)).transpose()?)));
@@ -399,6 +401,24 @@ impl Sink {
                 Ok((row, contact)) => {
                     let key = (o.shop_id.clone(), o.order_no);
                     let prev = latest.get(&key).cloned();
+                    if prev.as_ref().is_some_and(|s| s.version > row.version) {
+                        // Older than what is stored (redelivered after newer ones): folded into
+                        // the line's history below.
+                        late.push(row);
+                        contacts.extend(contact);
+                        written.push(msg);
+                        continue;
+                    }
+                    if let Some(stored) = prev.as_ref().filter(|s| s.version == row.version)
+                        && !same_content(stored, &row)
+                    {
+                        let reason = format!(
+                            "conflicting content: order {} version {} is already stored with different content; the first stands",
+                            o.order_no, o.version
+                        );
+                        dead.push((msg, o.shop_id.clone(), reason));
+                        continue;
+                    }
                     let merged = merge(prev.as_ref(), row, o.source.kind, &self.statuses);
                     // A late redelivery of older data changes nothing and raises nothing.
                     if prev.as_ref().is_none_or(|s| s.version < merged.version) {
@@ -414,7 +434,16 @@ impl Sink {
         }
 
         let held: Vec<&jetstream::Message> = written.iter().collect();
-        let transitions = self.evaluate(&changes, &latest, &held).await?;
+        if !late.is_empty() {
+            self.fold_in_late(late, &held, &mut orders, &mut changes, &mut latest).await?;
+        }
+        let transitions = self.evaluate(&changes, &latest, &cart_claims, &held).await?;
+        // What the rows cause is made durable before the rows: a crash in between redelivers the
+        // batch, whose rows are then still new and evaluated again (the alerts already open stay
+        // open once). Rows first would make the redelivery look old, and its alerts be lost.
+        self.commit_alerts(transitions, &held).await?;
+        let met = std::mem::take(&mut self.met_expectations);
+        retry_forever("insert expectations", &held, || self.store.write_expectations(&met)).await?;
         if !orders.is_empty() || !contacts.is_empty() {
             let started = std::time::Instant::now();
             retry_forever("insert", &held, || self.store.write(&orders, &contacts)).await?;
@@ -451,11 +480,8 @@ impl Sink {
                 );
             }
         }
-        self.commit_alerts(transitions, &held).await?;
-        let met = std::mem::take(&mut self.met_expectations);
-        retry_forever("insert expectations", &held, || self.store.write_expectations(&met)).await?;
         for msg in &written {
-            msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+            runtime::nats::ack(msg).await;
         }
         self.rows_written += orders.len() as u64;
 
@@ -483,7 +509,57 @@ impl Sink {
             "Messages sent to the DLQ, by stage and reason.",
             &[("stage", "sink"), ("reason", runtime::nats::dead_letter_reason_kind(reason))],
         );
-        msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))
+        runtime::nats::ack(msg).await;
+        Ok(())
+    }
+
+    /// Versions that arrived after newer ones of the same line: each line's history is rebuilt in
+    /// version order (see [`rechain`]) and what changed is written again, with the same versions.
+    /// The result is what in-order delivery would have stored.
+    async fn fold_in_late(
+        &mut self,
+        late: Vec<OrderRow>,
+        held: &[&jetstream::Message],
+        orders: &mut Vec<OrderRow>,
+        changes: &mut Vec<(Option<OrderRow>, OrderRow)>,
+        latest: &mut HashMap<(String, u64), OrderRow>,
+    ) -> anyhow::Result<()> {
+        let keys: Vec<(String, u64)> = late.iter().map(|r| (r.shop_id.clone(), r.order_no)).collect();
+        let mut history = retry_forever("read order history", held, || self.store.history(&keys)).await?;
+        let mut by_line: HashMap<(String, u64), Vec<OrderRow>> = HashMap::new();
+        for row in late {
+            by_line.entry((row.shop_id.clone(), row.order_no)).or_default().push(row);
+        }
+        for (key, rows) in by_line {
+            let same_line = |o: &OrderRow| o.shop_id == key.0 && o.order_no == key.1;
+            let stored = history.remove(&key).unwrap_or_default();
+            let mut versions: std::collections::BTreeMap<u64, OrderRow> =
+                stored.iter().map(|r| (r.version, r.clone())).collect();
+            for o in orders.iter().filter(|o| same_line(o)) {
+                versions.insert(o.version, o.clone());
+            }
+            // A version already in the history may still be missing from what was built on it
+            // (a crash between the two tables' inserts): the chain is rebuilt either way, and
+            // only what differs from the stored history is written.
+            for r in rows {
+                versions.entry(r.version).or_insert(r);
+            }
+            let chain = rechain(versions.into_values().collect(), &self.statuses);
+            if chain.iter().all(|r| stored.contains(r)) {
+                continue; // a redelivery: the history already is what in-order delivery gives
+            }
+            self.metrics.inc("late_versions_total", "Versions that arrived after newer ones, folded in.", &[]);
+            orders.retain(|o| !same_line(o));
+            orders.extend(chain.iter().filter(|r| !stored.contains(r)).cloned());
+            let before = stored.last().cloned();
+            let after = chain.last().cloned().expect("the chain holds the late version");
+            changes.retain(|(_, c)| !same_line(c));
+            if before.as_ref() != Some(&after) {
+                changes.push((before, after.clone()));
+            }
+            latest.insert(key, after);
+        }
+        Ok(())
     }
 
     /// The alert transitions these changes cause (not yet published or stored).
@@ -491,6 +567,7 @@ impl Sink {
         &mut self,
         changes: &[(Option<OrderRow>, OrderRow)],
         latest: &HashMap<(String, u64), OrderRow>,
+        cart_claims: &HashMap<(String, u64), Vec<u64>>,
         held: &[&jetstream::Message],
     ) -> anyhow::Result<Vec<Alert>> {
         // Cart context, read only for new lines and lines being cancelled (rare at steady state).
@@ -504,10 +581,18 @@ impl Sink {
         } else {
             retry_forever("read cart lines", held, || self.store.pack_lines(&packs)).await?
         };
+        let mut in_batch: HashMap<(&str, u64), Vec<&OrderRow>> = HashMap::new();
+        for row in latest.values() {
+            in_batch.entry((row.shop_id.as_str(), row.pack_no)).or_default().push(row);
+        }
         let now = Utc::now();
         let today_jst = schemas::time::today_jst(now);
         let mut transitions = Vec::new();
         for (prev, row) in changes {
+            // A sibling with a claim in the same poll is not "the rest of the cart", whether or
+            // not its claim has been processed yet.
+            let claimed = cart_claims.get(&(row.shop_id.clone(), row.order_no));
+            let claimed_too = |order_no: u64| claimed.is_some_and(|c| c.contains(&order_no));
             let others = lines
                 .iter()
                 .filter(|l| l.shop_id == row.shop_id && l.pack_no == row.pack_no && l.order_no != row.order_no);
@@ -517,8 +602,18 @@ impl Sink {
                 let seen = chrono::DateTime::from_timestamp(i64::from(l.first_seen), 0);
                 first_seen = first_seen.min(seen).or(seen);
                 let claim = latest.get(&(l.shop_id.clone(), l.order_no)).map_or(l.claim_status, |r| r.claim_status);
-                active_sibling |= claim == 0;
+                active_sibling |= claim == 0 && !claimed_too(l.order_no);
             }
+            // Siblings first seen in this very batch are not stored yet: without them, the
+            // verdict would depend on where JetStream happened to cut the batches.
+            active_sibling |= in_batch.get(&(row.shop_id.as_str(), row.pack_no)).is_some_and(|rows| {
+                rows.iter().any(|l| {
+                    l.order_no != row.order_no
+                        && l.claim_status == 0
+                        && !claimed_too(l.order_no)
+                        && !lines.iter().any(|s| s.shop_id == l.shop_id && s.order_no == l.order_no)
+                })
+            });
             let ctx = Context { now, today_jst, pack_first_seen: first_seen, pack_has_active_sibling: active_sibling };
             let mut verdicts = alerts::evaluate(prev.as_ref(), row, &ctx, &self.thresholds);
             let (resolved, met) = self.satisfy_edits(row, &mut verdicts, now);
@@ -582,13 +677,20 @@ impl Sink {
     /// Takes OMS edits: each becomes an expectation and, while Qoo10 does not show it,
     /// `qoo10_correction_required`. Invalid edits go to `dlq.sink.<shop>`.
     async fn record_edits(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
-        let batch = fetch_batch(consumer, 100, Duration::from_millis(50)).await?;
+        let batch = fetch_batch(consumer, 100, Duration::from_millis(50)).await;
         let now = Utc::now();
         for msg in &batch {
             let shop = Namespace::shop_of(&msg.subject).to_owned();
-            let edit = serde_json::from_slice::<OmsEdit>(&msg.payload)
-                .map_err(|e| format!("not an OMS edit: {e}"))
-                .and_then(|e| e.validate(&shop).map(|()| e));
+            let edit = sink::input::edit(&msg.payload, &shop).and_then(|e| {
+                // The same edit id again: a redelivery, or conflicting content (the first stands).
+                match self.expectations.values().find(|(known, _)| known.edit_id == e.edit_id) {
+                    Some((known, _)) if *known != e => Err(format!(
+                        "conflicting content: edit {} was already received with different content; the first stands",
+                        e.edit_id
+                    )),
+                    _ => Ok(e),
+                }
+            });
             let edit = match edit {
                 Ok(e) => e,
                 Err(reason) => {
@@ -645,7 +747,7 @@ impl Sink {
             let row = expectation_row(&edit, if met { "matched" } else { "pending" }, version);
             retry_forever("insert expectation", &held, || self.store.write_expectations(std::slice::from_ref(&row)))
                 .await?;
-            msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+            runtime::nats::ack(msg).await;
         }
         Ok(batch.len())
     }
@@ -685,20 +787,20 @@ impl Sink {
         }
         // Publish every transition, then wait for all acknowledgements (pipelined, not one
         // round trip per alert).
-        let mut acks = Vec::with_capacity(transitions.len());
-        for alert in &transitions {
-            let payload = Bytes::from(serde_json::to_vec(alert).expect("alert serializes"));
-            let subject = self.ns.alerts(&alert.kind, &alert.shop_id);
-            let ack = self
-                .js
-                .publish_with_headers(subject, msg_id_headers(&alert_msg_id(alert)), payload)
-                .await
-                .map_err(|e| anyhow::anyhow!("publish alert: {e}"))?;
-            acks.push(ack);
-        }
-        for ack in acks {
-            ack.await.map_err(|e| anyhow::anyhow!("publish alert: {e}"))?;
-        }
+        // Retried whole while NATS is away: the message ids make a repeat a no-op.
+        retry_forever("publish alerts", held, || async {
+            let mut acks = Vec::with_capacity(transitions.len());
+            for alert in &transitions {
+                let payload = Bytes::from(serde_json::to_vec(alert).expect("alert serializes"));
+                let subject = self.ns.alerts(&alert.kind, &alert.shop_id);
+                acks.push(self.js.publish_with_headers(subject, msg_id_headers(&alert_msg_id(alert)), payload).await?);
+            }
+            for ack in futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
+                ack?;
+            }
+            Ok::<(), async_nats::Error>(())
+        })
+        .await?;
         for alert in &transitions {
             let state = match alert.state {
                 AlertState::Open => {
@@ -747,7 +849,7 @@ impl Sink {
     /// Collects poll summaries; evaluates each poll when its last summary arrives. Returns how
     /// many summaries arrived.
     async fn record_polls(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
-        let batch = fetch_batch(consumer, 500, Duration::from_millis(50)).await?;
+        let batch = fetch_batch(consumer, 500, Duration::from_millis(50)).await;
         let count = batch.len();
         for msg in batch {
             let summary = match serde_json::from_slice::<PollSummary>(&msg.payload) {
@@ -789,7 +891,7 @@ impl Sink {
                 let transitions = self.evaluate_poll(&summaries, &held).await?;
                 self.commit_alerts(transitions, &held).await?;
                 for m in &msgs {
-                    m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+                    runtime::nats::ack(m).await;
                 }
             }
         }
@@ -832,9 +934,9 @@ impl Sink {
             .await?;
             for (row, draft) in alerts::vanished(&known, &seen, &claimed) {
                 let key = ("order_vanished".to_owned(), shop.clone(), row.order_no.to_string());
-                if !self.open.contains_key(&key) {
+                if let std::collections::hash_map::Entry::Vacant(e) = self.open.entry(key) {
                     let alert = alerts::open(&draft, row, now);
-                    self.open.insert(key, alert.clone());
+                    e.insert(alert.clone());
                     out.push(alert);
                 }
             }
@@ -858,7 +960,7 @@ impl Sink {
 
     /// Stores alerts other services published; returns how many.
     async fn record_external(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
-        let batch = fetch_batch(consumer, 100, Duration::from_millis(50)).await?;
+        let batch = fetch_batch(consumer, 100, Duration::from_millis(50)).await;
         let mut rows = Vec::with_capacity(batch.len());
         let mut good = Vec::with_capacity(batch.len());
         for msg in &batch {
@@ -875,7 +977,7 @@ impl Sink {
         }
         retry_forever("insert alerts", &good, || self.store.write_alerts(&rows)).await?;
         for msg in good {
-            msg.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+            runtime::nats::ack(msg).await;
         }
         Ok(batch.len())
     }
@@ -954,10 +1056,10 @@ async fn status_page(
     let mut shops = Vec::with_capacity(ids.len());
     for id in ids {
         let mut fetch = schemas::poll::FetchStatus::default();
-        if let Some(stream) = &state {
-            if let Ok(m) = stream.get_last_raw_message_by_subject(&ns.fetch_state(&id)).await {
-                fetch = serde_json::from_slice(&m.payload).unwrap_or_default();
-            }
+        if let Some(stream) = &state
+            && let Ok(m) = stream.get_last_raw_message_by_subject(&ns.fetch_state(&id)).await
+        {
+            fetch = serde_json::from_slice(&m.payload).unwrap_or_default();
         }
         shops.push(ShopStatus {
             orders: by_status.iter().filter(|(s, _, _)| *s == id).map(|(_, st, n)| (st.clone(), *n)).collect(),
@@ -1004,7 +1106,6 @@ fn expectation_row(edit: &OmsEdit, state: &str, version: u64) -> ExpectationRow 
 }
 
 /// When a poll started (the micros in `<shop>:<micros>`).
-
 fn poll_started(poll_id: &str) -> u64 {
     poll_id.rsplit(':').next().and_then(|t| t.parse().ok()).unwrap_or(0)
 }
@@ -1048,17 +1149,18 @@ where
 /// neither redelivers them nor sends more: memory stays bounded by one batch during an outage.
 /// Once the service is asked to stop, it retries no more and hands the batch back (NAK), so it is
 /// redelivered at once to the next sink.
-async fn retry_forever<T, F, Fut>(op: &str, held: &[&jetstream::Message], f: F) -> anyhow::Result<T>
+async fn retry_forever<T, E, F, Fut>(op: &str, held: &[&jetstream::Message], f: F) -> anyhow::Result<T>
 where
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, sink::store::StoreError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let result = f
         .retry(clickhouse_backoff())
         .sleep(runtime::sleep_unless_stopping)
         .when(|_| !runtime::shutting_down())
         .notify(|e, delay| {
-            tracing::warn!(op, error = %e, retry_in_ms = delay.as_millis() as u64, held = held.len(), "ClickHouse failed; retrying");
+            tracing::warn!(op, error = %e, retry_in_ms = delay.as_millis() as u64, held = held.len(), "failed; retrying");
             for m in held {
                 let m = (*m).clone();
                 tokio::spawn(async move {
@@ -1074,7 +1176,7 @@ where
             for m in held {
                 let _ = m.ack_with(AckKind::Nak(None)).await;
             }
-            Err(anyhow::Error::new(e).context(format!("{op} (stopping: the batch is handed back to JetStream)")))
+            Err(anyhow::anyhow!("{op}: {e} (stopping: the batch is handed back to JetStream)"))
         }
     }
 }

@@ -301,9 +301,69 @@ pub fn merge(stored: Option<&OrderRow>, incoming: OrderRow, kind: RowKind, statu
     row
 }
 
+/// Whether `incoming` holds what `stored` (the same line and version) already holds: true for a
+/// redelivery or a duplicate of the same row, false for conflicting content.
+pub fn same_content(stored: &OrderRow, incoming: &OrderRow) -> bool {
+    if stored.source_kind != incoming.source_kind {
+        return false;
+    }
+    if incoming.source_kind == RowKind::Claim.as_str() {
+        return stored.claim_status == incoming.claim_status;
+    }
+    // The stored row may carry a claim merged from an earlier version, and its own raw sequence.
+    OrderRow {
+        claim_status: stored.claim_status,
+        status: stored.status.clone(),
+        raw_seq: stored.raw_seq,
+        ..incoming.clone()
+    } == *stored
+}
+
+/// A line's versions rebuilt in version order, each merged onto the one before, as if they had
+/// arrived in order: what a version that arrived late (after a crash, a NAK) is folded in with.
+/// Each row's kind is its `source_kind`.
+pub fn rechain(mut versions: Vec<OrderRow>, statuses: &StatusMap) -> Vec<OrderRow> {
+    versions.sort_by_key(|r| r.version);
+    let mut out: Vec<OrderRow> = Vec::with_capacity(versions.len());
+    for v in versions {
+        let kind = if v.source_kind == RowKind::Claim.as_str() { RowKind::Claim } else { RowKind::Order };
+        let merged = merge(out.last(), v, kind, statuses);
+        out.push(merged);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duplicate_is_the_same_content_and_a_conflict_is_not() {
+        let m = StatusMap::default();
+        let stored = merge(Some(&row("claim", 0, 1, 5)), row("order", 2, 0, 10), RowKind::Order, &m);
+        let again = OrderRow { raw_seq: 99, ..row("order", 2, 0, 10) };
+        assert!(same_content(&stored, &again), "a redelivery from another raw message");
+        let conflicting = OrderRow { quantity: 4, ..row("order", 2, 0, 10) };
+        assert!(!same_content(&stored, &conflicting));
+        let claim = merge(Some(&stored), row("claim", 0, 3, 20), RowKind::Claim, &m);
+        assert!(same_content(&claim, &row("claim", 0, 3, 20)));
+        assert!(!same_content(&claim, &row("claim", 0, 1, 20)));
+    }
+
+    #[test]
+    fn a_late_version_is_folded_in_as_if_it_had_come_in_order() {
+        let m = StatusMap::default();
+        let order = row("order", 3, 0, 10);
+        let claim = row("claim", 0, 1, 20);
+        let in_order = merge(Some(&merge(None, order.clone(), RowKind::Order, &m)), claim.clone(), RowKind::Claim, &m);
+        // The claim came first (stored alone), the order row after it.
+        let claim_alone = merge(None, claim, RowKind::Claim, &m);
+        assert_ne!(claim_alone, in_order, "stored alone, the claim lacks the order's fields");
+        let chain = rechain(vec![claim_alone, order], &m);
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[1], in_order);
+        assert_eq!((chain[1].qoo10_status, chain[1].claim_status, chain[1].order_price), (3, 1, 128000));
+    }
 
     fn row(kind: &str, qoo10: u8, claim: u8, version: u64) -> OrderRow {
         OrderRow {

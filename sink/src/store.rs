@@ -27,8 +27,24 @@ impl StoreError {
     /// False for what waiting cannot cure (wrong password, unknown table, bad SQL).
     pub fn is_transient(&self) -> bool {
         let StoreError::ClickHouse { source, .. } = self;
-        matches!(source, clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut)
+        match source {
+            clickhouse::error::Error::TimedOut => true,
+            // A certificate the client does not trust is a network error that waiting cannot cure.
+            clickhouse::error::Error::Network(e) => !error_chain(e.as_ref()).contains("certificate"),
+            _ => false,
+        }
     }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 #[derive(Clone)]
@@ -100,11 +116,22 @@ impl Store {
     /// Creates the database and applies the migrations not yet recorded. Safe to run from
     /// several sinks at once: every statement is `IF NOT EXISTS`.
     pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
-        self.server
-            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
-            .execute()
+        // Created only when missing: a least-privilege sink user has no CREATE DATABASE grant,
+        // and ClickHouse checks grants before `IF NOT EXISTS`.
+        let exists = self
+            .server
+            .query("SELECT count() FROM system.databases WHERE name = ?")
+            .bind(&self.database)
+            .fetch_one::<u64>()
             .await
-            .map_err(self.err("create database"))?;
+            .map_err(self.err("look up database"))?;
+        if exists == 0 {
+            self.server
+                .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+                .execute()
+                .await
+                .map_err(self.err("create database"))?;
+        }
         self.client.query(MIGRATIONS_TABLE).execute().await.map_err(self.err("create schema_migrations"))?;
         let applied: Vec<u32> = self
             .client
@@ -141,23 +168,36 @@ impl Store {
     /// The latest stored row of each of these order lines (those that exist). One query for the
     /// whole batch (shops and numbers as two IN lists; the pairs are picked out here).
     pub async fn latest(&self, keys: &[(String, u64)]) -> Result<HashMap<(String, u64), OrderRow>, StoreError> {
+        let rows = self.rows_of("orders", keys).await.map_err(self.err("read latest orders"))?;
+        Ok(rows.into_iter().map(|r| ((r.shop_id.clone(), r.order_no), r)).collect())
+    }
+
+    /// Every stored version of these order lines, oldest first.
+    pub async fn history(&self, keys: &[(String, u64)]) -> Result<HashMap<(String, u64), Vec<OrderRow>>, StoreError> {
+        let mut rows = self.rows_of("order_versions", keys).await.map_err(self.err("read order history"))?;
+        rows.sort_by_key(|r| r.version);
+        let mut out: HashMap<(String, u64), Vec<OrderRow>> = HashMap::new();
+        for r in rows {
+            out.entry((r.shop_id.clone(), r.order_no)).or_default().push(r);
+        }
+        Ok(out)
+    }
+
+    /// The rows of `table FINAL` for these keys (one query for all of them).
+    async fn rows_of(&self, table: &str, keys: &[(String, u64)]) -> Result<Vec<OrderRow>, clickhouse::error::Error> {
         let shops: std::collections::BTreeSet<&str> = keys.iter().map(|(s, _)| s.as_str()).collect();
         let numbers: std::collections::BTreeSet<u64> = keys.iter().map(|(_, n)| *n).collect();
         let placeholders = vec!["?"; shops.len()].join(",");
         let list = numbers.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         let mut q = self.client.query(&format!(
-            "SELECT ?fields FROM orders FINAL WHERE shop_id IN ({placeholders}) AND order_no IN ({list})"
+            "SELECT ?fields FROM {table} FINAL WHERE shop_id IN ({placeholders}) AND order_no IN ({list})"
         ));
         for shop in &shops {
             q = q.bind(*shop);
         }
         let wanted: std::collections::HashSet<(&str, u64)> = keys.iter().map(|(s, n)| (s.as_str(), *n)).collect();
-        let rows = q.fetch_all::<OrderRow>().await.map_err(self.err("read latest orders"))?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| wanted.contains(&(r.shop_id.as_str(), r.order_no)))
-            .map(|r| ((r.shop_id.clone(), r.order_no), r))
-            .collect())
+        let rows = q.fetch_all::<OrderRow>().await?;
+        Ok(rows.into_iter().filter(|r| wanted.contains(&(r.shop_id.as_str(), r.order_no))).collect())
     }
 
     /// Writes one batch: contacts, history, latest state. Returns when ClickHouse has confirmed

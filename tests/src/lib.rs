@@ -105,10 +105,10 @@ fn newest_source(root: &Path, krate: &str) -> Option<(std::time::SystemTime, Pat
                 if let Ok(entries) = std::fs::read_dir(&p) {
                     stack.extend(entries.flatten().map(|e| e.path()));
                 }
-            } else if let Ok(t) = meta.modified() {
-                if newest.as_ref().is_none_or(|(n, _)| t > *n) {
-                    newest = Some((t, p));
-                }
+            } else if let Ok(t) = meta.modified()
+                && newest.as_ref().is_none_or(|(n, _)| t > *n)
+            {
+                newest = Some((t, p));
             }
         }
     }
@@ -140,10 +140,10 @@ impl Sandbox {
         let sandbox = Sandbox { child, addr };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(r) = http().get(sandbox.url("/_sandbox/health")).send().await {
-                if r.status().is_success() {
-                    return Ok(sandbox);
-                }
+            if let Ok(r) = http().get(sandbox.url("/_sandbox/health")).send().await
+                && r.status().is_success()
+            {
+                return Ok(sandbox);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -219,8 +219,117 @@ impl Deployment {
         Ok(Deployment { servers, prefix, database, config_path, _dir: dir })
     }
 
+    /// A deployment on other NATS servers than the shared ones (a private server or cluster).
+    pub async fn on_nats(nats_url: &str, extra: &str) -> anyhow::Result<Self> {
+        let mut dep = Deployment::new(extra).await?;
+        let text = std::fs::read_to_string(&dep.config_path)?;
+        let shared = format!("url = \"{}\"", dep.servers.nats_url);
+        std::fs::write(&dep.config_path, text.replacen(&shared, &format!("url = \"{nats_url}\""), 1))?;
+        dep.servers.nats_url = nats_url.to_owned();
+        Ok(dep)
+    }
+
+    /// Adds lines to the `[nats]` section of the config (auth, TLS, replicas).
+    pub fn add_nats_settings(&self, lines: &str) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(&self.config_path)?;
+        anyhow::ensure!(text.contains("\nsubject_prefix ="), "no [nats] subject_prefix line to add to");
+        let text = text.replacen("\nsubject_prefix =", &format!("\n{lines}\nsubject_prefix ="), 1);
+        std::fs::write(&self.config_path, text)?;
+        Ok(())
+    }
+
+    /// Starts a long-running service of this deployment (stderr kept in a log file).
+    pub fn spawn(&self, name: &str, args: &[&str]) -> anyhow::Result<Service> {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("qoo10-e2e-{name}-{port}.log"));
+        let child = Command::new(bin(name))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env_remove("NATS_URL")
+            .env_remove("CLICKHOUSE_URL")
+            .env_remove("CLICKHOUSE_DATABASE")
+            .env_remove("PIPELINE_CONFIG")
+            .env("HTTP_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("start {name}"))?;
+        Ok(Service { name: name.to_owned(), child: Some(child), port, log })
+    }
+
+    /// Waits until every consumer of this deployment has nothing pending and nothing
+    /// unacknowledged, twice in a row 300 ms apart (at most `limit`).
+    pub async fn wait_drained(&self, limit: Duration) -> anyhow::Result<()> {
+        let js = self.nats().await?;
+        let ns = schemas::subjects::Namespace::new(&self.prefix);
+        let deadline = Instant::now() + limit;
+        let mut quiet = 0;
+        let mut last = String::new();
+        while quiet < 2 {
+            anyhow::ensure!(Instant::now() < deadline, "not drained within {limit:?}: {last}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            last.clear();
+            let mut busy = false;
+            for base in [
+                schemas::subjects::STREAM_RAW,
+                schemas::subjects::STREAM_ORDERS,
+                schemas::subjects::STREAM_ALERTS,
+                schemas::subjects::STREAM_POLLS,
+                schemas::subjects::STREAM_OMS_EDITS,
+            ] {
+                let Ok(stream) = js.get_stream(ns.stream(base)).await else {
+                    busy = true;
+                    last.push_str(&format!("{base}: unreachable; "));
+                    continue;
+                };
+                let names: Vec<String> = {
+                    use futures::TryStreamExt;
+                    match stream.consumer_names().try_collect().await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            busy = true;
+                            last.push_str(&format!("{base}: {e}; "));
+                            continue;
+                        }
+                    }
+                };
+                for name in names {
+                    let info = stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name).await;
+                    match info {
+                        Ok(mut c) => match c.info().await {
+                            Ok(i) if i.num_pending == 0 && i.num_ack_pending == 0 => {}
+                            Ok(i) => {
+                                busy = true;
+                                last.push_str(&format!(
+                                    "{name}: {} pending, {} unacked; ",
+                                    i.num_pending, i.num_ack_pending
+                                ));
+                            }
+                            Err(e) => {
+                                busy = true;
+                                last.push_str(&format!("{name}: {e}; "));
+                            }
+                        },
+                        Err(e) => {
+                            busy = true;
+                            last.push_str(&format!("{name}: {e}; "));
+                        }
+                    }
+                }
+            }
+            quiet = if busy { 0 } else { quiet + 1 };
+        }
+        Ok(())
+    }
+
     /// Runs one of our binaries with this deployment's config and waits for it (at most `limit`).
     pub fn run(&self, name: &str, args: &[&str], limit: Duration) -> anyhow::Result<Output> {
+        self.run_env(name, args, &[], limit)
+    }
+
+    /// [`Deployment::run`] with more environment variables (`RUST_LOG`, ...).
+    pub fn run_env(&self, name: &str, args: &[&str], env: &[(&str, &str)], limit: Duration) -> anyhow::Result<Output> {
         let mut child = Command::new(bin(name))
             .arg("--config")
             .arg(&self.config_path)
@@ -232,6 +341,7 @@ impl Deployment {
             .env_remove("PIPELINE_CONFIG")
             // Tests run many services at once: each serves /metrics on a free port.
             .env("HTTP_LISTEN", "127.0.0.1:0")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -293,7 +403,9 @@ impl Deployment {
     }
 
     pub async fn nats(&self) -> anyhow::Result<async_nats::jetstream::Context> {
-        let client = async_nats::connect(&self.servers.nats_url).await?;
+        let urls: Vec<async_nats::ServerAddr> =
+            self.servers.nats_url.split(',').map(str::parse).collect::<Result<_, _>>()?;
+        let client = async_nats::connect(urls.as_slice()).await?;
         Ok(async_nats::jetstream::new(client))
     }
 
@@ -430,5 +542,243 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A long-running service of a [`Deployment`], killed on drop.
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    child: Option<std::process::Child>,
+    /// Where it serves /metrics, /healthz, /readyz.
+    pub port: u16,
+    /// Its stderr (kept after the test for post-mortems).
+    pub log: PathBuf,
+}
+
+impl Service {
+    /// `kill -9`: no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then the exit code (within 15 s).
+    pub fn terminate(&mut self) -> anyhow::Result<Option<i32>> {
+        let Some(mut child) = self.child.take() else { bail!("{} is not running", self.name) };
+        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = child.try_wait()? {
+                return Ok(s.code());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("{} did not stop within 15 s of SIGTERM; log {}", self.name, self.log.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Still running? (An exit is an error carrying its log.)
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.child.as_mut()
+            && let Some(status) = c.try_wait()?
+        {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            bail!("{} exited with {status}; log:\n{log}", self.name);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The `nats-server` executable for private servers: `NATS_SERVER`, else on PATH or in /usr/sbin
+/// (where Debian puts it; `./scripts/services.sh install` installs it).
+pub fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "these tests start their own nats-server: install it (./scripts/services.sh install) or set NATS_SERVER"
+            )
+        })
+}
+
+/// A private `nats-server` with JetStream on file storage: one node, or one node of a cluster.
+/// It can be killed (`kill -9`) and restarted on the same storage, which the shared server of
+/// the other tests cannot.
+#[derive(Debug)]
+pub struct NatsNode {
+    pub port: u16,
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+    log: PathBuf,
+    _dir: std::sync::Arc<TempDir>,
+}
+
+impl NatsNode {
+    /// One server; `extra` are more nats-server arguments (auth, TLS).
+    pub async fn single(extra: &[&str]) -> anyhow::Result<Self> {
+        let dir = std::sync::Arc::new(TempDir::new(&unique("nats"))?);
+        let port = free_port();
+        let mut args = vec!["-a".into(), "127.0.0.1".into(), "-p".into(), port.to_string(), "-js".into()];
+        args.extend(["-sd".into(), dir.0.join("js").display().to_string()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut node = NatsNode { port, args, child: None, log: dir.0.join("nats.log"), _dir: dir };
+        node.start()?;
+        Ok(node)
+    }
+
+    /// A cluster of `n` nodes on loopback with JetStream; returns when a meta leader is elected.
+    pub async fn cluster(n: usize) -> anyhow::Result<Vec<Self>> {
+        let dir = std::sync::Arc::new(TempDir::new(&unique("natscluster"))?);
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports.iter().map(|(_, c)| format!("nats://127.0.0.1:{c}")).collect();
+        let mut nodes = Vec::new();
+        for (i, (port, cluster_port)) in ports.iter().enumerate() {
+            let args: Vec<String> = [
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-js",
+                "-sd",
+                &dir.0.join(format!("n{i}")).display().to_string(),
+                "-n",
+                &format!("n{i}"),
+                "--cluster_name",
+                "qoo10test",
+                "--cluster",
+                &format!("nats://127.0.0.1:{cluster_port}"),
+                "--routes",
+                &routes.join(","),
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            let mut node =
+                NatsNode { port: *port, args, child: None, log: dir.0.join(format!("n{i}.log")), _dir: dir.clone() };
+            node.start()?;
+            nodes.push(node);
+        }
+        let url = nodes.iter().map(|n| n.url()).collect::<Vec<_>>().join(",");
+        wait_for_jetstream(&url, Duration::from_secs(30)).await?;
+        Ok(nodes)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (or restarts) the server on its storage; returns once it accepts connections.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(nats_server_bin())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start nats-server")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "nats-server did not listen; log {}", self.log.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until JetStream answers through `url` and every node has joined.
+pub async fn wait_for_jetstream(url: &str, limit: Duration) -> anyhow::Result<()> {
+    let urls: Vec<async_nats::ServerAddr> = url.split(',').map(str::parse).collect::<Result<_, _>>()?;
+    let deadline = Instant::now() + limit;
+    let mut last;
+    loop {
+        // A stream with one replica per server can be placed only once every node has joined.
+        let probe = async_nats::jetstream::stream::Config {
+            name: "READINESS_PROBE".into(),
+            subjects: vec!["readiness.probe".into()],
+            num_replicas: urls.len(),
+            ..Default::default()
+        };
+        match async_nats::connect(urls.as_slice()).await {
+            Ok(client) => {
+                let js = async_nats::jetstream::new(client);
+                match js.get_or_create_stream(probe).await {
+                    Ok(_) => {
+                        let _ = js.delete_stream("READINESS_PROBE").await;
+                        return Ok(());
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        anyhow::ensure!(Instant::now() < deadline, "JetStream at {url} not ready within {limit:?}: {last}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A TLS-terminating proxy in front of a plain server: HTTPS to the shared ClickHouse without
+/// reconfiguring it. `cert` and `key` are PEM files (the server certificate and its key).
+#[derive(Debug)]
+pub struct TlsProxy {
+    pub addr: String,
+}
+
+impl TlsProxy {
+    pub async fn start(upstream: &str, cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(cert)?.collect::<Result<_, _>>().context("server certificate")?;
+        let key = PrivateKeyDer::from_pem_file(key).context("server key")?;
+        let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let upstream = upstream.to_owned();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(client).await else { return };
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+                });
+            }
+        });
+        Ok(TlsProxy { addr })
     }
 }

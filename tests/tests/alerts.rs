@@ -458,8 +458,7 @@ async fn receiver(fail: usize) -> anyhow::Result<(String, std::sync::Arc<std::sy
         while let Ok((mut sock, _)) = listener.accept().await {
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
-            loop {
-                let Ok(k) = sock.read(&mut chunk).await else { break };
+            while let Ok(k) = sock.read(&mut chunk).await {
                 if k == 0 {
                     break;
                 }

@@ -1,34 +1,23 @@
 //! What operators rely on: /metrics, /healthz, /readyz on every service, graceful shutdown on
 //! SIGTERM, and --print-config.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{Deployment, Sandbox, bin, free_port, http};
+use std::process::{Command, Stdio};
 
-fn start(dep: &Deployment, name: &str, port: u16) -> anyhow::Result<Child> {
-    Ok(Command::new(bin(name))
-        .arg("--config")
-        .arg(&dep.config_path)
-        .env_remove("NATS_URL")
-        .env_remove("CLICKHOUSE_URL")
-        .env("HTTP_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        // Kept for post-mortems: std::env::temp_dir()/qoo10-e2e-<service>-<port>.log
-        .stderr(std::fs::File::create(std::env::temp_dir().join(format!("qoo10-e2e-{name}-{port}.log")))?)
-        .spawn()?)
-}
+use anyhow::Context;
+use e2e::{Deployment, Sandbox, Service, http};
 
 /// Starts a service on a free port and waits until it is ready.
-async fn start_ready(dep: &Deployment, name: &str) -> anyhow::Result<(Child, u16)> {
-    let port = free_port();
-    let child = start(dep, name, port)?;
+async fn start_ready(dep: &Deployment, name: &str) -> anyhow::Result<(Service, u16)> {
+    let service = dep.spawn(name, &[])?;
+    let port = service.port;
     let deadline = Instant::now() + Duration::from_secs(20);
     while status(port, "/readyz").await.unwrap_or(0) != 200 {
         anyhow::ensure!(Instant::now() < deadline, "{name} not ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok((child, port))
+    Ok((service, port))
 }
 
 /// Scrapes /metrics until `want` appears (or fails after 30 s).
@@ -51,22 +40,6 @@ async fn status(port: u16, path: &str) -> anyhow::Result<u16> {
     Ok(http().get(format!("http://127.0.0.1:{port}{path}")).send().await?.status().as_u16())
 }
 
-/// SIGTERM, then the exit code (within 15 s).
-fn terminate(mut child: Child) -> anyhow::Result<Option<i32>> {
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(s) = child.try_wait()? {
-            return Ok(s.code());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            anyhow::bail!("did not stop within 15 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_service_reports_metrics_health_and_stops_gracefully() -> anyhow::Result<()> {
     let sandbox = Sandbox::start(&["--shops", "1", "--orders", "30"]).await?;
@@ -77,8 +50,8 @@ async fn every_service_reports_metrics_health_and_stops_gracefully() -> anyhow::
     ))
     .await?;
 
-    let fp = free_port();
-    let fetcher = start(&dep, "fetcher", fp)?;
+    let mut fetcher = dep.spawn("fetcher", &[])?;
+    let fp = fetcher.port;
     let text = metrics_with(fp, "fetcher_polls_total{shop=\"ops\",outcome=\"ok\"} 1").await?;
     assert!(
         text.contains("qoo10_requests_total{method=\"ShippingBasic.GetShippingInfo_v3\",outcome=\"0\"} 5"),
@@ -87,23 +60,23 @@ async fn every_service_reports_metrics_health_and_stops_gracefully() -> anyhow::
     assert!(text.contains("# TYPE fetcher_published_total counter"), "{text}");
     assert!(text.contains("qoo10_rate_limit_wait_seconds_total"), "{text}");
     assert_eq!((status(fp, "/healthz").await?, status(fp, "/readyz").await?), (200, 200));
-    assert_eq!(terminate(fetcher)?, Some(0));
+    assert_eq!(fetcher.terminate()?, Some(0));
 
-    let np = free_port();
-    let normalizer = start(&dep, "normalizer", np)?;
+    let mut normalizer = dep.spawn("normalizer", &[])?;
+    let np = normalizer.port;
     let text = metrics_with(np, "normalizer_orders_total{shop=\"ops\"}").await?;
     assert!(text.contains("consumer_pending{consumer=\"normalizer\"}"), "{text}");
     assert_eq!(status(np, "/readyz").await?, 200);
-    assert_eq!(terminate(normalizer)?, Some(0));
+    assert_eq!(normalizer.terminate()?, Some(0));
 
-    let sp = free_port();
-    let sink = start(&dep, "sink", sp)?;
+    let mut sink = dep.spawn("sink", &[])?;
+    let sp = sink.port;
     let text = metrics_with(sp, "end_to_end_latency_seconds_count").await?;
     assert!(text.contains("clickhouse_insert_rows_total{table=\"orders\"}"), "{text}");
     assert!(text.contains("clickhouse_insert_seconds_bucket{le=\"+Inf\"} 1"), "{text}");
     assert!(text.contains("alerts_total{kind=\"ship_date_missing\",state=\"open\"}"), "{text}");
     assert_eq!((status(sp, "/healthz").await?, status(sp, "/readyz").await?), (200, 200));
-    assert_eq!(terminate(sink)?, Some(0));
+    assert_eq!(sink.terminate()?, Some(0));
 
     let rows = dep.query("SELECT count() FROM orders FINAL").await?;
     assert_ne!(rows, vec![vec!["0".to_string()]]);
@@ -156,7 +129,7 @@ async fn the_status_page_shows_shops_orders_and_alerts_in_a_browser() -> anyhow:
         dep.query("SELECT message_ja FROM alerts FINAL WHERE state = 'open' ORDER BY alert_id LIMIT 1").await?;
     assert!(!message.is_empty(), "the sandbox world raises alerts");
 
-    let (sink, port) = start_ready(&dep, "sink").await?;
+    let (mut sink, port) = start_ready(&dep, "sink").await?;
     let profile = e2e::TempDir::new(&format!("chromium-{port}"))?;
     let out = Command::new(&browser)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
@@ -164,7 +137,7 @@ async fn the_status_page_shows_shops_orders_and_alerts_in_a_browser() -> anyhow:
         .arg(format!("--user-data-dir={}", profile.0.display()))
         .arg(format!("http://127.0.0.1:{port}/"))
         .output()?;
-    let _ = terminate(sink);
+    let _ = sink.terminate();
     let dom = String::from_utf8_lossy(&out.stdout);
     assert!(dom.contains("<h2>sandbox-1</h2>"), "{dom}");
     assert!(dom.contains("最終取得 / last poll: <b class=\"last-poll\">20"), "the fetcher's last poll is shown: {dom}");
@@ -190,7 +163,7 @@ async fn sigterm_during_a_clickhouse_outage_exits_cleanly_and_loses_nothing() ->
     let config = std::fs::read_to_string(&dep.config_path)?;
     std::fs::write(&dep.config_path, config.replace(&servers.clickhouse_url, &format!("http://{}", proxy.addr)))?;
 
-    let (sink, port) = start_ready(&dep, "sink").await?;
+    let (mut sink, port) = start_ready(&dep, "sink").await?;
     proxy.cut();
     dep.run_ok("fetcher", &["--once"])?;
     dep.run_ok("normalizer", &["--until-idle"])?;
@@ -200,7 +173,7 @@ async fn sigterm_during_a_clickhouse_outage_exits_cleanly_and_loses_nothing() ->
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(status(port, "/readyz").await?, 503, "not ready without ClickHouse");
     let started = Instant::now();
-    assert_eq!(terminate(sink)?, Some(0), "SIGTERM during the outage still exits 0");
+    assert_eq!(sink.terminate()?, Some(0), "SIGTERM during the outage still exits 0");
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 
     // ClickHouse is back: the batch that was never acknowledged is written, once.
@@ -233,17 +206,17 @@ async fn a_sink_started_during_a_clickhouse_outage_waits_then_catches_up() -> an
     proxy.cut();
 
     // Started without ClickHouse: alive, not ready, and a stop request still exits 0.
-    let port = free_port();
-    let mut first = start(&dep, "sink", port)?;
+    let mut first = dep.spawn("sink", &[])?;
+    let port = first.port;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(first.try_wait()?.is_none(), "the sink waits for ClickHouse instead of exiting");
+    first.check_running().context("the sink waits for ClickHouse instead of exiting")?;
     assert_eq!(status(port, "/healthz").await?, 200);
     assert_eq!(status(port, "/readyz").await?, 503, "not ready before its start-up reads are done");
-    assert_eq!(terminate(first)?, Some(0), "SIGTERM while waiting at start exits 0");
+    assert_eq!(first.terminate()?, Some(0), "SIGTERM while waiting at start exits 0");
 
     // Started without ClickHouse, then ClickHouse returns: ready, and every order written once.
-    let port = free_port();
-    let second = start(&dep, "sink", port)?;
+    let mut second = dep.spawn("sink", &[])?;
+    let port = second.port;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(status(port, "/readyz").await?, 503);
     proxy.restore();
@@ -257,6 +230,6 @@ async fn a_sink_started_during_a_clickhouse_outage_waits_then_catches_up() -> an
         anyhow::ensure!(Instant::now() < deadline, "not caught up within 60 s: {stored:?} of {expected}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(terminate(second)?, Some(0));
+    assert_eq!(second.terminate()?, Some(0));
     Ok(())
 }

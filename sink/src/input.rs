@@ -1,0 +1,102 @@
+//! What the sink accepts on its input subjects (`orders.<shop>`, `oms.edits.<shop>`), and the
+//! precise reason when it does not: anyone with publish rights can put anything there.
+
+use schemas::edit::{Change, OmsEdit};
+use schemas::order::CanonicalOrder;
+use serde::de::DeserializeOwned;
+
+/// Larger messages are dead letters: a canonical order or an edit is a few kilobytes.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// A canonical order from `orders.<subject_shop>`, or why not.
+pub fn order(payload: &[u8], subject_shop: &str) -> Result<CanonicalOrder, String> {
+    let order: CanonicalOrder = parse(payload, "a canonical order")?;
+    order.validate(subject_shop)?;
+    Ok(order)
+}
+
+/// An OMS edit from `oms.edits.<subject_shop>`, or why not.
+pub fn edit(payload: &[u8], subject_shop: &str) -> Result<OmsEdit, String> {
+    // Read flat first: `OmsEdit` flattens a tagged enum, through which serde loses the path of
+    // a bad field ("invalid type: string, expected u32" without saying which).
+    let f: FlatEdit = parse(payload, "an OMS edit")?;
+    let action = f.action.as_str();
+    let change = match action {
+        "set_quantity" => Change::SetQuantity {
+            order_no: need(f.order_no, "order_no", action)?,
+            quantity: need(f.quantity, "quantity", action)?,
+        },
+        "set_ship_date" => Change::SetShipDate {
+            order_no: need(f.order_no, "order_no", action)?,
+            ship_date: need(f.ship_date, "ship_date", action)?,
+        },
+        "remove_item" => Change::RemoveItem { order_no: need(f.order_no, "order_no", action)? },
+        "add_item" => Change::AddItem {
+            pack_no: need(f.pack_no, "pack_no", action)?,
+            item_code: need(f.item_code, "item_code", action)?,
+            quantity: need(f.quantity, "quantity", action)?,
+        },
+        other => {
+            return Err(format!(
+                "field `action`: unknown action {other:?} (expected set_quantity, set_ship_date, remove_item or add_item)"
+            ));
+        }
+    };
+    let edit = OmsEdit {
+        schema_version: f.schema_version,
+        edit_id: f.edit_id,
+        shop_id: f.shop_id,
+        change,
+        made_at: f.made_at,
+    };
+    edit.validate(subject_shop)?;
+    Ok(edit)
+}
+
+/// Every field any edit action has, as the wire carries them.
+#[derive(serde::Deserialize)]
+struct FlatEdit {
+    schema_version: u32,
+    edit_id: String,
+    shop_id: String,
+    action: String,
+    order_no: Option<u64>,
+    pack_no: Option<u64>,
+    quantity: Option<u32>,
+    ship_date: Option<chrono::NaiveDate>,
+    item_code: Option<String>,
+    made_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn need<T>(value: Option<T>, field: &str, action: &str) -> Result<T, String> {
+    value.ok_or_else(|| format!("missing field `{field}` (action {action})"))
+}
+
+/// JSON with the path of the offending field in the reason (`field `quantity`: invalid type …`).
+fn parse<T: DeserializeOwned>(payload: &[u8], what: &str) -> Result<T, String> {
+    if payload.len() > MAX_MESSAGE_BYTES {
+        return Err(format!("payload of {} bytes exceeds {MAX_MESSAGE_BYTES}", payload.len()));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(payload);
+    serde_path_to_error::deserialize(de).map_err(|e| match e.path().to_string().as_str() {
+        "." | "" => format!("not {what}: {}", e.inner()),
+        path => format!("not {what}: field `{path}`: {}", e.inner()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_name_the_field() {
+        let e = edit(br#"{"schema_version":1,"edit_id":"e","shop_id":"s","action":"set_quantity","order_no":1,"quantity":"3","made_at":"2026-11-29T00:00:00Z"}"#, "s").unwrap_err();
+        assert!(e.starts_with("not an OMS edit: field `quantity`: invalid type"), "{e}");
+        let e = edit(br#"{"schema_version":1,"edit_id":"e","shop_id":"s","action":"set_ship_date","order_no":1,"ship_date":"1900-01-01","made_at":"2026-11-29T00:00:00Z"}"#, "s").unwrap_err();
+        assert_eq!(e, "field `ship_date`: 1900-01-01 is outside 2000..2100");
+        let e = order(b"\xff\xfe{", "s").unwrap_err();
+        assert!(e.starts_with("not a canonical order: "), "{e}");
+        let e = order(&vec![b' '; MAX_MESSAGE_BYTES + 1], "s").unwrap_err();
+        assert_eq!(e, format!("payload of {} bytes exceeds {MAX_MESSAGE_BYTES}", MAX_MESSAGE_BYTES + 1));
+    }
+}

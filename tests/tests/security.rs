@@ -1,0 +1,287 @@
+//! Security: NATS authentication (user/password, token) and TLS with client certificates, and
+//! known secret values pushed through every failure path, then searched for in everything the
+//! pipeline printed, published or stored.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::{Deployment, NatsNode, Sandbox, TempDir, unique};
+
+fn shop_toml(sandbox: &Sandbox, api_key: &str, password: &str) -> String {
+    format!(
+        "[qoo10]\nbase_url = \"{}\"\nrequests_per_second = 50\nretry_budget = \"3s\"\n\n\
+         [[shops]]\nid = \"sec\"\nuser_id = \"sandbox-seller-1\"\napi_key = \"{api_key}\"\npassword = \"{password}\"\n\
+         lookback_days = 7\n",
+        sandbox.base_url()
+    )
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with `openssl`.
+struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    fn new() -> anyhow::Result<Self> {
+        let dir = TempDir::new(&unique("pki"))?;
+        let d = dir.0.display().to_string();
+        let script = format!(
+            "set -e; cd {d}
+             openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=qoo10-test-ca
+             for who in server client; do
+               openssl req -newkey rsa:2048 -nodes -keyout $who.key -out $who.csr -subj /CN=$who
+               printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > $who.ext
+               openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 2 -extfile $who.ext
+             done"
+        );
+        let out = Command::new("bash").arg("-c").arg(&script).output()?;
+        anyhow::ensure!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(Pki { dir })
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.0.join(name)
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+async fn orders_stored(dep: &Deployment) -> anyhow::Result<u64> {
+    let rows = dep.query("SELECT count() FROM orders FINAL").await?;
+    Ok(rows.first().and_then(|r| r.first()).and_then(|c| c.parse().ok()).unwrap_or(0))
+}
+
+/// The pipeline runs against a server that requires `args`, configured with `good`; with `bad`
+/// instead, the fetcher fails at once, says why, and does not print the secret.
+async fn authenticated(args: &[&str], scheme: &str, good: &str, bad: &str, secret: &str) -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "15"]).await?;
+    let node = NatsNode::single(args).await?;
+    let url = node.url().replace("nats://", scheme);
+    let dep = Deployment::on_nats(&url, &shop_toml(&sandbox, "sandbox-api-key-1", "sandbox-password-1")).await?;
+    let plain = std::fs::read_to_string(&dep.config_path)?;
+    dep.add_nats_settings(good)?;
+    dep.run_pipeline_once()?;
+    assert!(orders_stored(&dep).await? > 0, "orders went through the authenticated NATS");
+
+    std::fs::write(&dep.config_path, &plain)?;
+    dep.add_nats_settings(bad)?;
+    let out = dep.run("fetcher", &["--once"], Duration::from_secs(30))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot connect to NATS"), "{stderr}");
+    assert!(!stderr.contains(secret), "the secret is printed: {stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_user_and_password() -> anyhow::Result<()> {
+    let secret = "Nats-Pw-3e1f0a";
+    authenticated(
+        &["--user", "pipeline", "--pass", secret],
+        "nats://",
+        &format!("user = \"pipeline\"\npassword = \"{secret}\""),
+        &format!("user = \"pipeline\"\npassword = \"{secret}-wrong\""),
+        secret,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_token_from_a_file() -> anyhow::Result<()> {
+    let secret = "Nats-Token-9b7c55";
+    let dir = TempDir::new(&unique("token"))?;
+    let file = dir.0.join("nats-token");
+    std::fs::write(&file, format!("{secret}\n"))?;
+    authenticated(
+        &["--auth", secret],
+        "nats://",
+        &format!("token_file = \"{}\"", path(&file)),
+        &format!("token = \"{secret}-wrong\""),
+        secret,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_tls_with_client_certificates() -> anyhow::Result<()> {
+    let pki = Pki::new()?;
+    let (ca, cert, key) = (path(&pki.file("ca.pem")), path(&pki.file("server.pem")), path(&pki.file("server.key")));
+    let (client_cert, client_key) = (path(&pki.file("client.pem")), path(&pki.file("client.key")));
+    authenticated(
+        &["--tls", "--tlscert", &cert, "--tlskey", &key, "--tlsverify", "--tlscacert", &ca],
+        "tls://",
+        &format!("tls_ca_file = \"{ca}\"\ntls_cert_file = \"{client_cert}\"\ntls_key_file = \"{client_key}\""),
+        // Trusts the server but shows no client certificate: the server refuses it.
+        &format!("tls_ca_file = \"{ca}\""),
+        "PRIVATE KEY",
+    )
+    .await
+}
+
+/// Known secret values go through every failure path; none may appear in any output, message or
+/// row. RUST_LOG=debug, so dependencies' debug logs are searched too.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_appear_in_logs_errors_messages_or_tables() -> anyhow::Result<()> {
+    const API_KEY: &str = "Qx-ApiKey-51be0d77";
+    const QOO10_PW: &str = "Qx-Pw+7f3a/9c21";
+    const NATS_PW: &str = "Nx-Pw-c0ffee42";
+    const CH_PW: &str = "Cx-Pw-deadbe11";
+    let secrets = [API_KEY, QOO10_PW, NATS_PW, CH_PW];
+    let debug = [("RUST_LOG", "debug")];
+    let mut captured: Vec<(String, String)> = Vec::new();
+    let mut keep = |what: &str, out: &std::process::Output| {
+        captured.push((what.to_owned(), String::from_utf8_lossy(&out.stdout).into_owned()));
+        captured.push((what.to_owned(), String::from_utf8_lossy(&out.stderr).into_owned()));
+    };
+
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "20"]).await?;
+    let shop = |api_key: &str, pw: &str| serde_json::json!({"id": "sandbox-1", "user_id": "sandbox-seller-1", "api_key": api_key, "password": pw});
+    sandbox.post_json("/_sandbox/shops", &shop(API_KEY, QOO10_PW)).await?;
+    let node = NatsNode::single(&["--user", "pipeline", "--pass", NATS_PW]).await?;
+    // Query style puts the certification key in the URL: the riskiest style for leaks.
+    let dep = Deployment::on_nats(
+        &node.url(),
+        &shop_toml(&sandbox, API_KEY, QOO10_PW).replace("retry_budget", "url_style = \"query\"\nretry_budget"),
+    )
+    .await?;
+    dep.add_nats_settings(&format!("user = \"pipeline\"\npassword = \"{NATS_PW}\""))?;
+    let good = std::fs::read_to_string(&dep.config_path)?;
+
+    // 1. Success, with the key expiring once mid-poll (renewed and retried), then a bad raw row.
+    sandbox
+        .post_json(
+            "/_sandbox/faults",
+            &serde_json::json!({"kind": "expire_key", "method": "ShippingBasic.GetShippingInfo_v3", "count": 1}),
+        )
+        .await?;
+    for (name, args) in [("fetcher", &["--once"][..]), ("normalizer", &["--until-idle"]), ("sink", &["--until-idle"])] {
+        let out = dep.run_env(name, args, &debug, Duration::from_secs(60))?;
+        anyhow::ensure!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        keep(name, &out);
+    }
+    anyhow::ensure!(orders_stored(&dep).await? > 0, "the success path stored orders");
+
+    // 2. Qoo10 refuses the password (the seller changed it): the shop fails, an alert is raised.
+    sandbox.post_json("/_sandbox/shops", &shop(API_KEY, "changed-on-qsm")).await?;
+    let out = dep.run_env("fetcher", &["--once"], &debug, Duration::from_secs(60))?;
+    anyhow::ensure!(!out.status.success(), "a refused password fails the poll");
+    keep("fetcher, refused password", &out);
+    let out = dep.run_env("sink", &["--until-idle"], &debug, Duration::from_secs(60))?;
+    keep("sink, credentials alert", &out);
+
+    // 3. NATS refuses the password.
+    std::fs::write(&dep.config_path, good.replace(NATS_PW, &format!("{NATS_PW}-old")))?;
+    let out = dep.run_env("fetcher", &["--once"], &debug, Duration::from_secs(30))?;
+    anyhow::ensure!(!out.status.success(), "a refused NATS password fails the start");
+    keep("fetcher, NATS refused", &out);
+
+    // 4. ClickHouse refuses the password: the sink fails at once (waiting cannot cure it).
+    std::fs::write(&dep.config_path, good.replace("database =", &format!("password = \"{CH_PW}\"\ndatabase =")))?;
+    let started = std::time::Instant::now();
+    let out = dep.run_env("sink", &["--until-idle"], &debug, Duration::from_secs(30))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    anyhow::ensure!(!out.status.success(), "a refused ClickHouse password fails the start: {stderr}");
+    anyhow::ensure!(started.elapsed() < Duration::from_secs(10), "fails fast, does not wait: {stderr}");
+    anyhow::ensure!(stderr.contains("ClickHouse"), "{stderr}");
+    keep("sink, ClickHouse refused", &out);
+    std::fs::write(&dep.config_path, &good)?;
+
+    // Everything printed, every message on every stream of the deployment, every stored row.
+    let client = async_nats::ConnectOptions::with_user_and_password("pipeline".into(), NATS_PW.into())
+        .connect(node.url())
+        .await?;
+    let js = async_nats::jetstream::new(client);
+    let ns = schemas::subjects::Namespace::new(&dep.prefix);
+    for base in [
+        schemas::subjects::STREAM_RAW,
+        schemas::subjects::STREAM_ORDERS,
+        schemas::subjects::STREAM_ALERTS,
+        schemas::subjects::STREAM_DLQ,
+        schemas::subjects::STREAM_FETCH_STATE,
+        schemas::subjects::STREAM_POLLS,
+    ] {
+        let Ok(mut stream) = js.get_stream(ns.stream(base)).await else { continue };
+        let state = stream.info().await?.state.clone();
+        if state.messages == 0 {
+            continue;
+        }
+        for seq in state.first_sequence..=state.last_sequence {
+            if let Ok(m) = stream.get_raw_message(seq).await {
+                let headers = format!("{:?}", m.headers);
+                captured.push((
+                    format!("{base} #{seq}"),
+                    format!("{} {headers} {}", m.subject, String::from_utf8_lossy(&m.payload)),
+                ));
+            }
+        }
+    }
+    for table in ["orders", "order_versions", "order_contacts", "alerts", "oms_expectations"] {
+        let rows = dep.query(&format!("SELECT * FROM {table}")).await?;
+        captured.push((table.to_owned(), format!("{rows:?}")));
+    }
+    let alerts = dep.query("SELECT kind FROM alerts FINAL WHERE kind = 'credentials_invalid'").await?;
+    anyhow::ensure!(!alerts.is_empty(), "the refused password raised credentials_invalid");
+    let total: usize = captured.iter().map(|(_, t)| t.len()).sum();
+    anyhow::ensure!(total > 50_000, "too little captured to mean anything: {total} bytes");
+    for (what, text) in &captured {
+        for secret in secrets {
+            let encoded: String = url_encode(secret);
+            anyhow::ensure!(
+                !text.contains(secret) && !text.contains(&encoded),
+                "{secret} appears in {what}: …{}…",
+                around(text, secret)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn around(text: &str, needle: &str) -> String {
+    let i = text.find(needle).unwrap_or(0);
+    text.chars().skip(text[..i].chars().count().saturating_sub(120)).take(240).collect()
+}
+
+/// ClickHouse over HTTPS (a TLS proxy in front of the shared server): a certificate the sink does
+/// not trust stops it at once; with the CA added through `SSL_CERT_FILE` it writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn clickhouse_over_https() -> anyhow::Result<()> {
+    let pki = Pki::new()?;
+    let servers = e2e::servers().await;
+    let upstream = servers.clickhouse_url.trim_start_matches("http://").trim_end_matches('/');
+    let proxy = e2e::TlsProxy::start(upstream, &pki.file("server.pem"), &pki.file("server.key")).await?;
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "15"]).await?;
+    let dep = Deployment::new(&shop_toml(&sandbox, "sandbox-api-key-1", "sandbox-password-1")).await?;
+    let text =
+        std::fs::read_to_string(&dep.config_path)?.replace(&servers.clickhouse_url, &format!("https://{}", proxy.addr));
+    std::fs::write(&dep.config_path, text)?;
+    dep.run_ok("fetcher", &["--once"])?;
+    dep.run_ok("normalizer", &["--until-idle"])?;
+
+    let started = std::time::Instant::now();
+    let out = dep.run("sink", &["--until-idle"], Duration::from_secs(30))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("certificate"), "says why: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "fails at once, does not wait");
+
+    let ca = path(&pki.file("ca.pem"));
+    let out = dep.run_env("sink", &["--until-idle"], &[("SSL_CERT_FILE", &ca)], Duration::from_secs(60))?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(orders_stored(&dep).await? > 0, "orders written over HTTPS");
+    Ok(())
+}
