@@ -92,6 +92,26 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`, which may hold spaces: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / 100.0
+}
+
+/// CPU seconds of every process whose name is `comm` (the local NATS and ClickHouse servers).
+fn cpu_of_all(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
+        .map(cpu_s)
+        .sum()
+}
+
 fn stop(mut child: Child) {
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -412,13 +432,25 @@ async fn main() -> anyhow::Result<()> {
     println!("payloads: {} raw rows, {avg} bytes on average", items.len());
     let (js, _) = connect(&env, &p("pipe")).await?;
     publish_all(&js, &items).await?;
-    let config = env.config(&p("pipe"), "")?;
+    // BENCH_EXTRA_CONFIG: more pipeline.toml text for experiments (batch sizes, ...).
+    let config = env.config(&p("pipe"), &std::env::var("BENCH_EXTRA_CONFIG").unwrap_or_default())?;
     let started = Instant::now();
+    let servers_before = (cpu_of_all("nats-server"), cpu_of_all("clickhouse-serv"));
     let normalizer = env.spawn("normalizer", &config, "127.0.0.1:0", &[])?;
     let sink = env.spawn("sink", &config, "127.0.0.1:0", &[])?;
     wait_for_rows(&env, &p("pipe"), items.len(), Duration::from_secs(900)).await?;
-    let pipeline = items.len() as f64 / started.elapsed().as_secs_f64();
+    let wall = started.elapsed().as_secs_f64();
+    let pipeline = items.len() as f64 / wall;
     let (rss_n1, rss_s1) = (peak_rss_mb(normalizer.id()), peak_rss_mb(sink.id()));
+    // Where the two cores went: each process's CPU seconds over the run.
+    let cpu = json!({
+        "wall_s": (wall * 10.0).round() / 10.0,
+        "normalizer": cpu_s(normalizer.id()),
+        "sink": cpu_s(sink.id()),
+        "nats_server": ((cpu_of_all("nats-server") - servers_before.0) * 10.0).round() / 10.0,
+        "clickhouse": ((cpu_of_all("clickhouse-serv") - servers_before.1) * 10.0).round() / 10.0,
+    });
+    println!("cpu seconds during the run: {cpu}");
     stop(normalizer);
     stop(sink);
     println!("pipeline: {pipeline:.0} orders/s (raw in JetStream → order versions in ClickHouse)");
@@ -442,6 +474,7 @@ async fn main() -> anyhow::Result<()> {
         "rows": items.len(),
         "row_bytes_avg": avg,
         "pipeline_orders_per_s": pipeline.round(),
+        "pipeline_cpu_s": cpu,
         "limit_jetstream_two_hop_per_s": hop.round(),
         "limit_clickhouse_rows_per_s": ch.round(),
         "efficiency": (efficiency * 100.0).round() / 100.0,

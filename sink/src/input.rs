@@ -77,10 +77,16 @@ fn parse<T: DeserializeOwned>(payload: &[u8], what: &str) -> Result<T, String> {
     if payload.len() > MAX_MESSAGE_BYTES {
         return Err(format!("payload of {} bytes exceeds {MAX_MESSAGE_BYTES}", payload.len()));
     }
-    let de = &mut serde_json::Deserializer::from_slice(payload);
-    serde_path_to_error::deserialize(de).map_err(|e| match e.path().to_string().as_str() {
-        "." | "" => format!("not {what}: {}", e.inner()),
-        path => format!("not {what}: field `{path}`: {}", e.inner()),
+    // The fast parser first; the path-tracking one only to explain a failure.
+    serde_json::from_slice(payload).map_err(|_| {
+        let de = &mut serde_json::Deserializer::from_slice(payload);
+        match serde_path_to_error::deserialize::<_, T>(de) {
+            Ok(_) => format!("not {what}"),
+            Err(e) => match e.path().to_string().as_str() {
+                "." | "" => format!("not {what}: {}", e.inner()),
+                path => format!("not {what}: field `{path}`: {}", e.inner()),
+            },
+        }
     })
 }
 

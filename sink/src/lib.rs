@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod edits;
 pub mod input;
+pub mod known;
 pub mod rows;
 pub mod status;
 pub mod store;

@@ -131,6 +131,8 @@ struct Sink {
     met_expectations: Vec<ExpectationRow>,
     webhook: Option<sink::webhook::Webhook>,
     metrics: std::sync::Arc<Metrics>,
+    /// Lines and carts already stored: the lookups for others are skipped.
+    known: sink::known::Known,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -252,6 +254,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(60),
     )
     .await?;
+    let Some(known) = at_start("read stored lines", || store.load_known()).await? else { return Ok(()) };
     started.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(database = %config.clickhouse.database, migrations_applied = ?applied, open_alerts = open.len(), until_idle = args.until_idle, "sink started");
 
@@ -278,6 +281,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         met_expectations: Vec::new(),
         webhook: config.alerts.webhook().cloned().map(|url| sink::webhook::Webhook::start(url, 10_000)),
         metrics,
+        known,
     };
     let shutdown = runtime::stopped();
     tokio::pin!(shutdown);
@@ -374,7 +378,11 @@ impl Sink {
         }
 
         // Rows, merged in stream order with what is stored (or earlier in this batch).
-        let keys: Vec<(String, u64)> = good.iter().map(|(_, o)| (o.shop_id.clone(), o.order_no)).collect();
+        let keys: Vec<(String, u64)> = good
+            .iter()
+            .filter(|(_, o)| self.known.may_have_line(&o.shop_id, o.order_no))
+            .map(|(_, o)| (o.shop_id.clone(), o.order_no))
+            .collect();
         let held: Vec<&jetstream::Message> = good.iter().map(|(m, _)| m).collect();
         let mut latest: HashMap<(String, u64), OrderRow> = if keys.is_empty() {
             HashMap::new()
@@ -447,6 +455,9 @@ impl Sink {
         if !orders.is_empty() || !contacts.is_empty() {
             let started = std::time::Instant::now();
             retry_forever("insert", &held, || self.store.write(&orders, &contacts)).await?;
+            for o in &orders {
+                self.known.add(&o.shop_id, o.order_no, o.pack_no);
+            }
             let m = &self.metrics;
             m.observe(
                 "clickhouse_insert_seconds",
@@ -574,6 +585,7 @@ impl Sink {
         let packs: Vec<(String, u64)> = changes
             .iter()
             .filter(|(prev, row)| prev.is_none() || row.claim_status != 0)
+            .filter(|(_, row)| self.known.may_have_pack(&row.shop_id, row.pack_no))
             .map(|(_, row)| (row.shop_id.clone(), row.pack_no))
             .collect();
         let lines: Vec<PackLine> = if packs.is_empty() {

@@ -285,6 +285,28 @@ impl Store {
         Ok(rows.into_iter().filter(|l| wanted.contains(&(l.shop_id.as_str(), l.pack_no))).collect())
     }
 
+    /// Every stored line and its cart (streamed: memory stays that of the set).
+    pub async fn load_known(&self) -> Result<crate::known::Known, StoreError> {
+        let mut known = crate::known::Known::default();
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Line {
+            shop_id: String,
+            order_no: u64,
+            pack_no: u64,
+        }
+        let mut cursor = self
+            .client
+            // order_versions, not orders: a crash between the two inserts leaves a line in
+            // order_versions only, and its cart must still count as known.
+            .query("SELECT shop_id, order_no, pack_no FROM order_versions")
+            .fetch::<Line>()
+            .map_err(self.err("read stored lines"))?;
+        while let Some(l) = cursor.next().await.map_err(self.err("read stored lines"))? {
+            known.add(&l.shop_id, l.order_no, l.pack_no);
+        }
+        Ok(known)
+    }
+
     /// Order lines that time-dependent rules may concern (active, in 配送要請 or 配送準備).
     pub async fn active_orders(&self) -> Result<Vec<OrderRow>, StoreError> {
         self.client

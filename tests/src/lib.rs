@@ -697,7 +697,11 @@ impl NatsNode {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "nats-server did not listen; log {}", self.log.display());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "nats-server did not listen; its log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())

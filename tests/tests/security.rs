@@ -105,6 +105,73 @@ async fn nats_token_from_a_file() -> anyhow::Result<()> {
     .await
 }
 
+/// Decentralized authentication: an operator, an account with JetStream and a user, as `nsc`
+/// would make them; the user's `.creds` file is all the services get.
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_credentials_file() -> anyhow::Result<()> {
+    use base64::Engine;
+    use nkeys::KeyPair;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwt = |issuer: &KeyPair, subject: &KeyPair, name: &str, nats: serde_json::Value| {
+        let claims = serde_json::json!({
+            "jti": unique("jti").to_uppercase(), "iat": chrono::Utc::now().timestamp(), "iss": issuer.public_key(),
+            "sub": subject.public_key(), "name": name, "nats": nats,
+        });
+        let input = format!("{}.{}", b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#), b64(&serde_json::to_vec(&claims)?));
+        let signature = issuer.sign(input.as_bytes()).map_err(|e| anyhow::anyhow!("sign: {e}"))?;
+        anyhow::Ok(format!("{input}.{}", b64(&signature)))
+    };
+    let limits = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "conn": -1,
+        "leaf": -1, "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let user_claims =
+        serde_json::json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2});
+    let dir = TempDir::new(&unique("creds"))?;
+    let creds = |user: &KeyPair, user_jwt: &str, file: &str| {
+        let seed = user.seed().map_err(|e| anyhow::anyhow!("seed: {e}"))?;
+        let text = format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n             ************************* IMPORTANT *************************\n\n             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        );
+        let path = dir.0.join(file);
+        std::fs::write(&path, text)?;
+        anyhow::Ok((path, seed))
+    };
+
+    let operator = KeyPair::new_operator();
+    let account = KeyPair::new_account();
+    let user = KeyPair::new_user();
+    let operator_jwt =
+        jwt(&operator, &operator, "test-operator", serde_json::json!({"type": "operator", "version": 2}))?;
+    let account_jwt =
+        jwt(&operator, &account, "qoo10", serde_json::json!({"limits": limits, "type": "account", "version": 2}))?;
+    // JetStream needs a system account in operator mode.
+    let system = KeyPair::new_account();
+    let system_jwt = jwt(&operator, &system, "SYS", serde_json::json!({"type": "account", "version": 2}))?;
+    let (good, seed) = creds(&user, &jwt(&account, &user, "pipeline", user_claims.clone())?, "pipeline.creds")?;
+    // A user of an account the server does not know.
+    let (stranger, stranger_account) = (KeyPair::new_user(), KeyPair::new_account());
+    let (bad, _) = creds(&stranger, &jwt(&stranger_account, &stranger, "stranger", user_claims)?, "stranger.creds")?;
+    let conf = dir.0.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "operator: {operator_jwt}\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {acc}: {account_jwt}\n  {sys}: {system_jwt}\n}}\n",
+            sys = system.public_key(),
+            acc = account.public_key()
+        ),
+    )?;
+    authenticated(
+        &["-c", &path(&conf)],
+        "nats://",
+        &format!("credentials_file = \"{}\"", path(&good)),
+        &format!("credentials_file = \"{}\"", path(&bad)),
+        &seed,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_tls_with_client_certificates() -> anyhow::Result<()> {
     let pki = Pki::new()?;
