@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod edits;
 pub mod input;
 pub mod known;
+pub mod open;
 pub mod rows;
 pub mod status;
 pub mod store;

@@ -100,7 +100,7 @@ fn main() -> std::process::ExitCode {
 
 /// Open alerts by (kind, shop, subject): the engine's state, loaded from ClickHouse at start. The
 /// subject is the order number, or `edit:<key>` for `qoo10_correction_required`.
-type OpenAlerts = HashMap<(String, String, String), Alert>;
+use sink::open::OpenAlerts;
 
 fn open_key(a: &Alert) -> (String, String, String) {
     let subject = match a.details.get("edit_key").and_then(|k| k.as_str()) {
@@ -636,10 +636,8 @@ impl Sink {
             if row.qoo10_status >= 4 {
                 let removed: Vec<(String, String, String)> = self
                     .open
-                    .iter()
-                    .filter(|((kind, shop, _), a)| {
-                        kind == "item_removed" && *shop == row.shop_id && a.pack_no == row.pack_no
-                    })
+                    .of("item_removed", &row.shop_id)
+                    .filter(|(_, a)| a.pack_no == row.pack_no)
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in removed {
@@ -946,19 +944,20 @@ impl Sink {
             .await?;
             for (row, draft) in alerts::vanished(&known, &seen, &claimed) {
                 let key = ("order_vanished".to_owned(), shop.clone(), row.order_no.to_string());
-                if let std::collections::hash_map::Entry::Vacant(e) = self.open.entry(key) {
+                if !self.open.contains_key(&key) {
                     let alert = alerts::open(&draft, row, now);
-                    e.insert(alert.clone());
+                    self.open.insert(key, alert.clone());
                     out.push(alert);
                 }
             }
         }
         let back: Vec<(String, String, String)> = self
             .open
-            .keys()
-            .filter(|(kind, s, no)| {
+            .of("order_vanished", &shop)
+            .map(|(k, _)| k)
+            .filter(|(_, _, no)| {
                 let no: u64 = no.parse().unwrap_or(0);
-                kind == "order_vanished" && *s == shop && (seen.contains(&no) || claimed.contains(&no))
+                seen.contains(&no) || claimed.contains(&no)
             })
             .cloned()
             .collect();

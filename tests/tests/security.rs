@@ -352,3 +352,90 @@ async fn clickhouse_over_https() -> anyhow::Result<()> {
     assert!(orders_stored(&dep).await? > 0, "orders written over HTTPS");
     Ok(())
 }
+
+/// The per-shop permission example of docs/security.md, on a real server: a user allowed only
+/// shop-a's consumers reads shop-a's orders and cannot read shop-b's.
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_permissions_confine_a_consumer_to_its_shop() -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::pull;
+    use futures::StreamExt;
+    let dir = TempDir::new(&unique("perm"))?;
+    let conf = dir.0.join("nats.conf");
+    let p = "perm"; // the subject prefix of this deployment: `perm.orders.<shop>`, stream PERM_ORDERS
+    std::fs::write(
+        &conf,
+        format!(
+            r#"authorization {{
+  users = [
+    {{ user: "pipeline", password: "pipeline-pw" }}
+    {{
+      user: "oms-shop-a", password: "oms-pw"
+      permissions: {{
+        publish: {{
+          allow: [
+            "$JS.API.STREAM.INFO.PERM_ORDERS",
+            "$JS.API.CONSUMER.CREATE.PERM_ORDERS.oms-shop-a.{p}.orders.shop-a",
+            "$JS.API.CONSUMER.INFO.PERM_ORDERS.oms-shop-a",
+            "$JS.API.CONSUMER.MSG.NEXT.PERM_ORDERS.oms-shop-a",
+            "$JS.ACK.PERM_ORDERS.oms-shop-a.>",
+          ]
+        }}
+        subscribe: {{ allow: ["_INBOX.>"] }}
+      }}
+    }}
+  ]
+}}
+"#
+        ),
+    )?;
+    let node = NatsNode::single(&["-c", &path(&conf)]).await?;
+    let pipeline = async_nats::ConnectOptions::with_user_and_password("pipeline".into(), "pipeline-pw".into())
+        .connect(node.url())
+        .await?;
+    let js = async_nats::jetstream::new(pipeline);
+    let mut cfg = schemas::config::NatsConfig::default();
+    cfg.subject_prefix = p.into();
+    runtime::nats::ensure_streams(&js, &cfg).await?;
+    for shop in ["shop-a", "shop-b"] {
+        js.publish(format!("{p}.orders.{shop}"), format!("order of {shop}").into()).await?.await?;
+    }
+
+    let oms = async_nats::ConnectOptions::with_user_and_password("oms-shop-a".into(), "oms-pw".into())
+        .connect(node.url())
+        .await?;
+    let oms_js = async_nats::jetstream::new(oms.clone());
+    let stream = oms_js.get_stream("PERM_ORDERS").await?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("oms-shop-a".into()),
+            filter_subject: format!("{p}.orders.shop-a"),
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.fetch().max_messages(10).expires(std::time::Duration::from_secs(1)).messages().await?;
+    let mut got = Vec::new();
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+        got.push(String::from_utf8_lossy(&m.payload).into_owned());
+        m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    assert_eq!(got, vec!["order of shop-a".to_string()], "shop-a's orders, nothing else");
+
+    // Another shop's consumer, an unfiltered one, a plain subscription: all refused.
+    let other = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("oms-shop-a-peeks-at-b".into()),
+            filter_subject: format!("{p}.orders.shop-b"),
+            ..Default::default()
+        })
+        .await;
+    assert!(other.is_err(), "a consumer on shop-b's orders must be refused");
+    let unfiltered =
+        stream.create_consumer(pull::Config { durable_name: Some("peek".into()), ..Default::default() }).await;
+    assert!(unfiltered.is_err(), "an unfiltered consumer must be refused");
+    let mut sub = oms.subscribe(format!("{p}.orders.shop-b")).await?;
+    js.publish(format!("{p}.orders.shop-b"), "another order of shop-b".into()).await?.await?;
+    let leaked = tokio::time::timeout(std::time::Duration::from_secs(1), sub.next()).await;
+    assert!(!matches!(leaked, Ok(Some(_))), "a subscription to shop-b's subject must deliver nothing");
+    Ok(())
+}
