@@ -98,17 +98,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Open alerts by (kind, shop, subject): the engine's state, loaded from ClickHouse at start. The
-/// subject is the order number, or `edit:<key>` for `qoo10_correction_required`.
+/// Open alerts by (kind, shop, subject): the engine's state, loaded from ClickHouse at start.
 use sink::open::OpenAlerts;
-
-fn open_key(a: &Alert) -> (String, String, String) {
-    let subject = match a.details.get("edit_key").and_then(|k| k.as_str()) {
-        Some(k) if a.kind == "qoo10_correction_required" => format!("edit:{k}"),
-        _ => a.order_no.to_string(),
-    };
-    (a.kind.clone(), a.shop_id.clone(), subject)
-}
 
 /// Pending OMS edits by (shop, edit key), with the version they were stored with.
 type Expectations = HashMap<(String, String), (OmsEdit, u64)>;
@@ -232,8 +223,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(600),
     )
     .await?;
-    let Some(open) = at_start("read open alerts", || store.open_alerts()).await? else { return Ok(()) };
-    let open: OpenAlerts = open.into_iter().map(|r| r.to_alert()).map(|a| (open_key(&a), a)).collect();
+    let Some(open) = at_start("read open alerts", || store.load_open_alerts()).await? else { return Ok(()) };
     let Some(pending) = at_start("read expectations", || store.pending_expectations()).await? else {
         return Ok(());
     };
@@ -637,8 +627,9 @@ impl Sink {
                 let removed: Vec<(String, String, String)> = self
                     .open
                     .of("item_removed", &row.shop_id)
-                    .filter(|(_, a)| a.pack_no == row.pack_no)
-                    .map(|(k, _)| k.clone())
+                    .into_iter()
+                    .filter(|(_, pack_no)| *pack_no == row.pack_no)
+                    .map(|(k, _)| k)
                     .collect();
                 for key in removed {
                     if let Some(open) = self.open.remove(&key) {
@@ -749,7 +740,7 @@ impl Sink {
                     version: u64::try_from(edit.made_at.timestamp_micros()).unwrap_or(version),
                     ..alerts::open(&draft, &OrderRow::empty(&shop), now)
                 };
-                self.open.insert(open_key, alert.clone());
+                self.open.insert(open_key, &alert);
                 transitions.push(alert);
                 self.expectations.insert(key, (edit.clone(), version));
             }
@@ -775,7 +766,7 @@ impl Sink {
             match verdict {
                 Verdict::Open(draft) if !self.open.contains_key(&key) => {
                     let alert = alerts::open(&draft, row, now);
-                    self.open.insert(key, alert.clone());
+                    self.open.insert(key, &alert);
                     out.push(alert);
                 }
                 Verdict::Resolve => {
@@ -789,12 +780,50 @@ impl Sink {
         out
     }
 
+    /// Resolutions of alerts held without their texts (`sink::open`) get them back: from the
+    /// opening transition when it is in the same list, else from `alerts FINAL` (one query).
+    async fn fill_texts(&mut self, transitions: &mut [Alert], held: &[&jetstream::Message]) -> anyhow::Result<()> {
+        if !transitions.iter().any(sink::open::needs_texts) {
+            return Ok(());
+        }
+        let mut texts: HashMap<String, Alert> = transitions
+            .iter()
+            .filter(|a| a.state == AlertState::Open && !sink::open::needs_texts(a))
+            .map(|a| (a.alert_id.clone(), a.clone()))
+            .collect();
+        let missing: Vec<String> = transitions
+            .iter()
+            .filter(|a| sink::open::needs_texts(a) && !texts.contains_key(&a.alert_id))
+            .map(|a| a.alert_id.clone())
+            .collect();
+        if !missing.is_empty() {
+            let stored = retry_forever("read alert texts", held, || self.store.alerts_by_id(&missing)).await?;
+            texts.extend(stored.into_iter().map(|r| (r.alert_id.clone(), r.to_alert())));
+        }
+        for a in transitions.iter_mut().filter(|a| sink::open::needs_texts(a)) {
+            match texts.get(&a.alert_id) {
+                Some(t) => {
+                    a.severity = t.severity.clone();
+                    a.message = t.message.clone();
+                    a.message_ja = t.message_ja.clone();
+                    a.details = t.details.clone();
+                    a.opened_at = t.opened_at;
+                }
+                None => {
+                    tracing::warn!(alert_id = %a.alert_id, "open alert not found in ClickHouse; resolved without its texts")
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes transitions (ALERTS), then stores them (`alerts`). Publishing first means a
     /// crash in between re-evaluates and re-publishes the same ids, which JetStream de-duplicates.
-    async fn commit_alerts(&mut self, transitions: Vec<Alert>, held: &[&jetstream::Message]) -> anyhow::Result<()> {
+    async fn commit_alerts(&mut self, mut transitions: Vec<Alert>, held: &[&jetstream::Message]) -> anyhow::Result<()> {
         if transitions.is_empty() {
             return Ok(());
         }
+        self.fill_texts(&mut transitions, held).await?;
         // Publish every transition, then wait for all acknowledgements (pipelined, not one
         // round trip per alert).
         // Retried whole while NATS is away: the message ids make a repeat a no-op.
@@ -946,7 +975,7 @@ impl Sink {
                 let key = ("order_vanished".to_owned(), shop.clone(), row.order_no.to_string());
                 if !self.open.contains_key(&key) {
                     let alert = alerts::open(&draft, row, now);
-                    self.open.insert(key, alert.clone());
+                    self.open.insert(key, &alert);
                     out.push(alert);
                 }
             }
@@ -954,12 +983,12 @@ impl Sink {
         let back: Vec<(String, String, String)> = self
             .open
             .of("order_vanished", &shop)
+            .into_iter()
             .map(|(k, _)| k)
             .filter(|(_, _, no)| {
                 let no: u64 = no.parse().unwrap_or(0);
                 seen.contains(&no) || claimed.contains(&no)
             })
-            .cloned()
             .collect();
         for key in back {
             if let Some(open) = self.open.remove(&key) {

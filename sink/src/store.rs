@@ -258,12 +258,29 @@ impl Store {
     }
 
     /// Every open alert (the engine's state at start).
-    pub async fn open_alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
-        self.client
+    /// The open alerts, streamed into the engine's compact form (memory never holds them whole).
+    pub async fn load_open_alerts(&self) -> Result<crate::open::OpenAlerts, StoreError> {
+        let mut open = crate::open::OpenAlerts::default();
+        let mut cursor = self
+            .client
             .query("SELECT ?fields FROM alerts FINAL WHERE state = 'open'")
-            .fetch_all::<AlertRow>()
-            .await
-            .map_err(self.err("read open alerts"))
+            .fetch::<AlertRow>()
+            .map_err(self.err("read open alerts"))?;
+        while let Some(row) = cursor.next().await.map_err(self.err("read open alerts"))? {
+            let alert = row.to_alert();
+            open.insert(crate::open::key_of(&alert), &alert);
+        }
+        Ok(open)
+    }
+
+    /// These alerts as stored (latest transition of each).
+    pub async fn alerts_by_id(&self, ids: &[String]) -> Result<Vec<AlertRow>, StoreError> {
+        let placeholders = vec!["?"; ids.len()].join(",");
+        let mut q = self.client.query(&format!("SELECT ?fields FROM alerts FINAL WHERE alert_id IN ({placeholders})"));
+        for id in ids {
+            q = q.bind(id.as_str());
+        }
+        q.fetch_all::<AlertRow>().await.map_err(self.err("read alerts"))
     }
 
     /// Per line of these carts: when it was first seen (seconds) and its latest claim status. One

@@ -143,7 +143,16 @@ async fn ship_date_missing_opens_once_and_resolves_when_the_date_is_set() -> any
     let msgs = s.poll().await?;
     assert_eq!(kinds(&msgs), vec![k("ship_date_missing", "resolved", 9001)]);
     assert_eq!(msgs[0].1["alert_id"], alert["alert_id"]);
+    // The sink that resolves it is another process: the texts come back from ClickHouse.
+    for field in ["message", "message_ja", "severity", "details", "pack_no"] {
+        assert_eq!(msgs[0].1[field], alert[field], "the resolution carries the opening's {field}");
+    }
+    // ClickHouse keeps whole seconds.
+    let second = |v: &Value| v.as_str().unwrap_or_default().chars().take(19).collect::<String>();
+    assert_eq!(second(&msgs[0].1["opened_at"]), second(&alert["opened_at"]));
     assert_eq!(s.table().await?, vec![row("ship_date_missing", 9001, "resolved")]);
+    let stored = s.dep.query("SELECT message_ja FROM alerts FINAL WHERE order_no = 9001").await?;
+    assert_eq!(stored[0][0], alert["message_ja"].as_str().unwrap(), "the stored resolution keeps the texts");
     Ok(())
 }
 
