@@ -189,7 +189,7 @@ impl Drop for Sandbox {
 }
 
 pub fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    runtime::install_crypto_provider();
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client")
 }
 
@@ -238,18 +238,34 @@ impl Deployment {
         Ok(())
     }
 
-    /// Starts a long-running service of this deployment (stderr kept in a log file).
-    pub fn spawn(&self, name: &str, args: &[&str]) -> anyhow::Result<Service> {
-        let port = free_port();
-        let log = std::env::temp_dir().join(format!("qoo10-e2e-{name}-{port}.log"));
-        let child = Command::new(bin(name))
+    /// One of our binaries with this deployment's config. The config file names the servers; the
+    /// environment must not override it.
+    fn command(&self, name: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(bin(name));
+        command
             .arg("--config")
             .arg(&self.config_path)
             .args(args)
             .env_remove("NATS_URL")
             .env_remove("CLICKHOUSE_URL")
             .env_remove("CLICKHOUSE_DATABASE")
-            .env_remove("PIPELINE_CONFIG")
+            .env_remove("PIPELINE_CONFIG");
+        command
+    }
+
+    /// Points the services at ClickHouse through `url` (a proxy in front of the shared server).
+    pub fn clickhouse_via(&self, url: &str) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(&self.config_path)?;
+        std::fs::write(&self.config_path, text.replace(&self.servers.clickhouse_url, url))?;
+        Ok(())
+    }
+
+    /// Starts a long-running service of this deployment (stderr kept in a log file).
+    pub fn spawn(&self, name: &str, args: &[&str]) -> anyhow::Result<Service> {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("qoo10-e2e-{name}-{port}.log"));
+        let child = self
+            .command(name, args)
             .env("HTTP_LISTEN", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -330,15 +346,8 @@ impl Deployment {
 
     /// [`Deployment::run`] with more environment variables (`RUST_LOG`, ...).
     pub fn run_env(&self, name: &str, args: &[&str], env: &[(&str, &str)], limit: Duration) -> anyhow::Result<Output> {
-        let mut child = Command::new(bin(name))
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(args)
-            // The config file names the servers; the environment must not override it.
-            .env_remove("NATS_URL")
-            .env_remove("CLICKHOUSE_URL")
-            .env_remove("CLICKHOUSE_DATABASE")
-            .env_remove("PIPELINE_CONFIG")
+        let mut child = self
+            .command(name, args)
             // Tests run many services at once: each serves /metrics on a free port.
             .env("HTTP_LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied())
@@ -400,6 +409,12 @@ impl Deployment {
         let text = r.text().await?;
         anyhow::ensure!(status.is_success(), "ClickHouse: {sql}: {text}");
         Ok(text.lines().map(|l| l.split('\t').map(str::to_owned).collect()).collect())
+    }
+
+    /// A `SELECT count() …` (0 while the table does not exist yet).
+    pub async fn count(&self, sql: &str) -> u64 {
+        let rows = self.query(sql).await.unwrap_or_default();
+        rows.first().and_then(|r| r.first()).and_then(|c| c.parse().ok()).unwrap_or(0)
     }
 
     pub async fn nats(&self) -> anyhow::Result<async_nats::jetstream::Context> {
@@ -764,7 +779,7 @@ impl TlsProxy {
     pub async fn start(upstream: &str, cert: &Path, key: &Path) -> anyhow::Result<Self> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        runtime::install_crypto_provider();
         let certs: Vec<CertificateDer<'static>> =
             CertificateDer::pem_file_iter(cert)?.collect::<Result<_, _>>().context("server certificate")?;
         let key = PrivateKeyDer::from_pem_file(key).context("server key")?;

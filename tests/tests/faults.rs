@@ -64,8 +64,7 @@ async fn stream_len(dep: &Deployment, base: &str) -> u64 {
 }
 
 async fn stored_versions(dep: &Deployment) -> u64 {
-    let rows = dep.query("SELECT count() FROM order_versions").await.unwrap_or_default();
-    rows.first().and_then(|r| r.first()).and_then(|c| c.parse().ok()).unwrap_or(0)
+    dep.count("SELECT count() FROM order_versions").await
 }
 
 /// Waits until `measure` reaches `from`, then checks it is still below `to`: the fault lands in
@@ -115,9 +114,7 @@ async fn run(fault: Fault) -> anyhow::Result<Snapshot> {
     .await?;
     let replicas = if fault == Fault::ClusterNodeKilled { 3 } else { 1 };
     dep.add_nats_settings(&format!("stream_replicas = {replicas}"))?;
-    let text =
-        std::fs::read_to_string(&dep.config_path)?.replace(&servers.clickhouse_url, &format!("http://{}", proxy.addr));
-    std::fs::write(&dep.config_path, text)?;
+    dep.clickhouse_via(&format!("http://{}", proxy.addr))?;
 
     if fault == Fault::SandboxFaults {
         for f in [

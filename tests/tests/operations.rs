@@ -147,21 +147,25 @@ async fn the_status_page_shows_shops_orders_and_alerts_in_a_browser() -> anyhow:
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_during_a_clickhouse_outage_exits_cleanly_and_loses_nothing() -> anyhow::Result<()> {
-    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "30"]).await?;
+/// A one-shop sandbox deployment whose services reach ClickHouse only through a proxy the test
+/// can cut.
+async fn behind_a_proxy(shop: &str, orders: &str) -> anyhow::Result<(Sandbox, e2e::Proxy, Deployment)> {
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", orders]).await?;
     let servers = e2e::servers().await;
-    let upstream = servers.clickhouse_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
-    let proxy = e2e::Proxy::start(&upstream).await?;
+    let proxy = e2e::Proxy::start(servers.clickhouse_url.trim_start_matches("http://").trim_end_matches('/')).await?;
     let dep = Deployment::new(&format!(
-        "[qoo10]\nbase_url = \"{}\"\nrequests_per_second = 50\n\n[[shops]]\nid = \"outage\"\nuser_id = \"sandbox-seller-1\"\n\
+        "[qoo10]\nbase_url = \"{}\"\nrequests_per_second = 50\n\n[[shops]]\nid = \"{shop}\"\nuser_id = \"sandbox-seller-1\"\n\
          api_key = \"sandbox-api-key-1\"\npassword = \"sandbox-password-1\"\nlookback_days = 7\n",
         sandbox.base_url()
     ))
     .await?;
-    // The sink reaches ClickHouse only through the proxy.
-    let config = std::fs::read_to_string(&dep.config_path)?;
-    std::fs::write(&dep.config_path, config.replace(&servers.clickhouse_url, &format!("http://{}", proxy.addr)))?;
+    dep.clickhouse_via(&format!("http://{}", proxy.addr))?;
+    Ok((sandbox, proxy, dep))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_clickhouse_outage_exits_cleanly_and_loses_nothing() -> anyhow::Result<()> {
+    let (_sandbox, proxy, dep) = behind_a_proxy("outage", "30").await?;
 
     let (mut sink, port) = start_ready(&dep, "sink").await?;
     proxy.cut();
@@ -187,18 +191,7 @@ async fn sigterm_during_a_clickhouse_outage_exits_cleanly_and_loses_nothing() ->
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_started_during_a_clickhouse_outage_waits_then_catches_up() -> anyhow::Result<()> {
-    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "20"]).await?;
-    let servers = e2e::servers().await;
-    let upstream = servers.clickhouse_url.trim_start_matches("http://").trim_end_matches('/').to_owned();
-    let proxy = e2e::Proxy::start(&upstream).await?;
-    let dep = Deployment::new(&format!(
-        "[qoo10]\nbase_url = \"{}\"\nrequests_per_second = 50\n\n[[shops]]\nid = \"late\"\nuser_id = \"sandbox-seller-1\"\n\
-         api_key = \"sandbox-api-key-1\"\npassword = \"sandbox-password-1\"\nlookback_days = 7\n",
-        sandbox.base_url()
-    ))
-    .await?;
-    let config = std::fs::read_to_string(&dep.config_path)?;
-    std::fs::write(&dep.config_path, config.replace(&servers.clickhouse_url, &format!("http://{}", proxy.addr)))?;
+    let (_sandbox, proxy, dep) = behind_a_proxy("late", "20").await?;
     dep.run_ok("fetcher", &["--once"])?;
     dep.run_ok("normalizer", &["--until-idle"])?;
     let expected = dep.stream_messages("ORDERS").await?.len();

@@ -50,8 +50,7 @@ fn path(p: &Path) -> String {
 }
 
 async fn orders_stored(dep: &Deployment) -> anyhow::Result<u64> {
-    let rows = dep.query("SELECT count() FROM orders FINAL").await?;
-    Ok(rows.first().and_then(|r| r.first()).and_then(|c| c.parse().ok()).unwrap_or(0))
+    Ok(dep.count("SELECT count() FROM orders FINAL").await)
 }
 
 /// The pipeline runs against a server that requires `args`, configured with `good`; with `bad`
@@ -333,9 +332,7 @@ async fn clickhouse_over_https() -> anyhow::Result<()> {
     let proxy = e2e::TlsProxy::start(upstream, &pki.file("server.pem"), &pki.file("server.key")).await?;
     let sandbox = Sandbox::start(&["--shops", "1", "--orders", "15"]).await?;
     let dep = Deployment::new(&shop_toml(&sandbox, "sandbox-api-key-1", "sandbox-password-1")).await?;
-    let text =
-        std::fs::read_to_string(&dep.config_path)?.replace(&servers.clickhouse_url, &format!("https://{}", proxy.addr));
-    std::fs::write(&dep.config_path, text)?;
+    dep.clickhouse_via(&format!("https://{}", proxy.addr))?;
     dep.run_ok("fetcher", &["--once"])?;
     dep.run_ok("normalizer", &["--until-idle"])?;
 
