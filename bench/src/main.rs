@@ -42,7 +42,10 @@ struct Args {
     latency_seconds: u64,
     /// Sandbox shops in the fetcher run (0 skips it).
     #[arg(long, default_value_t = 2_000)]
-    fetcher_shops: u32,
+    fetcher_shops: u32,    /// Keep this run's streams and databases for inspection (by default they are deleted at the
+    /// end: one run stores about 1 GB in JetStream and ClickHouse).
+    #[arg(long)]
+    keep: bool,
 }
 
 struct Env {
@@ -67,7 +70,9 @@ impl Env {
     }
 
     fn spawn(&self, name: &str, config: &Path, http: &str, args: &[&str]) -> anyhow::Result<Child> {
-        let log = std::fs::File::create(self.work.join(format!("{name}-{}.log", self.stamp)))?;
+        // One log per service and run phase (the config file is the phase's).
+        let phase = config.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+        let log = std::fs::File::create(self.work.join(format!("{name}-{phase}.log")))?;
         Command::new(self.bin.join(name))
             .arg("--config")
             .arg(config)
@@ -488,6 +493,38 @@ async fn main() -> anyhow::Result<()> {
         },
         "fetcher": fetcher,
     });
+    if !args.keep {
+        clean_up(&env).await;
+    }
     println!("{result}");
     Ok(())
+}
+
+/// Deletes this run's streams (their names carry the run's stamp) and ClickHouse databases.
+/// Failures are reported, not fatal: the figures are already taken.
+async fn clean_up(env: &Env) {
+    use futures::TryStreamExt;
+    let stamp = env.stamp.as_str();
+    match connect(env, "").await {
+        Ok((js, _)) => {
+            let names: Vec<String> = js.stream_names().try_collect().await.unwrap_or_default();
+            for name in names.iter().filter(|n| n.starts_with("BENCH_") && n.contains(stamp)) {
+                if let Err(e) = js.delete_stream(name).await {
+                    eprintln!("clean-up: stream {name}: {e}");
+                }
+            }
+        }
+        Err(e) => eprintln!("clean-up: {e:#}"),
+    }
+    let http = reqwest::Client::new();
+    let list = http.post(format!("{}/", env.ch_url)).body("SHOW DATABASES").send().await;
+    let dbs = match list {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => return eprintln!("clean-up: {e}"),
+    };
+    for db in dbs.lines().filter(|d| d.starts_with("bench_") && d.ends_with(stamp)) {
+        if let Err(e) = http.post(format!("{}/", env.ch_url)).body(format!("DROP DATABASE {db}")).send().await {
+            eprintln!("clean-up: database {db}: {e}");
+        }
+    }
 }

@@ -1,14 +1,14 @@
 //! The alert engine's open alerts: what it must know to decide (is this alert open?) and to
 //! resolve (its id, order, cart, version), and nothing more. Their English and Japanese texts and
 //! details stay in ClickHouse: a resolution is published with texts read back from
-//! `alerts FINAL` (see [`needs_texts`]). About 200 bytes per open alert instead of about 2 KB, so
+//! `alerts FINAL` (see [`needs_texts`]). About 70 bytes per open alert instead of about 2 KB, so
 //! the sink's memory stays flat when a backlog opens alerts by the hundred thousand.
 //!
 //! Indexed by (kind, shop) as well: the rules that look for "every open X of this shop" (a
 //! shipped line settling its cart's `item_removed`, a poll bringing back `order_vanished` lines)
 //! read a handful of entries instead of scanning every open alert for every row.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::DateTime;
 use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertState};
@@ -26,27 +26,54 @@ pub fn key_of(a: &Alert) -> Key {
     (a.kind.clone(), a.shop_id.clone(), subject)
 }
 
+/// What identifies an open alert within its (kind, shop): the order number, held as a number,
+/// or any other subject (`edit:<key>`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Subject {
+    Order(u64),
+    Other(Box<str>),
+}
+
+impl Subject {
+    fn of(s: &str) -> Subject {
+        match s.parse::<u64>() {
+            Ok(n) if n.to_string() == s => Subject::Order(n),
+            _ => Subject::Other(s.into()),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Subject::Order(n) => n.to_string(),
+            Subject::Other(s) => s.to_string(),
+        }
+    }
+}
+
+/// 40 bytes. The id is not held when it is the one [`crate::alerts::open`] derives
+/// (`kind:shop:order:version`), which is every alert but `qoo10_correction_required`.
 #[derive(Debug)]
 struct Slim {
-    alert_id: Box<str>,
     order_no: u64,
     pack_no: u64,
     version: u64,
+    other_id: Option<Box<str>>,
 }
 
+fn derived_id(kind: &str, shop: &str, order_no: u64, version: u64) -> String {
+    format!("{kind}:{shop}:{order_no}:{version}")
+}
+
+/// Open alerts by "kind\u{1f}shop", then by subject: one table answers "is it open?", "remove
+/// it" and "every open X of this shop". About 70 bytes per open alert.
 #[derive(Debug, Default)]
 pub struct OpenAlerts {
-    all: HashMap<Box<str>, Slim>,
-    /// "kind\u{1f}shop" → subjects.
-    by_kind_shop: HashMap<Box<str>, HashSet<Box<str>>>,
+    groups: HashMap<Box<str>, HashMap<Subject, Slim>>,
+    len: usize,
 }
 
 fn joined(kind: &str, shop: &str) -> String {
     format!("{kind}\u{1f}{shop}")
-}
-
-fn flat(key: &Key) -> String {
-    format!("{}\u{1f}{}\u{1f}{}", key.0, key.1, key.2)
 }
 
 /// True for an alert handed out by [`OpenAlerts::remove`]: its texts, severity, details and
@@ -57,33 +84,39 @@ pub fn needs_texts(a: &Alert) -> bool {
 
 impl OpenAlerts {
     pub fn contains_key(&self, key: &Key) -> bool {
-        self.all.contains_key(flat(key).as_str())
+        self.groups.get(joined(&key.0, &key.1).as_str()).is_some_and(|g| g.contains_key(&Subject::of(&key.2)))
     }
 
     pub fn insert(&mut self, key: Key, alert: &Alert) {
+        let derived = derived_id(&key.0, &key.1, alert.order_no, alert.version);
         let slim = Slim {
-            alert_id: alert.alert_id.as_str().into(),
             order_no: alert.order_no,
             pack_no: alert.pack_no,
             version: alert.version,
+            other_id: (alert.alert_id != derived).then(|| alert.alert_id.as_str().into()),
         };
-        self.all.insert(flat(&key).into(), slim);
-        self.by_kind_shop.entry(joined(&key.0, &key.1).into()).or_default().insert(key.2.into());
+        let group = self.groups.entry(joined(&key.0, &key.1).into()).or_default();
+        if group.insert(Subject::of(&key.2), slim).is_none() {
+            self.len += 1;
+        }
     }
 
     /// The alert, without its texts (see [`needs_texts`]), if it was open.
     pub fn remove(&mut self, key: &Key) -> Option<Alert> {
-        let slim = self.all.remove(flat(key).as_str())?;
-        let group = joined(&key.0, &key.1);
-        if let Some(subjects) = self.by_kind_shop.get_mut(group.as_str()) {
-            subjects.remove(key.2.as_str());
-            if subjects.is_empty() {
-                self.by_kind_shop.remove(group.as_str());
-            }
+        let name = joined(&key.0, &key.1);
+        let group = self.groups.get_mut(name.as_str())?;
+        let slim = group.remove(&Subject::of(&key.2))?;
+        if group.is_empty() {
+            self.groups.remove(name.as_str());
         }
+        self.len -= 1;
+        let alert_id = match slim.other_id {
+            Some(id) => id.into(),
+            None => derived_id(&key.0, &key.1, slim.order_no, slim.version),
+        };
         Some(Alert {
             schema_version: ALERT_SCHEMA_VERSION,
-            alert_id: slim.alert_id.into(),
+            alert_id,
             kind: key.0.clone(),
             shop_id: key.1.clone(),
             order_no: slim.order_no,
@@ -101,22 +134,16 @@ impl OpenAlerts {
 
     /// The open alerts of one kind for one shop: their keys and carts.
     pub fn of(&self, kind: &str, shop: &str) -> Vec<(Key, u64)> {
-        let Some(subjects) = self.by_kind_shop.get(joined(kind, shop).as_str()) else { return Vec::new() };
-        subjects
-            .iter()
-            .filter_map(|s| {
-                let key: Key = (kind.to_owned(), shop.to_owned(), s.to_string());
-                self.all.get(flat(&key).as_str()).map(|slim| (key, slim.pack_no))
-            })
-            .collect()
+        let Some(group) = self.groups.get(joined(kind, shop).as_str()) else { return Vec::new() };
+        group.iter().map(|(s, slim)| ((kind.to_owned(), shop.to_owned(), s.text()), slim.pack_no)).collect()
     }
 
     pub fn len(&self) -> usize {
-        self.all.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.all.is_empty()
+        self.len == 0
     }
 }
 
@@ -150,5 +177,23 @@ mod tests {
         assert!(open.remove(&k).is_none() && !open.contains_key(&k));
         assert_eq!(open.of("item_removed", "a"), vec![(("item_removed".into(), "a".into(), "2".into()), 7)]);
         assert_eq!(open.len(), 2);
+    }
+
+    #[test]
+    fn ids_not_derived_from_the_key_are_kept() {
+        let mut open = OpenAlerts::default();
+        let mut edit = alert("qoo10_correction_required", "a", 5);
+        edit.alert_id = "qoo10_correction_required:a:5:e-1".into();
+        edit.details = serde_json::json!({"edit_key": "5"});
+        let key = key_of(&edit);
+        assert_eq!(key.2, "edit:5");
+        open.insert(key.clone(), &edit);
+        // An order number with a leading zero is not the number: it stays text.
+        let odd: Key = ("x".into(), "a".into(), "007".into());
+        open.insert(odd.clone(), &alert("x", "a", 7));
+        assert!(open.contains_key(&odd) && !open.contains_key(&("x".into(), "a".into(), "7".into())));
+        assert_eq!(open.remove(&key).expect("open").alert_id, "qoo10_correction_required:a:5:e-1");
+        assert_eq!(open.of("x", "a")[0].0.2, "007");
+        assert_eq!((open.len(), open.is_empty()), (1, false));
     }
 }

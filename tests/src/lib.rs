@@ -260,6 +260,14 @@ impl Deployment {
         Ok(())
     }
 
+    /// Moves the deployment (services and this harness's queries) to another ClickHouse server,
+    /// such as a private [`ClickHouseNode`].
+    pub fn on_clickhouse(&mut self, url: &str) -> anyhow::Result<()> {
+        self.clickhouse_via(url)?;
+        self.servers.clickhouse_url = url.to_owned();
+        Ok(())
+    }
+
     /// Starts a long-running service of this deployment (stderr kept in a log file).
     pub fn spawn(&self, name: &str, args: &[&str]) -> anyhow::Result<Service> {
         let port = free_port();
@@ -734,6 +742,135 @@ impl NatsNode {
 impl Drop for NatsNode {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A private `clickhouse-server` (the Debian package's binary) with its own data directory and
+/// ports: it can be stopped and started again on the same data, which the shared server of the
+/// other tests cannot; and it can run with a `users.xml` of the test's own (access control).
+#[derive(Debug)]
+pub struct ClickHouseNode {
+    pub http_port: u16,
+    pub tcp_port: u16,
+    config: PathBuf,
+    child: Option<std::process::Child>,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl ClickHouseNode {
+    /// Starts a server; `users_xml` replaces the system's users file when given; `extra_config`
+    /// is more server configuration (XML elements), in which `{tcp_port}` is the server's own
+    /// native port.
+    pub async fn start(users_xml: Option<&str>, extra_config: &str) -> anyhow::Result<Self> {
+        let dir = TempDir::new(&unique("clickhouse"))?;
+        let d = dir.0.display().to_string();
+        let (http_port, tcp_port) = (free_port(), free_port());
+        let extra_config = extra_config.replace("{tcp_port}", &tcp_port.to_string());
+        let users = match users_xml {
+            Some(xml) => {
+                let path = dir.0.join("users.xml");
+                std::fs::write(&path, xml)?;
+                path.display().to_string()
+            }
+            None => "/etc/clickhouse-server/users.xml".to_owned(),
+        };
+        let config = dir.0.join("config.xml");
+        // The layout ./scripts/services.sh uses, on free ports.
+        std::fs::write(
+            &config,
+            format!(
+                "<?xml version=\"1.0\"?>\n<yandex>\n<logger><level>warning</level><log>{d}/server.log</log>\
+                 <errorlog>{d}/server.err.log</errorlog></logger>\n<listen_host>127.0.0.1</listen_host>\
+                 <http_port>{http_port}</http_port><tcp_port>{tcp_port}</tcp_port>\n<path>{d}/data/</path>\
+                 <tmp_path>{d}/tmp/</tmp_path><user_files_path>{d}/user_files/</user_files_path>\
+                 <format_schema_path>{d}/format_schemas/</format_schema_path>\n<users_config>{users}</users_config>\
+                 <default_profile>default</default_profile><default_database>default</default_database>\
+                 <timezone>UTC</timezone><mark_cache_size>268435456</mark_cache_size>\n{extra_config}\n</yandex>\n"
+            ),
+        )?;
+        let mut node = ClickHouseNode { http_port, tcp_port, config, child: None, log: dir.0.join("stdout.log"), _dir: dir };
+        node.start_again().await?;
+        Ok(node)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Runs `sql` as `user` (no database selected); the answer's text, or the server's error.
+    /// `user` and `password` go into the URL as they are (test values: no characters to escape).
+    pub async fn query_as(&self, user: &str, password: &str, sql: &str) -> anyhow::Result<String> {
+        let r = http()
+            .post(format!("{}/?user={user}&password={password}", self.url()))
+            .body(sql.to_owned())
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        anyhow::ensure!(status.is_success(), "{text}");
+        Ok(text)
+    }
+
+    /// Starts the server (again) on its data; returns once `/ping` answers.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new("clickhouse-server")
+            .arg(format!("--config-file={}", self.config.display()))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start clickhouse-server (./scripts/services.sh install installs it)")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ping = http().get(format!("{}/ping", self.url())).send().await;
+            if ping.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(std::process::Child::try_wait) {
+                self.child = None;
+                bail!("clickhouse-server exited ({status}); its log:\n{}", self.server_log());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "clickhouse-server did not answer; its log:\n{}", self.server_log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn server_log(&self) -> String {
+        let dir = self.config.parent().expect("config in a directory");
+        ["stdout.log", "server.err.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops the server as an operator would (SIGTERM) and waits until it has exited.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill").arg("-TERM").arg(c.id().to_string()).status()?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    bail!("clickhouse-server did not stop within 30 s of SIGTERM (killed)");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ClickHouseNode {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

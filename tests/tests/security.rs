@@ -436,3 +436,109 @@ async fn nats_permissions_confine_a_consumer_to_its_shop() -> anyhow::Result<()>
     assert!(!matches!(leaked, Ok(Some(_))), "a subscription to shop-b's subject must deliver nothing");
     Ok(())
 }
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The least-privilege ClickHouse users of docs/security.md, as ClickHouse 18.16 (Debian's
+/// package, no SQL access control) allows them: `users.xml` users confined to databases, and the
+/// analysts' tables as `Distributed` tables that read the pipeline's database through an
+/// internal read-only user. The pipeline runs end to end as the sink writer; the writer reaches
+/// nothing but its database; the analyst reads orders, alerts and the views' figures, and can
+/// neither read `order_contacts` (nor anything else of the pipeline's database) nor write.
+#[tokio::test(flavor = "multi_thread")]
+async fn clickhouse_least_privilege_users() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "15"]).await?;
+    let mut dep = Deployment::new(&shop_toml(&sandbox, "sandbox-api-key-1", "sandbox-password-1")).await?;
+    let (db, an) = (dep.database.clone(), format!("{}_analytics", dep.database));
+    let user = |name: &str, password: &str, profile: &str, database: &str| {
+        format!(
+            "<{name}><password_sha256_hex>{}</password_sha256_hex><networks><ip>127.0.0.1</ip></networks>\
+             <profile>{profile}</profile><quota>default</quota>\
+             <allow_databases><database>{database}</database></allow_databases></{name}>",
+            sha256_hex(password)
+        )
+    };
+    let users_xml = format!(
+        "<?xml version=\"1.0\"?>\n<yandex>\n<profiles><default></default><read_only><readonly>1</readonly><prefer_localhost_replica>0</prefer_localhost_replica></read_only></profiles>\n\
+         <users>\n<default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default>\n\
+         {}\n{}\n{}\n</users>\n\
+         <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows>\
+         <read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>\n</yandex>\n",
+        user("qoo10_sink", "sink-pw", "default", &db),
+        user("qoo10_analyst", "analyst-pw", "read_only", &an),
+        user("qoo10_pipeline_reader", "reader-pw", "read_only", &db),
+    );
+    let remote = "<remote_servers><qoo10_pipeline><shard><replica><host>127.0.0.1</host><port>{tcp_port}</port>\
+                  <user>qoo10_pipeline_reader</user><password>reader-pw</password></replica></shard></qoo10_pipeline></remote_servers>";
+    let ch = e2e::ClickHouseNode::start(Some(&users_xml), remote).await?;
+    dep.on_clickhouse(&ch.url())?;
+    // The services connect as the writer; the database is made once by an administrator.
+    let config = std::fs::read_to_string(&dep.config_path)?;
+    let database_line = format!("database = \"{db}\"\n");
+    anyhow::ensure!(config.contains(&database_line), "no database line in {config}");
+    std::fs::write(
+        &dep.config_path,
+        config.replacen(&database_line, &format!("{database_line}user = \"qoo10_sink\"\npassword = \"sink-pw\"\n"), 1),
+    )?;
+    ch.query_as("default", "", &format!("CREATE DATABASE {db}")).await?;
+
+    dep.run_ok("fetcher", &["--once"])?;
+    dep.run_ok("normalizer", &["--until-idle"])?;
+    dep.run_ok("sink", &["--until-idle"])?;
+    let admin_count = |sql: String| {
+        let ch = &ch;
+        async move { anyhow::Ok(ch.query_as("default", "", &sql).await?.trim().parse::<u64>()?) }
+    };
+    let orders = admin_count(format!("SELECT count() FROM {db}.orders FINAL")).await?;
+    let contacts = admin_count(format!("SELECT count() FROM {db}.order_contacts")).await?;
+    assert!(orders > 0 && contacts > 0, "the writer stored orders ({orders}) and contacts ({contacts})");
+    // Retention's ALTER … DELETE runs as the writer too (0 days: every contact goes).
+    dep.run_ok("sink", &["retention", "--contacts-days", "0"])?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while admin_count(format!("SELECT count() FROM {db}.order_contacts")).await? > 0 {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the retention mutation did not complete");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let denied = |result: anyhow::Result<String>, what: &str| match result {
+        Ok(text) => panic!("{what}: allowed, answered {text:?}"),
+        Err(e) => e.to_string(),
+    };
+    // The writer: its database only.
+    let e = denied(ch.query_as("qoo10_sink", "sink-pw", "CREATE DATABASE elsewhere").await, "writer creates a database");
+    assert!(e.contains("Access denied") || e.contains("elsewhere"), "{e}");
+    ch.query_as("default", "", &format!("CREATE DATABASE {an}")).await?;
+
+    // The analysts' database: every table and view but order_contacts, read through the pipeline
+    // reader (as an administrator would create them).
+    for t in ["orders", "order_versions", "alerts", "oms_expectations", "daily_sales", "orders_by_status", "open_alerts"] {
+        ch.query_as("default", "", &format!("CREATE TABLE {an}.{t} AS {db}.{t} ENGINE = Distributed(qoo10_pipeline, {db}, {t})"))
+            .await?;
+    }
+    let sql = format!("SELECT count() FROM {an}.orders");
+    let e = denied(ch.query_as("qoo10_sink", "sink-pw", &sql).await, "writer reads another database");
+    assert!(e.contains("Access denied"), "{e}");
+    let seen = ch.query_as("qoo10_analyst", "analyst-pw", &format!("SELECT count() FROM {an}.orders FINAL")).await?;
+    assert_eq!(seen.trim().parse::<u64>()?, orders, "the analyst sees every order");
+    let daily = ch.query_as("qoo10_analyst", "analyst-pw", &format!("SELECT count() FROM {an}.daily_sales")).await?;
+    assert!(daily.trim().parse::<u64>()? > 0, "and the views' figures");
+    for sql in [
+        format!("SELECT count() FROM {db}.order_contacts"),
+        format!("SELECT count() FROM {db}.orders"),
+        format!("SELECT count() FROM {an}.order_contacts"),
+    ] {
+        let e = denied(ch.query_as("qoo10_analyst", "analyst-pw", &sql).await, &sql);
+        assert!(e.contains("Access denied") || e.contains("doesn't exist"), "{sql}: {e}");
+    }
+    for sql in [
+        format!("CREATE TABLE {an}.c AS {db}.order_contacts ENGINE = Distributed(qoo10_pipeline, {db}, order_contacts)"),
+        format!("INSERT INTO {an}.orders SELECT * FROM {an}.orders LIMIT 1"),
+    ] {
+        let e = denied(ch.query_as("qoo10_analyst", "analyst-pw", &sql).await, &sql);
+        assert!(e.contains("readonly"), "{sql}: {e}");
+    }
+    Ok(())
+}
