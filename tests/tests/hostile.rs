@@ -230,7 +230,9 @@ async fn every_bad_input_becomes_one_dead_letter_with_a_precise_reason() -> anyh
                 input.id, input.stage, input.reason
             ));
         }
-        if letter.payload.as_ref() != input.payload.as_slice() && input.stage == "normalizer" {
+        // Original bytes, whichever stage refused them (the raw conflict's letter is the
+        // normalizer's canonical order, compared by order number above).
+        if letter.payload.as_ref() != input.payload.as_slice() && input.id != "raw-conflict-2" {
             problems.push(format!("{}: the dead letter does not keep the original bytes", input.id));
         }
     }
