@@ -42,7 +42,8 @@ struct Args {
     latency_seconds: u64,
     /// Sandbox shops in the fetcher run (0 skips it).
     #[arg(long, default_value_t = 2_000)]
-    fetcher_shops: u32,    /// Keep this run's streams and databases for inspection (by default they are deleted at the
+    fetcher_shops: u32,
+    /// Keep this run's streams and databases for inspection (by default they are deleted at the
     /// end: one run stores about 1 GB in JetStream and ClickHouse).
     #[arg(long)]
     keep: bool,

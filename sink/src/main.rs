@@ -1,6 +1,6 @@
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -411,11 +411,8 @@ impl Sink {
             })
             .collect();
         drop(seen);
-        let good: Vec<(jetstream::Message, Parsed)> = good
-            .into_iter()
-            .zip(may_conflict)
-            .map(|((m, p), keep)| (if keep { m } else { ack_only(m) }, p))
-            .collect();
+        let good: Vec<(jetstream::Message, Parsed)> =
+            good.into_iter().zip(may_conflict).map(|((m, p), keep)| (if keep { m } else { ack_only(m) }, p)).collect();
 
         // Rows, merged in stream order with what is stored (or earlier in this batch).
         let keys: Vec<(String, u64)> = good

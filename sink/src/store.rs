@@ -210,17 +210,17 @@ impl Store {
     where
         R: std::borrow::Borrow<OrderRow> + Sync,
     {
-        let contacts = async {
-            if contacts.is_empty() { Ok(()) } else { self.insert_all("order_contacts", contacts).await }
-        };
+        let contacts =
+            async { if contacts.is_empty() { Ok(()) } else { self.insert_all("order_contacts", contacts).await } };
         let (versions, latest) = if orders.is_empty() {
             (None, None)
         } else {
             (Some(self.insert_all("order_versions", orders)), Some(self.insert_all("orders", orders)))
         };
-        let (c, v, l) = tokio::join!(contacts, async { if let Some(f) = versions { f.await } else { Ok(()) } }, async {
-            if let Some(f) = latest { f.await } else { Ok(()) }
-        });
+        let (c, v, l) =
+            tokio::join!(contacts, async { if let Some(f) = versions { f.await } else { Ok(()) } }, async {
+                if let Some(f) = latest { f.await } else { Ok(()) }
+            });
         c.and(v).and(l)
     }
 

@@ -789,7 +789,8 @@ impl ClickHouseNode {
                  <timezone>UTC</timezone><mark_cache_size>268435456</mark_cache_size>\n{extra_config}\n</yandex>\n"
             ),
         )?;
-        let mut node = ClickHouseNode { http_port, tcp_port, config, child: None, log: dir.0.join("stdout.log"), _dir: dir };
+        let mut node =
+            ClickHouseNode { http_port, tcp_port, config, child: None, log: dir.0.join("stdout.log"), _dir: dir };
         node.start_again().await?;
         Ok(node)
     }
@@ -801,11 +802,8 @@ impl ClickHouseNode {
     /// Runs `sql` as `user` (no database selected); the answer's text, or the server's error.
     /// `user` and `password` go into the URL as they are (test values: no characters to escape).
     pub async fn query_as(&self, user: &str, password: &str, sql: &str) -> anyhow::Result<String> {
-        let r = http()
-            .post(format!("{}/?user={user}&password={password}", self.url()))
-            .body(sql.to_owned())
-            .send()
-            .await?;
+        let r =
+            http().post(format!("{}/?user={user}&password={password}", self.url())).body(sql.to_owned()).send().await?;
         let status = r.status();
         let text = r.text().await?;
         anyhow::ensure!(status.is_success(), "{text}");
@@ -833,7 +831,11 @@ impl ClickHouseNode {
                 self.child = None;
                 bail!("clickhouse-server exited ({status}); its log:\n{}", self.server_log());
             }
-            anyhow::ensure!(Instant::now() < deadline, "clickhouse-server did not answer; its log:\n{}", self.server_log());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "clickhouse-server did not answer; its log:\n{}",
+                self.server_log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -508,15 +508,22 @@ async fn clickhouse_least_privilege_users() -> anyhow::Result<()> {
         Err(e) => e.to_string(),
     };
     // The writer: its database only.
-    let e = denied(ch.query_as("qoo10_sink", "sink-pw", "CREATE DATABASE elsewhere").await, "writer creates a database");
+    let e =
+        denied(ch.query_as("qoo10_sink", "sink-pw", "CREATE DATABASE elsewhere").await, "writer creates a database");
     assert!(e.contains("Access denied") || e.contains("elsewhere"), "{e}");
     ch.query_as("default", "", &format!("CREATE DATABASE {an}")).await?;
 
     // The analysts' database: every table and view but order_contacts, read through the pipeline
     // reader (as an administrator would create them).
-    for t in ["orders", "order_versions", "alerts", "oms_expectations", "daily_sales", "orders_by_status", "open_alerts"] {
-        ch.query_as("default", "", &format!("CREATE TABLE {an}.{t} AS {db}.{t} ENGINE = Distributed(qoo10_pipeline, {db}, {t})"))
-            .await?;
+    for t in
+        ["orders", "order_versions", "alerts", "oms_expectations", "daily_sales", "orders_by_status", "open_alerts"]
+    {
+        ch.query_as(
+            "default",
+            "",
+            &format!("CREATE TABLE {an}.{t} AS {db}.{t} ENGINE = Distributed(qoo10_pipeline, {db}, {t})"),
+        )
+        .await?;
     }
     let sql = format!("SELECT count() FROM {an}.orders");
     let e = denied(ch.query_as("qoo10_sink", "sink-pw", &sql).await, "writer reads another database");
@@ -534,7 +541,9 @@ async fn clickhouse_least_privilege_users() -> anyhow::Result<()> {
         assert!(e.contains("Access denied") || e.contains("doesn't exist"), "{sql}: {e}");
     }
     for sql in [
-        format!("CREATE TABLE {an}.c AS {db}.order_contacts ENGINE = Distributed(qoo10_pipeline, {db}, order_contacts)"),
+        format!(
+            "CREATE TABLE {an}.c AS {db}.order_contacts ENGINE = Distributed(qoo10_pipeline, {db}, order_contacts)"
+        ),
         format!("INSERT INTO {an}.orders SELECT * FROM {an}.orders LIMIT 1"),
     ] {
         let e = denied(ch.query_as("qoo10_analyst", "analyst-pw", &sql).await, &sql);
