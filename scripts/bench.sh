@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark: release builds, real NATS and ClickHouse (started if none answers), realistic
 # sandbox rows. Prints figures as it goes; the last line is one JSON object.
-#   ./scripts/bench.sh [--rows 200000] [--latency-rate 2000] [--latency-seconds 30] [--fetcher-shops 2000]
+#   ./scripts/bench.sh [--rows 200000] [--latency-rate 2000] [--latency-seconds 30] [--fetcher-shops 2000] [--keep]
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
