@@ -463,8 +463,9 @@ impl Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
-        // Leave the database for inspection when a test failed; drop it otherwise.
-        if !std::thread::panicking() {
+        // Leave the database for inspection when a test failed (or E2E_KEEP_DATABASES is set);
+        // drop it otherwise.
+        if !std::thread::panicking() && std::env::var_os("E2E_KEEP_DATABASES").is_none() {
             let url = format!("{}/", self.servers.clickhouse_url);
             let sql = format!("DROP DATABASE IF EXISTS {}", self.database);
             let _ = std::thread::spawn(move || {

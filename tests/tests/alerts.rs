@@ -204,6 +204,43 @@ async fn skipped_new_status_and_overdue_then_shipping_resolves_both() -> anyhow:
     Ok(())
 }
 
+/// A redelivery after a crash can bring a line's first version after its second. The sink folds
+/// the late version into the line's history and raises what in-order delivery raises: the same
+/// two versions, newest first, to a second deployment's sink give the same `alerts FINAL` and
+/// the same transitions on `alerts.>` as the in-order run (the first version still opens
+/// `skipped_new_status` and `ship_date_overdue`, the second resolves them).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_first_version_raises_what_in_order_delivery_raises() -> anyhow::Result<()> {
+    let mut late = line(9101, 8101, 3);
+    late["est_ship_date"] = json!((now_jst() - Days::days(2)).date().to_string());
+    let mut s = Scenario::new(vec![late]).await?;
+    let mut in_order = s.poll().await?;
+    s.act(9101, "ship", json!({"carrier": "ヤマト運輸", "tracking_no": "1234-5678"})).await?;
+    in_order.extend(s.poll().await?);
+    assert_eq!(in_order.len(), 4, "two alerts opened and resolved: {in_order:?}");
+    let versions = s.dep.stream_messages("ORDERS").await?;
+    assert_eq!(versions.len(), 2, "one message per version");
+
+    let other = Deployment::new("").await?;
+    other.run_ok("normalizer", &["--until-idle"])?; // creates the streams
+    let js = other.nats().await?;
+    for m in versions.iter().rev() {
+        let subject = m.subject.replacen(&s.dep.prefix, &other.prefix, 1);
+        js.publish_with_headers(subject, m.headers.clone(), m.payload.clone()).await?.await?;
+        other.run_ok("sink", &["--until-idle"])?;
+    }
+    let table = "SELECT kind, toString(order_no), state FROM alerts FINAL ORDER BY kind, order_no";
+    assert_eq!(other.query(table).await?, s.dep.query(table).await?);
+    let reversed: Vec<(String, Value)> = other
+        .stream_messages("ALERTS")
+        .await?
+        .iter()
+        .map(|m| (m.subject.to_string(), serde_json::from_slice(&m.payload).unwrap()))
+        .collect();
+    assert_eq!(kinds(&reversed), kinds(&in_order));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn quantity_and_ship_date_changes_are_reported_with_from_and_to() -> anyhow::Result<()> {
     let mut a = line(9201, 8201, 2);
