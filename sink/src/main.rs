@@ -422,7 +422,7 @@ impl Sink {
             })
             .collect();
         drop(seen);
-        let good: Vec<(jetstream::Message, Parsed)> =
+        let mut good: Vec<(jetstream::Message, Parsed)> =
             good.into_iter().zip(may_conflict).map(|((m, p), keep)| (if keep { m } else { ack_only(m) }, p)).collect();
 
         // Rows, merged in stream order with what is stored (or earlier in this batch).
@@ -443,7 +443,6 @@ impl Sink {
         let mut contacts: Vec<ContactRow> = Vec::new();
         let mut written: Vec<jetstream::Message> = Vec::with_capacity(good.len());
         // Versions of one line in version order, whatever order JetStream delivered them in.
-        let mut good = good;
         good.sort_by_key(|(_, p)| p.row.version);
         // Which other lines of a cart the same poll returned with a claim (claim rows only).
         let cart_claims: HashMap<(String, u64), Vec<u64>> = good
@@ -617,8 +616,8 @@ impl Sink {
                 changes.push((before.take(), Arc::clone(&r)));
                 before = Some(r);
             }
-            let after = Arc::new(chain.last().cloned().expect("the chain holds the late version"));
-            latest.insert(key, after);
+            // The last step's row is the chain's end: the line's latest state.
+            latest.insert(key, before.expect("the chain holds the late version"));
         }
         Ok(())
     }

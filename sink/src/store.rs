@@ -210,17 +210,11 @@ impl Store {
     where
         R: std::borrow::Borrow<OrderRow> + Sync,
     {
-        let contacts =
-            async { if contacts.is_empty() { Ok(()) } else { self.insert_all("order_contacts", contacts).await } };
-        let (versions, latest) = if orders.is_empty() {
-            (None, None)
-        } else {
-            (Some(self.insert_all("order_versions", orders)), Some(self.insert_all("orders", orders)))
-        };
-        let (c, v, l) =
-            tokio::join!(contacts, async { if let Some(f) = versions { f.await } else { Ok(()) } }, async {
-                if let Some(f) = latest { f.await } else { Ok(()) }
-            });
+        let (c, v, l) = tokio::join!(
+            self.insert_all("order_contacts", contacts),
+            self.insert_all("order_versions", orders),
+            self.insert_all("orders", orders),
+        );
         c.and(v).and(l)
     }
 
@@ -230,6 +224,9 @@ impl Store {
         for<'a> T: clickhouse::Row<Value<'a> = T>,
         R: std::borrow::Borrow<T>,
     {
+        if rows.is_empty() {
+            return Ok(()); // an insert of nothing would still be a round trip (and an empty part)
+        }
         let op = || format!("insert into {table}");
         let mut insert = self.client.insert::<T>(table).await.map_err(self.err(op()))?;
         for r in rows {
@@ -239,9 +236,6 @@ impl Store {
     }
 
     pub async fn write_alerts(&self, alerts: &[AlertRow]) -> Result<(), StoreError> {
-        if alerts.is_empty() {
-            return Ok(());
-        }
         self.insert_all("alerts", alerts).await
     }
 
@@ -371,9 +365,6 @@ impl Store {
     }
 
     pub async fn write_expectations(&self, rows: &[ExpectationRow]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
         self.insert_all("oms_expectations", rows).await
     }
 

@@ -583,26 +583,15 @@ pub struct Service {
 impl Service {
     /// `kill -9`: no chance to finish anything.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// SIGTERM, then the exit code (within 15 s).
     pub fn terminate(&mut self) -> anyhow::Result<Option<i32>> {
         let Some(mut child) = self.child.take() else { bail!("{} is not running", self.name) };
-        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(s) = child.try_wait()? {
-                return Ok(s.code());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("{} did not stop within 15 s of SIGTERM; log {}", self.name, self.log.display());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match terminate(&mut child, Duration::from_secs(15))? {
+            Some(s) => Ok(s.code()),
+            None => bail!("{} did not stop within 15 s of SIGTERM; log {}", self.name, self.log.display()),
         }
     }
 
@@ -733,10 +722,7 @@ impl NatsNode {
 
     /// `kill -9`.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill(&mut self.child);
     }
 }
 
@@ -853,16 +839,10 @@ impl ClickHouseNode {
     /// Stops the server as an operator would (SIGTERM) and waits until it has exited.
     pub fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut c) = self.child.take() {
-            Command::new("kill").arg("-TERM").arg(c.id().to_string()).status()?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while c.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    bail!("clickhouse-server did not stop within 30 s of SIGTERM (killed)");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            anyhow::ensure!(
+                terminate(&mut c, Duration::from_secs(30))?.is_some(),
+                "clickhouse-server did not stop within 30 s of SIGTERM (killed)"
+            );
         }
         Ok(())
     }
@@ -870,10 +850,32 @@ impl ClickHouseNode {
 
 impl Drop for ClickHouseNode {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        kill(&mut self.child);
+    }
+}
+
+/// SIGTERM, then waits up to `limit` for the exit; past it, `kill -9` and `None`.
+fn terminate(child: &mut std::process::Child, limit: Duration) -> anyhow::Result<Option<std::process::ExitStatus>> {
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(Some(s));
         }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `kill -9` of a process still held, and its reaping.
+fn kill(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
