@@ -98,24 +98,36 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_s(pid: u32) -> f64 {
+/// CPU seconds (user, system) a process has used so far.
+fn cpu_times(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the `(comm)`, which may hold spaces: utime and stime are the 12th and 13th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let field = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (field(11) + field(12)) / 100.0
+    (field(11) / 100.0, field(12) / 100.0)
 }
 
-/// CPU seconds of every process whose name is `comm` (the local NATS and ClickHouse servers).
-fn cpu_of_all(comm: &str) -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_s(pid: u32) -> f64 {
+    let (user, system) = cpu_times(pid);
+    ((user + system) * 100.0).round() / 100.0
+}
+
+/// CPU seconds (user, system) of every process whose name is `comm` (the local NATS and
+/// ClickHouse servers).
+fn cpu_of_all(comm: &str) -> (f64, f64) {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return (0.0, 0.0) };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
         .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
-        .map(cpu_s)
-        .sum()
+        .map(cpu_times)
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// Seconds to one decimal.
+fn tenths(s: f64) -> f64 {
+    (s * 10.0).round() / 10.0
 }
 
 fn stop(mut child: Child) {
@@ -189,6 +201,17 @@ async fn wait_for_rows(env: &Env, db: &str, n: usize, limit: Duration) -> anyhow
         anyhow::ensure!(started.elapsed() < limit, "{n} rows not in {db}.order_versions within {limit:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits (at most two minutes) until ClickHouse runs no merge.
+async fn wait_for_quiet(env: &Env) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120)
+        && ch_count(&env.ch_url, "SELECT count() FROM system.merges").await > 0
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("waited {:.1} s for ClickHouse's merges to finish", started.elapsed().as_secs_f64());
 }
 
 async fn connect(env: &Env, prefix: &str) -> anyhow::Result<(jetstream::Context, NatsConfig)> {
@@ -266,10 +289,9 @@ async fn clickhouse_limit(env: &Env, items: &[(String, Bytes)], db: &str) -> any
     for (i, (_, p)) in items.iter().enumerate() {
         let env: RawEnvelope = serde_json::from_slice(p)?;
         let o = normalizer::normalize::normalize(&env, i as u64, &statuses).map_err(|e| anyhow::anyhow!("{e}"))?;
-        orders.push(sink::rows::order_row(&o)?);
-        if let Some(pers) = &o.personal {
-            contacts.push(sink::rows::contact_row(&o, pers)?);
-        }
+        let (row, contact) = sink::rows::rows(o)?;
+        orders.push(row);
+        contacts.extend(contact);
     }
     let started = Instant::now();
     for (o, c) in orders.chunks(5_000).zip(contacts.chunks(5_000)) {
@@ -446,27 +468,40 @@ async fn main() -> anyhow::Result<()> {
     let sink = env.spawn("sink", &config, "127.0.0.1:0", &[])?;
     wait_for_rows(&env, &p("pipe"), items.len(), Duration::from_secs(900)).await?;
     let wall = started.elapsed().as_secs_f64();
+    let (nats_after, ch_after) = (cpu_of_all("nats-server"), cpu_of_all("clickhouse-serv"));
+    let nats = (nats_after.0 - servers_before.0.0, nats_after.1 - servers_before.0.1);
+    let ch = (ch_after.0 - servers_before.1.0, ch_after.1 - servers_before.1.1);
     let pipeline = items.len() as f64 / wall;
     let (rss_n1, rss_s1) = (peak_rss_mb(normalizer.id()), peak_rss_mb(sink.id()));
     // Where the two cores went: each process's CPU seconds over the run.
     let cpu = json!({
-        "wall_s": (wall * 10.0).round() / 10.0,
+        "wall_s": tenths(wall),
         "normalizer": cpu_s(normalizer.id()),
         "sink": cpu_s(sink.id()),
-        "nats_server": ((cpu_of_all("nats-server") - servers_before.0) * 10.0).round() / 10.0,
-        "clickhouse": ((cpu_of_all("clickhouse-serv") - servers_before.1) * 10.0).round() / 10.0,
+        "nats_server": tenths(nats.0 + nats.1),
+        "clickhouse": tenths(ch.0 + ch.1),
+        // ClickHouse's kernel time: creating a part's files is most of it. On an ext4 file system
+        // without a journal (this project's machines) it grows several-fold for a few minutes
+        // after many files were deleted (the inode allocator skips recently deleted inodes), e.g.
+        // right after a previous run's clean-up or a test suite's dropped databases.
+        "clickhouse_system": tenths(ch.1),
     });
     println!("cpu seconds during the run: {cpu}");
     stop(normalizer);
     stop(sink);
     println!("pipeline: {pipeline:.0} orders/s (raw in JetStream → order versions in ClickHouse)");
+    // The limits are what the machine does with nothing else running: ClickHouse first finishes
+    // merging the pipeline's parts.
+    wait_for_quiet(&env).await;
     let items2: Vec<(String, Bytes)> =
         items.iter().map(|(s, b)| (s.replacen(&p("pipe"), &p("hop"), 1), b.clone())).collect();
     let nats_before = cpu_of_all("nats-server");
     let hop = two_hop(&env, &items2, &p("hop")).await?;
     // nats-server's own CPU for the bare copy: what the pipeline's JetStream traffic costs at least.
-    let hop_nats_cpu = ((cpu_of_all("nats-server") - nats_before) * 10.0).round() / 10.0;
+    let nats_after = cpu_of_all("nats-server");
+    let hop_nats_cpu = tenths(nats_after.0 + nats_after.1 - nats_before.0 - nats_before.1);
     println!("limit: JetStream two-hop copy {hop:.0} msg/s (nats-server {hop_nats_cpu} CPU s, publishing included)");
+    wait_for_quiet(&env).await;
     let ch = clickhouse_limit(&env, &items, &p("ch")).await?;
     println!("limit: ClickHouse insert {ch:.0} rows/s (orders, order_versions, order_contacts)");
     let efficiency = pipeline / hop.min(ch);

@@ -186,15 +186,19 @@ async fn process_batch(
         }
     }))
     .await;
+    // Orders per shop, counted here and added to the metric once per shop and batch.
+    let mut per_shop: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for ((msg, _, is_order), durable) in pending.into_iter().zip(outcomes) {
         if durable {
             if is_order {
                 counters.orders += 1;
-                metrics.inc(
-                    "normalizer_orders_total",
-                    "Canonical orders published, by shop.",
-                    &[("shop", Namespace::shop_of(&msg.subject))],
-                );
+                let shop = Namespace::shop_of(&msg.subject);
+                match per_shop.get_mut(shop) {
+                    Some(n) => *n += 1,
+                    None => {
+                        per_shop.insert(shop.to_owned(), 1);
+                    }
+                }
             } else {
                 counters.dead_letters += 1;
             }
@@ -202,6 +206,9 @@ async fn process_batch(
         } else {
             let _ = msg.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await;
         }
+    }
+    for (shop, n) in &per_shop {
+        metrics.add("normalizer_orders_total", "Canonical orders published, by shop.", &[("shop", shop)], *n as f64);
     }
     Ok(())
 }

@@ -26,9 +26,15 @@ struct Args {
     /// Orders are placed over this many days before now.
     #[arg(long, default_value_t = 10)]
     days: i64,
-    /// The sandbox's "now" in JST (`2026-11-29 12:00:00`); default: the current hour.
+    /// The sandbox's "now" in JST (`2026-11-29 12:00:00`); default: the current hour. Orders are
+    /// generated up to it; the sandbox's clock itself is the real one unless --frozen-clock.
     #[arg(long)]
     now: Option<String>,
+    /// Stop the sandbox's clock at --now: it moves only by POST /_sandbox/advance. Tests that
+    /// compare runs made minutes apart need this (with a running clock an order shipped at 06:53
+    /// was delivered in one run and not yet in another).
+    #[arg(long)]
+    frozen_clock: bool,
     /// Requests one shop may make in any one-second window; more are answered HTTP 429 and
     /// counted as violations (GET /_sandbox/stats). 0 = unlimited.
     #[arg(long, default_value_t = 0.0)]
@@ -62,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         seed: args.seed,
         limit_per_shop: args.rate_limit_per_shop,
         limit_global: args.rate_limit_global,
+        frozen_at: args.frozen_clock.then(|| schemas::time::jst_naive_to_utc(now)),
         ..Default::default()
     };
     for (i, shop) in shops.iter().enumerate() {

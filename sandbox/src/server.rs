@@ -31,8 +31,11 @@ pub struct World {
     pub keys: HashMap<String, (String, DateTime<Utc>)>,
     pub requests: Vec<RequestLog>,
     pub seed: u64,
-    /// Added to the real clock: the sandbox's "now" (moved by `/_sandbox/advance`).
+    /// Added to the clock: the sandbox's "now" (moved by `/_sandbox/advance`).
     pub clock_offset: Duration,
+    /// `--frozen-clock`: the clock stands at this instant (plus `clock_offset`) instead of
+    /// running with real time, so every run of a test sees the same world at each poll.
+    pub frozen_at: Option<DateTime<Utc>>,
     /// Requests allowed per shop (and in total) in any one-second window; 0 = unlimited.
     pub limit_per_shop: f64,
     pub limit_global: f64,
@@ -42,7 +45,7 @@ pub struct World {
 
 impl World {
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.clock_offset
+        self.frozen_at.unwrap_or_else(Utc::now) + self.clock_offset
     }
 }
 
@@ -562,5 +565,23 @@ async fn order_action(
     match crate::lifecycle::apply(o, &action, &args, now) {
         Ok(()) => axum::Json(o.clone()).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn a_frozen_clock_moves_only_when_advanced() {
+        let at = Utc::now() - Duration::days(30);
+        let mut w = World { frozen_at: Some(at), ..Default::default() };
+        assert_eq!(w.now(), at);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(w.now(), at, "real time passing does not move it");
+        w.clock_offset += Duration::hours(36);
+        assert_eq!(w.now(), at + Duration::hours(36));
+        let running = World::default();
+        assert!((running.now() - Utc::now()).num_seconds().abs() < 5, "without it the clock is the real one");
     }
 }

@@ -24,7 +24,7 @@ use schemas::status::StatusMap;
 use schemas::subjects::{self, Namespace};
 use sink::alerts::{self, Context, Thresholds, Verdict};
 use sink::edits;
-use sink::rows::{AlertRow, ContactRow, OrderRow, contact_row, merge, order_row, rechain, same_content};
+use sink::rows::{AlertRow, ContactRow, OrderRow, merge, rechain, same_content};
 use sink::store::{ExpectationRow, PackLine, Store};
 
 /// Writes canonical orders (ORDERS) to ClickHouse in batches and raises the alerts they call
@@ -376,13 +376,10 @@ struct Parsed {
 }
 
 impl Parsed {
-    fn of(o: &CanonicalOrder) -> Result<Parsed, sink::rows::RowError> {
-        Ok(Parsed {
-            row: order_row(o)?,
-            contact: o.personal.as_ref().map(|p| contact_row(o, p)).transpose()?,
-            kind: o.source.kind,
-            cart_claims: o.cart_claims.clone(),
-        })
+    fn of(mut o: CanonicalOrder) -> Result<Parsed, sink::rows::RowError> {
+        let (kind, cart_claims) = (o.source.kind, std::mem::take(&mut o.cart_claims));
+        let (row, contact) = sink::rows::rows(o)?;
+        Ok(Parsed { row, contact, kind, cart_claims })
     }
 }
 
@@ -402,7 +399,7 @@ impl Sink {
                 );
             }
             let shop = Namespace::shop_of(&msg.subject).to_owned();
-            match sink::input::order(&msg.payload, &shop).and_then(|o| Parsed::of(&o).map_err(|e| e.to_string())) {
+            match sink::input::order(&msg.payload, &shop).and_then(|o| Parsed::of(o).map_err(|e| e.to_string())) {
                 Ok(p) => good.push((msg, p)),
                 Err(reason) => dead.push((msg, shop, reason)),
             }
@@ -523,15 +520,12 @@ impl Sink {
                 contacts.len() as f64,
             );
             let now = Utc::now().timestamp_micros();
-            for o in &orders {
-                let fetched = i64::try_from(o.version).unwrap_or(now);
-                m.observe(
-                    "end_to_end_latency_seconds",
-                    "From the QAPI response (fetched_at) to ClickHouse confirming the row.",
-                    &[],
-                    (now - fetched).max(0) as f64 / 1e6,
-                );
-            }
+            m.observe_all(
+                "end_to_end_latency_seconds",
+                "From the QAPI response (fetched_at) to ClickHouse confirming the row.",
+                &[],
+                orders.iter().map(|o| (now - i64::try_from(o.version).unwrap_or(now)).max(0) as f64 / 1e6),
+            );
         }
         for msg in &written {
             runtime::nats::ack(msg).await;

@@ -11,7 +11,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use schemas::order::{CanonicalOrder, Personal};
+use schemas::order::CanonicalOrder;
 use schemas::raw::RowKind;
 use schemas::status::StatusMap;
 use serde::{Deserialize, Serialize};
@@ -217,66 +217,68 @@ pub fn days(field: &'static str, d: Option<NaiveDate>) -> Result<Option<u16>, Ro
     .transpose()
 }
 
-/// The row for this version alone, before merging with what is stored.
-pub fn order_row(o: &CanonicalOrder) -> Result<OrderRow, RowError> {
-    Ok(OrderRow {
+/// The row of this version alone (before merging with what is stored), and its contact row when
+/// the order carries personal data.
+pub fn rows(o: CanonicalOrder) -> Result<(OrderRow, Option<ContactRow>), RowError> {
+    // Fields are moved, not cloned: the sink turns every message into rows and drops the order.
+    let ordered_at = seconds("ordered_at", o.ordered_at)?;
+    let fetched_at = seconds("fetched_at", o.source.fetched_at)?;
+    let contact = o.personal.map(|p| ContactRow {
         shop_id: o.shop_id.clone(),
         order_no: o.order_no,
         pack_no: o.pack_no,
-        status: o.status.clone(),
+        buyer_name: p.buyer_name,
+        buyer_kana: p.buyer_kana,
+        buyer_tel: p.buyer_tel,
+        buyer_mobile: p.buyer_mobile,
+        buyer_email: p.buyer_email,
+        receiver_name: p.receiver_name,
+        receiver_kana: p.receiver_kana,
+        receiver_tel: p.receiver_tel,
+        receiver_mobile: p.receiver_mobile,
+        zip_code: p.zip_code,
+        address: p.address,
+        address1: p.address1,
+        address2: p.address2,
+        country: p.country,
+        ordered_at,
+        version: o.version,
+        fetched_at,
+    });
+    let row = OrderRow {
+        shop_id: o.shop_id,
+        order_no: o.order_no,
+        pack_no: o.pack_no,
+        status: o.status,
         qoo10_status: o.qoo10_status,
         claim_status: o.claim_status,
-        item_code: o.item_code.clone(),
-        seller_item_code: o.seller_item_code.clone(),
-        item_title: o.item_title.clone(),
-        option_text: o.option_text.clone().unwrap_or_default(),
-        option_code: o.option_code.clone().unwrap_or_default(),
+        item_code: o.item_code,
+        seller_item_code: o.seller_item_code,
+        item_title: o.item_title,
+        option_text: o.option_text.unwrap_or_default(),
+        option_code: o.option_code.unwrap_or_default(),
         quantity: o.quantity,
         order_price: money("order_price", o.order_price)?,
         discount: money("discount", o.discount)?,
         total: money("total", o.total)?,
         settle_price: money("settle_price", o.settle_price)?,
         shipping_rate: money("shipping_rate", o.shipping_rate)?,
-        currency: o.currency.clone(),
-        ordered_at: seconds("ordered_at", o.ordered_at)?,
+        currency: o.currency,
+        ordered_at,
         paid_at: opt_seconds("paid_at", o.paid_at)?,
         estimated_ship_date: days("estimated_ship_date", o.estimated_ship_date)?,
         shipped_at: opt_seconds("shipped_at", o.shipped_at)?,
         delivered_at: opt_seconds("delivered_at", o.delivered_at)?,
-        carrier: o.carrier.clone(),
-        tracking_no: o.tracking_no.clone(),
-        payment_method: o.payment_method.clone().unwrap_or_default(),
+        carrier: o.carrier,
+        tracking_no: o.tracking_no,
+        payment_method: o.payment_method.unwrap_or_default(),
         version: o.version,
-        fetched_at: seconds("fetched_at", o.source.fetched_at)?,
+        fetched_at,
         source_kind: o.source.kind.as_str().to_owned(),
-        source_method: o.source.method.clone(),
+        source_method: o.source.method,
         raw_seq: o.source.raw_seq,
-    })
-}
-
-pub fn contact_row(o: &CanonicalOrder, p: &Personal) -> Result<ContactRow, RowError> {
-    Ok(ContactRow {
-        shop_id: o.shop_id.clone(),
-        order_no: o.order_no,
-        pack_no: o.pack_no,
-        buyer_name: p.buyer_name.clone(),
-        buyer_kana: p.buyer_kana.clone(),
-        buyer_tel: p.buyer_tel.clone(),
-        buyer_mobile: p.buyer_mobile.clone(),
-        buyer_email: p.buyer_email.clone(),
-        receiver_name: p.receiver_name.clone(),
-        receiver_kana: p.receiver_kana.clone(),
-        receiver_tel: p.receiver_tel.clone(),
-        receiver_mobile: p.receiver_mobile.clone(),
-        zip_code: p.zip_code.clone(),
-        address: p.address.clone(),
-        address1: p.address1.clone(),
-        address2: p.address2.clone(),
-        country: p.country.clone(),
-        ordered_at: seconds("ordered_at", o.ordered_at)?,
-        version: o.version,
-        fetched_at: seconds("fetched_at", o.source.fetched_at)?,
-    })
+    };
+    Ok((row, contact))
 }
 
 /// Merges a new version with the latest stored row of the same order line (see module docs).

@@ -200,6 +200,9 @@ pub struct Deployment {
     pub prefix: String,
     pub database: String,
     pub config_path: PathBuf,
+    /// On the shared NATS server (not a private one a test started): its streams are deleted
+    /// on drop, as its database is.
+    shared_nats: bool,
     _dir: TempDir,
 }
 
@@ -216,7 +219,7 @@ impl Deployment {
             servers.nats_url, servers.clickhouse_url
         );
         std::fs::write(&config_path, text)?;
-        Ok(Deployment { servers, prefix, database, config_path, _dir: dir })
+        Ok(Deployment { servers, prefix, database, config_path, shared_nats: true, _dir: dir })
     }
 
     /// A deployment on other NATS servers than the shared ones (a private server or cluster).
@@ -226,6 +229,7 @@ impl Deployment {
         let shared = format!("url = \"{}\"", dep.servers.nats_url);
         std::fs::write(&dep.config_path, text.replacen(&shared, &format!("url = \"{nats_url}\""), 1))?;
         dep.servers.nats_url = nats_url.to_owned();
+        dep.shared_nats = false;
         Ok(dep)
     }
 
@@ -463,18 +467,38 @@ impl Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
-        // Leave the database for inspection when a test failed (or E2E_KEEP_DATABASES is set);
-        // drop it otherwise.
+        // Leave the database and streams for inspection when a test failed (or
+        // E2E_KEEP_DATABASES is set); delete them otherwise. (Streams left behind had piled up
+        // to about 1,400 on a developer's server after a few runs of the suite.)
         if !std::thread::panicking() && std::env::var_os("E2E_KEEP_DATABASES").is_none() {
             let url = format!("{}/", self.servers.clickhouse_url);
             let sql = format!("DROP DATABASE IF EXISTS {}", self.database);
+            let nats_url = self.shared_nats.then(|| self.servers.nats_url.clone());
+            let streams = schemas::subjects::Namespace::new(&self.prefix).stream("");
             let _ = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                rt.block_on(async { http().post(url).body(sql).send().await.ok() })
+                rt.block_on(async {
+                    if let Some(nats_url) = nats_url {
+                        let delete = delete_streams(&nats_url, &streams);
+                        let _ = tokio::time::timeout(Duration::from_secs(5), delete).await;
+                    }
+                    http().post(url).body(sql).send().await.ok()
+                })
             })
             .join();
         }
     }
+}
+
+/// Deletes the streams whose names start with `prefix` (one deployment's streams).
+async fn delete_streams(nats_url: &str, prefix: &str) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
+    let names: Vec<String> = js.stream_names().try_collect().await?;
+    for name in names.iter().filter(|n| n.starts_with(prefix)) {
+        js.delete_stream(name).await?;
+    }
+    Ok(())
 }
 
 /// A temporary directory removed on drop.

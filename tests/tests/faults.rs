@@ -94,7 +94,9 @@ async fn run(fault: Fault) -> anyhow::Result<Snapshot> {
         vec![NatsNode::single(&[]).await?]
     };
     let nats_url = nodes.iter().map(NatsNode::url).collect::<Vec<_>>().join(",");
-    let sandbox = Sandbox::start(&["--seed", "7", "--shops", "3", "--orders", "250", "--now", now()]).await?;
+    // A frozen sandbox clock: every run sees the same world at each poll, however long it took.
+    let sandbox =
+        Sandbox::start(&["--seed", "7", "--shops", "3", "--orders", "250", "--now", now(), "--frozen-clock"]).await?;
     let mut clickhouse =
         if fault == Fault::ClickHouseOutage { Some(ClickHouseNode::start(None, "").await?) } else { None };
     let mut shops = String::new();
