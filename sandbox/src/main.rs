@@ -26,8 +26,8 @@ struct Args {
     /// Orders are placed over this many days before now.
     #[arg(long, default_value_t = 10)]
     days: i64,
-    /// The sandbox's "now" in JST (`2026-11-29 12:00:00`); default: the current hour. Orders are
-    /// generated up to it; the sandbox's clock itself is the real one unless --frozen-clock.
+    /// The sandbox's "now" in JST (`2026-11-29 12:00:00`): orders are generated up to it and the
+    /// sandbox's clock starts there. Default: the current hour for the orders, and the real clock.
     #[arg(long)]
     now: Option<String>,
     /// Stop the sandbox's clock at --now: it moves only by POST /_sandbox/advance. Tests that
@@ -68,9 +68,14 @@ fn main() -> anyhow::Result<()> {
         seed: args.seed,
         limit_per_shop: args.rate_limit_per_shop,
         limit_global: args.rate_limit_global,
-        frozen_at: args.frozen_clock.then(|| schemas::time::jst_naive_to_utc(now)),
         ..Default::default()
     };
+    // An explicit --now is where the clock starts (before, only the orders were generated up to
+    // it and the clock stayed the real one: orders of another date then jumped through their
+    // lifecycle at the first request). Without it the clock is the real one, as it always was.
+    if args.now.is_some() || args.frozen_clock {
+        world.start_clock_at(schemas::time::jst_naive_to_utc(now), args.frozen_clock);
+    }
     for (i, shop) in shops.iter().enumerate() {
         let orders: Vec<Order> = generate::orders(args.seed, i as u32 + 1, &shop.id, args.orders, args.days, now);
         for o in orders {

@@ -47,6 +47,16 @@ impl World {
     pub fn now(&self) -> DateTime<Utc> {
         self.frozen_at.unwrap_or_else(Utc::now) + self.clock_offset
     }
+
+    /// Sets the clock to `at` (an explicit `--now`): from there it runs with real time, or stands
+    /// still when `frozen`.
+    pub fn start_clock_at(&mut self, at: DateTime<Utc>, frozen: bool) {
+        if frozen {
+            (self.frozen_at, self.clock_offset) = (Some(at), Duration::zero());
+        } else {
+            (self.frozen_at, self.clock_offset) = (None, at - Utc::now());
+        }
+    }
 }
 
 /// An injected fault: what the next matching requests get instead of a normal answer.
@@ -583,5 +593,18 @@ mod clock_tests {
         assert_eq!(w.now(), at + Duration::hours(36));
         let running = World::default();
         assert!((running.now() - Utc::now()).num_seconds().abs() < 5, "without it the clock is the real one");
+    }
+
+    #[test]
+    fn an_explicit_now_sets_the_clock_which_then_runs() {
+        let at = Utc::now() - Duration::days(300);
+        let mut w = World::default();
+        w.start_clock_at(at, false);
+        let first = w.now();
+        assert!((first - at).num_seconds().abs() < 5, "{first} is not {at}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(w.now() > first, "it runs");
+        w.start_clock_at(at, true);
+        assert_eq!(w.now(), at);
     }
 }
