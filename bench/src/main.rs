@@ -111,7 +111,7 @@ fn cpu_times(pid: u32) -> (f64, f64) {
 /// CPU seconds (user + system) a process has used so far.
 fn cpu_s(pid: u32) -> f64 {
     let (user, system) = cpu_times(pid);
-    ((user + system) * 100.0).round() / 100.0
+    hundredths(user + system)
 }
 
 /// CPU seconds (user, system) of every process whose name is `comm` (the local NATS and
@@ -128,6 +128,16 @@ fn cpu_of_all(comm: &str) -> (f64, f64) {
 /// Seconds to one decimal.
 fn tenths(s: f64) -> f64 {
     (s * 10.0).round() / 10.0
+}
+
+/// Seconds to two decimals.
+fn hundredths(s: f64) -> f64 {
+    (s * 100.0).round() / 100.0
+}
+
+/// (user, system) CPU seconds used between two readings.
+fn used(before: (f64, f64), after: (f64, f64)) -> (f64, f64) {
+    (after.0 - before.0, after.1 - before.1)
 }
 
 fn stop(mut child: Child) {
@@ -434,7 +444,7 @@ async fn fetcher_scale(env: &Env, shops: u32, prefix: &str) -> anyhow::Result<se
     Ok(json!({
         "shops": shops, "requests": requests, "wall_s": wall, "min_wall_s": min_wall, "ratio_to_min": wall / min_wall,
         "violations": stats["violations"], "max_requests_in_a_second": stats["max_requests_in_a_second"],
-        "cpu_s": ((f.get(1).unwrap_or(&0.0) + f.get(2).unwrap_or(&0.0)) * 100.0).round() / 100.0, "rss_peak_mb": f.get(3).unwrap_or(&0.0) / 1024.0,
+        "cpu_s": hundredths(f.get(1).unwrap_or(&0.0) + f.get(2).unwrap_or(&0.0)), "rss_peak_mb": f.get(3).unwrap_or(&0.0) / 1024.0,
         "ok": status.success(),
     }))
 }
@@ -468,9 +478,8 @@ async fn main() -> anyhow::Result<()> {
     let sink = env.spawn("sink", &config, "127.0.0.1:0", &[])?;
     wait_for_rows(&env, &p("pipe"), items.len(), Duration::from_secs(900)).await?;
     let wall = started.elapsed().as_secs_f64();
-    let (nats_after, ch_after) = (cpu_of_all("nats-server"), cpu_of_all("clickhouse-serv"));
-    let nats = (nats_after.0 - servers_before.0.0, nats_after.1 - servers_before.0.1);
-    let ch = (ch_after.0 - servers_before.1.0, ch_after.1 - servers_before.1.1);
+    let nats = used(servers_before.0, cpu_of_all("nats-server"));
+    let ch = used(servers_before.1, cpu_of_all("clickhouse-serv"));
     let pipeline = items.len() as f64 / wall;
     let (rss_n1, rss_s1) = (peak_rss_mb(normalizer.id()), peak_rss_mb(sink.id()));
     // Where the two cores went: each process's CPU seconds over the run.
@@ -507,8 +516,8 @@ async fn main() -> anyhow::Result<()> {
     let nats_before = cpu_of_all("nats-server");
     let hop = two_hop(&env, &items2, &p("hop")).await?;
     // nats-server's own CPU for the bare copy: what the pipeline's JetStream traffic costs at least.
-    let nats_after = cpu_of_all("nats-server");
-    let hop_nats_cpu = tenths(nats_after.0 + nats_after.1 - nats_before.0 - nats_before.1);
+    let hop_nats = used(nats_before, cpu_of_all("nats-server"));
+    let hop_nats_cpu = tenths(hop_nats.0 + hop_nats.1);
     println!("limit: JetStream two-hop copy {hop:.0} msg/s (nats-server {hop_nats_cpu} CPU s, publishing included)");
     wait_for_quiet(&env).await;
     let ch = clickhouse_limit(&env, &items, &p("ch")).await?;

@@ -46,10 +46,7 @@ struct Counters {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     runtime::init_tracing();
-    // One thread: the stage works one batch at a time, so worker threads only added wake-ups
-    // and lock traffic between the NATS connection task and the batch (the benchmark measured
-    // the normalizer at 3.8 CPU s per 200k rows multi-threaded, 2.7 s on one thread).
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = runtime::batch_stage_runtime();
     match rt.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

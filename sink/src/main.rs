@@ -89,10 +89,7 @@ fn main() -> std::process::ExitCode {
     runtime::init_tracing();
     // reqwest (webhook) is built without a default TLS provider (see Cargo.toml); use ring.
     runtime::install_crypto_provider();
-    // One thread: the stage works one batch at a time, so worker threads only added wake-ups
-    // and lock traffic between the NATS connection task and the batch (the benchmark measured
-    // the normalizer at 3.8 CPU s per 200k rows multi-threaded, 2.7 s on one thread).
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let rt = runtime::batch_stage_runtime();
     match rt.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -407,27 +404,28 @@ impl Sink {
         // Only a line that may be stored already, or that comes twice in this batch, can turn
         // out to conflict (and be dead-lettered with its original bytes); every other message
         // needs nothing more than its acknowledgement.
+        let maybe_stored: Vec<bool> =
+            good.iter().map(|(_, p)| self.known.may_have_line(&p.row.shop_id, p.row.order_no)).collect();
         let mut seen: HashMap<(&str, u64), usize> = HashMap::with_capacity(good.len());
         for (_, p) in &good {
             *seen.entry((p.row.shop_id.as_str(), p.row.order_no)).or_default() += 1;
         }
         let may_conflict: Vec<bool> = good
             .iter()
-            .map(|(_, p)| {
-                seen[&(p.row.shop_id.as_str(), p.row.order_no)] > 1
-                    || self.known.may_have_line(&p.row.shop_id, p.row.order_no)
-            })
+            .zip(&maybe_stored)
+            .map(|((_, p), stored)| *stored || seen[&(p.row.shop_id.as_str(), p.row.order_no)] > 1)
             .collect();
         drop(seen);
-        let mut good: Vec<(jetstream::Message, Parsed)> =
-            good.into_iter().zip(may_conflict).map(|((m, p), keep)| (if keep { m } else { ack_only(m) }, p)).collect();
-
         // Rows, merged in stream order with what is stored (or earlier in this batch).
         let keys: Vec<(String, u64)> = good
             .iter()
-            .filter(|(_, p)| self.known.may_have_line(&p.row.shop_id, p.row.order_no))
-            .map(|(_, p)| (p.row.shop_id.clone(), p.row.order_no))
+            .zip(&maybe_stored)
+            .filter(|(_, stored)| **stored)
+            .map(|((_, p), _)| (p.row.shop_id.clone(), p.row.order_no))
             .collect();
+        let mut good: Vec<(jetstream::Message, Parsed)> =
+            good.into_iter().zip(may_conflict).map(|((m, p), keep)| (if keep { m } else { ack_only(m) }, p)).collect();
+
         let held: Vec<&jetstream::Message> = good.iter().map(|(m, _)| m).collect();
         let mut latest: HashMap<(String, u64), Arc<OrderRow>> = if keys.is_empty() {
             HashMap::new()

@@ -69,7 +69,6 @@ fn derived_id(kind: &str, shop: &str, order_no: u64, version: u64) -> String {
 #[derive(Debug, Default)]
 pub struct OpenAlerts {
     groups: HashMap<Box<str>, HashMap<Subject, Slim>>,
-    len: usize,
 }
 
 fn joined(kind: &str, shop: &str) -> String {
@@ -95,10 +94,7 @@ impl OpenAlerts {
             version: alert.version,
             other_id: (alert.alert_id != derived).then(|| alert.alert_id.as_str().into()),
         };
-        let group = self.groups.entry(joined(&key.0, &key.1).into()).or_default();
-        if group.insert(Subject::of(&key.2), slim).is_none() {
-            self.len += 1;
-        }
+        self.groups.entry(joined(&key.0, &key.1).into()).or_default().insert(Subject::of(&key.2), slim);
     }
 
     /// The alert, without its texts (see [`needs_texts`]), if it was open.
@@ -109,7 +105,6 @@ impl OpenAlerts {
         if group.is_empty() {
             self.groups.remove(name.as_str());
         }
-        self.len -= 1;
         let alert_id = match slim.other_id {
             Some(id) => id.into(),
             None => derived_id(&key.0, &key.1, slim.order_no, slim.version),
@@ -139,11 +134,11 @@ impl OpenAlerts {
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.groups.values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.groups.is_empty()
     }
 }
 
