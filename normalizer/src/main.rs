@@ -1,5 +1,5 @@
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_nats::jetstream::{self, context::PublishAckFuture};
@@ -16,6 +16,8 @@ use schemas::subjects::{self, Namespace};
 
 /// Raw payloads larger than this are dead letters (a Qoo10 row is about 1.5 KB).
 const MAX_RAW_BYTES: usize = 256 * 1024;
+/// How often the lag gauge (`consumer_pending`) is read while working.
+const LAG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Maps raw Qoo10 rows (QOO10_RAW) to canonical orders (ORDERS); what it cannot map goes to
 /// dlq.normalizer.<shop> with the reason.
@@ -83,6 +85,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut counters = Counters::default();
     let shutdown = runtime::stopped();
     tokio::pin!(shutdown);
+    // The lag gauge costs a JetStream API round trip: at most once a second, not once a batch.
+    let mut lag_read = Instant::now() - LAG_INTERVAL;
     loop {
         let batch = tokio::select! {
             b = fetch_batch(&consumer, config.normalizer.batch_size, Duration::from_millis(500)) => b,
@@ -95,6 +99,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             continue;
         }
         process_batch(&js, &ns, &statuses, batch, &mut counters, &metrics).await.context("processing a batch")?;
+        if lag_read.elapsed() < LAG_INTERVAL {
+            continue;
+        }
+        lag_read = Instant::now();
         if let Ok(info) = consumer.info().await {
             metrics.set(
                 "consumer_pending",
