@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs and starts what the tests need (Rust if missing, local NATS
 # JetStream and ClickHouse unless NATS_URL / CLICKHOUSE_URL name running servers), builds the
-# binaries the end-to-end tests run, then runs every test. Exit code = verdict.
+# binaries the end-to-end tests run, then runs every test (and, without arguments, the GRANT
+# checks on current ClickHouse: tests/grants/). Exit code = verdict.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -32,6 +33,27 @@ set +e
 cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
+
+# docs/security.md's GRANTs, run and enforced on current ClickHouse: the local server is 18.16,
+# which has no SQL access control, so chdb (current ClickHouse as a Python module, from PyPI)
+# runs them, against the statements the sink itself runs (`sink schema`).
+if [ "$#" -eq 0 ]; then
+  venv="$LOCAL/venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+      sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$venv"
+    fi
+  fi
+  "$venv/bin/python" -c 'import chdb' 2>/dev/null || "$venv/bin/python" -m pip install -q --disable-pip-version-check "chdb==4.4.0"
+  target/debug/sink schema > "$LOCAL/schema.sql"
+  set +e
+  "$venv/bin/python" tests/grants/check_grants.py "$LOCAL/schema.sql" docs/security.md 2>&1 | tee -a "$log"
+  grants_rc=${PIPESTATUS[0]}
+  set -e
+  [ "$grants_rc" -eq 0 ] || rc=$grants_rc
+fi
 # cargo's last line is the doc-test count of the last crate (often 0): close with the totals.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -575,7 +575,9 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let colocated = pipeline / both;
-    println!("limit: both at once (two-hop copy and ClickHouse insert) {both:.0} orders/s; pipeline / that: {colocated:.2}");
+    println!(
+        "limit: both at once (two-hop copy and ClickHouse insert) {both:.0} orders/s; pipeline / that: {colocated:.2}"
+    );
 
     // 2. Latency.
     let (p50, p99, rss_n2, rss_s2) = latency(&env, args.latency_rate, args.latency_seconds, &p("lat")).await?;

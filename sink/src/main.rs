@@ -71,6 +71,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Prints the SQL the sink runs at start (the migrations), without connecting anywhere: to
+    /// review it, or for an administrator to create the tables ahead.
+    Schema,
     /// Deletes buyer and recipient personal data (order_contacts) of orders placed more than
     /// DAYS days ago. Run it daily (cron); it is an ALTER TABLE … DELETE mutation, which works on
     /// ClickHouse 18.16 (no TTL there) and current releases, and completes in the background.
@@ -129,6 +132,10 @@ struct Sink {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     runtime::install_shutdown_handler();
+    if let Some(Command::Schema) = args.command {
+        print!("{}", schemas::sql::schema_script());
+        return Ok(());
+    }
     let config = PipelineConfig::load(args.config.as_deref())?;
     if args.print_config {
         print!("{}", config.to_toml());

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Runs docs/security.md's least-privilege GRANTs on current ClickHouse (chdb, embedded) and checks
+they are enforced: the sink user can do what the sink does and nothing more; the analyst reads
+everything but personal data.
+
+Usage: check_grants.py SCHEMA_SQL SECURITY_MD   (SCHEMA_SQL: the output of `sink schema`)
+
+Run by scripts/test.sh, which installs chdb. The local test server is ClickHouse 18.16, which has
+no SQL access control; chdb is current ClickHouse (26.9 in chdb 4.4) as a Python module.
+chdb runs ClickHouse in-process as its `default` user and cannot switch users, so each role is
+checked in its own process whose `default` user holds exactly that role's GRANTs (the documented
+statements, without `TO <user>`, which a users.xml grant may not name).
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+DB = "qoo10"
+
+
+def grants_of(security_md: str, user: str) -> list[str]:
+    """The documented `GRANT ... TO user;` statements, as users.xml grants (no grantee)."""
+    text = open(security_md, encoding="utf-8").read()
+    found = re.findall(r"^(GRANT .+?) TO " + re.escape(user) + r";$", text, re.M)
+    if not found:
+        sys.exit(f"no GRANT ... TO {user}; in {security_md}")
+    return found
+
+
+def write_config(work: str, grants: list[str] | None) -> str:
+    """config.xml and users.xml for one role; `None` is an administrator (all rights)."""
+    if grants is None:
+        grants = ["GRANT ALL ON *.*"]
+    queries = "".join(f"<query>{g}</query>" for g in grants)
+    users = os.path.join(work, f"users-{abs(hash(queries))}.xml")
+    with open(users, "w", encoding="utf-8") as f:
+        f.write(
+            "<clickhouse><profiles><default/></profiles><quotas><default/></quotas><users><default>"
+            "<password></password><networks><ip>::/0</ip></networks><profile>default</profile>"
+            f"<quota>default</quota><grants>{queries}</grants></default></users></clickhouse>"
+        )
+    config = users.replace("users-", "config-")
+    with open(config, "w", encoding="utf-8") as f:
+        f.write(f"<clickhouse><user_directories><users_xml><path>{users}</path></users_xml></user_directories></clickhouse>")
+    return config
+
+
+def run_role(data: str, config: str, steps: list[tuple[str, str]]) -> list[str]:
+    """Runs steps (expect 'ok' or 'denied', SQL) in a fresh process; returns failures."""
+    code = r"""
+import json, sys, chdb
+conn = chdb.connect(sys.argv[1])
+cur = conn.cursor()
+out = []
+for expect, sql in json.load(sys.stdin):
+    try:
+        cur.execute(sql)
+        cur.fetchall()
+        got = "ok"
+    except Exception as e:
+        msg = str(e)
+        got = "denied" if "ACCESS_DENIED" in msg or "Not enough privileges" in msg else "error: " + msg[:300]
+    out.append([expect, sql, got])
+json.dump(out, sys.stdout)
+"""
+    r = subprocess.run(
+        [sys.executable, "-c", code, f"file:{data}?config-file={config}"],
+        input=json.dumps(steps),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        return [f"chdb process failed: {r.stderr.strip()[-500:]}"]
+    failures = []
+    for expect, sql, got in json.loads(r.stdout):
+        line = " ".join(sql.split())[:110]
+        print(f"  {'PASS' if got == expect else 'FAIL'} expected {expect:6} got {got[:60]:12} {line}")
+        if got != expect:
+            failures.append(f"{line}: expected {expect}, got {got}")
+    return failures
+
+
+def main() -> None:
+    schema_sql, security_md = sys.argv[1], sys.argv[2]
+    import chdb
+
+    print(f"docs/security.md's GRANTs on ClickHouse {chdb.query('SELECT version()', 'TSV').data().strip()} (chdb {chdb.__version__})")
+    # `sink schema`: statements end with `;` at the end of a line; `--` lines are comments.
+    script = "".join(l for l in open(schema_sql, encoding="utf-8").readlines() if not l.startswith("--"))
+    statements = [s.strip() for s in script.split(";\n") if s.strip()]
+    if len(statements) < 5:
+        sys.exit(f"{schema_sql} holds {len(statements)} statements: not the output of `sink schema`")
+    sink = grants_of(security_md, "qoo10_sink")
+    analyst = grants_of(security_md, "qoo10_analyst")
+    failures = []
+    roles = []
+
+    def role(name: str, found: list[str]) -> None:
+        roles.append((name, not found))
+        print(f"test grants::{name} ... {'ok' if not found else 'FAILED'}")
+        failures.extend(found)
+
+    with tempfile.TemporaryDirectory() as work:
+        data = os.path.join(work, "data")
+        print("administrator: creates the databases (as docs/security.md says to)")
+        role("administrator_creates_the_databases", run_role(
+            data,
+            write_config(work, None),
+            [("ok", f"CREATE DATABASE {DB}"), ("ok", "CREATE DATABASE other"),
+             ("ok", "CREATE TABLE other.t (x UInt8) ENGINE = MergeTree ORDER BY x")],
+        ))
+        print("qoo10_sink: the sink's start-up, writes and retention; nothing else")
+        role("sink_user_runs_the_sink_and_nothing_else", run_role(
+            data,
+            write_config(work, sink),
+            # As the sink starts: the database looked up, then its statements run in it.
+            [("ok", f"SELECT count() FROM system.databases WHERE name = '{DB}'"), ("ok", f"USE {DB}")]
+            + [("ok", s) for s in statements]
+            + [
+                ("ok", f"SELECT version FROM {DB}.schema_migrations FINAL"),
+                ("ok", f"INSERT INTO {DB}.schema_migrations VALUES (1, 'x', now())"),
+                ("ok", f"INSERT INTO {DB}.orders (shop_id, order_no, version) VALUES ('s', 1, 1)"),
+                ("ok", f"INSERT INTO {DB}.order_versions (shop_id, order_no, version) VALUES ('s', 1, 1)"),
+                ("ok", f"INSERT INTO {DB}.order_contacts (shop_id, order_no, buyer_name, version) VALUES ('s', 1, '山田', 1)"),
+                ("ok", f"INSERT INTO {DB}.alerts (alert_id, kind, version) VALUES ('a', 'k', 1)"),
+                ("ok", f"INSERT INTO {DB}.oms_expectations (shop_id, edit_key, version) VALUES ('s', 'e', 1)"),
+                ("ok", f"SELECT count() FROM {DB}.orders FINAL"),
+                ("ok", f"ALTER TABLE {DB}.order_contacts DELETE WHERE ordered_at < now() - INTERVAL 1 DAY"),
+                ("denied", f"DROP TABLE {DB}.orders"),
+                ("denied", "CREATE DATABASE elsewhere"),
+                ("denied", "SELECT count() FROM other.t"),
+                ("denied", "INSERT INTO other.t VALUES (1)"),
+            ],
+        ))
+        print("qoo10_analyst: reads orders, alerts and the views; never order_contacts; writes nothing")
+        role("analyst_reads_all_but_personal_data", run_role(
+            data,
+            write_config(work, analyst),
+            [("ok", f"SELECT count() FROM {DB}.{t}") for t in
+             ("orders", "order_versions", "alerts", "oms_expectations", "daily_sales", "orders_by_status", "open_alerts")]
+            + [
+                ("ok", f"SELECT shop_id, order_no FROM {DB}.orders FINAL"),
+                ("denied", f"SELECT count() FROM {DB}.order_contacts"),
+                ("denied", f"SELECT buyer_name FROM {DB}.order_contacts"),
+                ("denied", f"INSERT INTO {DB}.orders (shop_id, order_no, version) VALUES ('s', 2, 1)"),
+                ("denied", f"CREATE TABLE {DB}.mine (x UInt8) ENGINE = MergeTree ORDER BY x"),
+                ("denied", f"ALTER TABLE {DB}.orders DELETE WHERE 1"),
+                ("denied", "SELECT count() FROM other.t"),
+            ],
+        ))
+    passed = sum(1 for _, ok in roles if ok)
+    # The same summary line as cargo's, so scripts/test.sh counts these with the Rust tests.
+    print(f"test result: {'ok' if not failures else 'FAILED'}. {passed} passed; {len(roles) - passed} failed; "
+          "0 ignored; 0 measured; 0 filtered out (GRANTs on current ClickHouse)")
+    if failures:
+        print(f"{len(failures)} check(s) failed:")
+        for f in failures:
+            print("  " + f)
+        sys.exit(1)
+    print("all grant checks passed")
+
+
+if __name__ == "__main__":
+    main()
