@@ -553,7 +553,10 @@ async fn main() -> anyhow::Result<()> {
     // nats-server's own CPU for the bare copy: what the pipeline's JetStream traffic costs at least.
     let hop_nats = used(nats_before, cpu_of_all("nats-server"));
     let hop_nats_cpu = tenths(hop_nats.0 + hop_nats.1);
-    println!("limit: JetStream two-hop copy {hop:.0} msg/s (nats-server {hop_nats_cpu} CPU s, publishing included)");
+    println!(
+        "limit: JetStream two-hop copy {hop:.0} msg/s (nats-server {hop_nats_cpu} CPU s for the copy; the rows' first \
+         publish not counted, as in the pipeline's figure)"
+    );
     let insert = prepare_clickhouse(&env, &items, &p("ch")).await?;
     wait_for_quiet(&env).await;
     let ch = rate(items.len(), insert.run()).await?;
