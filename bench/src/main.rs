@@ -469,7 +469,7 @@ async fn fetcher_scale(env: &Env, shops: u32, prefix: &str) -> anyhow::Result<se
     let wall = *f.first().unwrap_or(&f64::NAN);
     println!(
         "fetcher: {shops} shops, {requests} requests in {wall:.1} s (rate-limit minimum {min_wall:.1} s, ratio {:.2}), \
-         {} violations, {:.1} CPU s, {:.0} MB peak RSS, exit {status}",
+         {} violations, {:.1} CPU s, {:.0} MB peak RSS, {status}",
         wall / min_wall,
         stats["violations"],
         f.get(1).unwrap_or(&0.0) + f.get(2).unwrap_or(&0.0),
