@@ -7,8 +7,9 @@
 //!    N order versions are in ClickHouse. Limits on the same payloads: a bare JetStream two-hop copy
 //!    (consume, publish, ack; consume, ack) and a bare ClickHouse insert of the same canonical rows
 //!    (the sink's three tables). efficiency = pipeline / min(limits). Also both bare parts run at
-//!    the same time (`limit_both_at_once_per_s`): on two cores, JetStream alone fills them, so that
-//!    is the bound for anything doing both jobs on this machine. The two shared cores make one
+//!    the same time (`limit_both_at_once_per_s`): the pipeline needs both on the same cores, and
+//!    the bare copy alone already keeps most of two cores busy, so that is the bound for anything
+//!    doing both jobs on such a machine. The two shared cores make one
 //!    run's figure noisy: the pipeline, the copy and both-at-once run three times each, and the
 //!    medians count (each run's figure is in the JSON too).
 //! 2. Latency: a steady rate for a while; p50/p99 from the QAPI response time (fetched_at, set at
@@ -610,9 +611,9 @@ async fn main() -> anyhow::Result<()> {
     println!("limit: ClickHouse insert {ch:.0} rows/s (orders, order_versions, order_contacts)");
     let efficiency = pipeline / hop.min(ch);
     println!("efficiency: {efficiency:.2}");
-    // Both bare parts at once, as the pipeline runs them: on a machine where JetStream alone
-    // keeps the cores busy, this (not the faster of the two alone) bounds any pipeline that
-    // does both jobs there. What separates the pipeline from it is the stages' own work.
+    // Both bare parts at once, as the pipeline runs them: on a machine where the bare copy alone
+    // keeps most of the cores busy, this (not the slower of the two alone) bounds any pipeline
+    // that does both jobs there. What separates the pipeline from it is the stages' own work.
     // Three times as well, the median counts.
     let mut boths: Vec<f64> = Vec::new();
     for i in 1..=3 {
