@@ -9,9 +9,9 @@
 //!    (the sink's three tables). efficiency = pipeline / min(limits). Also both bare parts run at
 //!    the same time (`limit_both_at_once_per_s`): the pipeline needs both on the same cores, and
 //!    the bare copy alone already keeps most of two cores busy, so that is the bound for anything
-//!    doing both jobs on such a machine. The two shared cores make one
-//!    run's figure noisy: the pipeline, the copy and both-at-once run three times each, and the
-//!    medians count (each run's figure is in the JSON too).
+//!    doing both jobs on such a machine. The two shared cores make one run's figure noisy: the
+//!    pipeline, the copy and both-at-once run three times each, and the medians count (each run's
+//!    figure is in the JSON too).
 //! 2. Latency: a steady rate for a while; p50/p99 from the QAPI response time (fetched_at, set at
 //!    publish) to ClickHouse confirming the insert (the sink's histogram).
 //! 3. Memory: peak RSS (VmHWM) of normalizer and sink in 1 and 2, of the fetcher in 4.
@@ -135,7 +135,7 @@ fn tenths(s: f64) -> f64 {
     (s * 10.0).round() / 10.0
 }
 
-/// Seconds to two decimals.
+/// To two decimals (seconds, ratios).
 fn hundredths(s: f64) -> f64 {
     (s * 100.0).round() / 100.0
 }
@@ -338,6 +338,11 @@ impl ClickHouseInsert {
         }
         Ok(())
     }
+}
+
+/// The same payloads on the subjects of another run's prefix (each run has streams of its own).
+fn under_prefix(items: &[(String, Bytes)], from: &str, to: &str) -> Vec<(String, Bytes)> {
+    items.iter().map(|(s, b)| (s.replacen(from, to, 1), b.clone())).collect()
 }
 
 /// The run whose figure is the median (of three, here).
@@ -568,9 +573,7 @@ async fn main() -> anyhow::Result<()> {
     let mut runs: Vec<PipelineRun> = Vec::new();
     for i in 1..=3 {
         let prefix = p(&format!("pipe{i}"));
-        let items_i: Vec<(String, Bytes)> =
-            items.iter().map(|(s, b)| (s.replacen(&p("pipe"), &prefix, 1), b.clone())).collect();
-        let run = pipeline_run(&env, &items_i, &prefix).await?;
+        let run = pipeline_run(&env, &under_prefix(&items, &p("pipe"), &prefix), &prefix).await?;
         println!("pipeline run {i} of 3: {:.0} orders/s; cpu seconds: {}", run.per_s, run.cpu);
         runs.push(run);
         // The next run, and the limits, start once ClickHouse has merged this run's parts.
@@ -587,10 +590,7 @@ async fn main() -> anyhow::Result<()> {
     let mut copies: Vec<(f64, f64)> = Vec::new();
     for i in 1..=3 {
         let prefix = p(&format!("hop{i}"));
-        let items2: Vec<(String, Bytes)> =
-            items.iter().map(|(s, b)| (s.replacen(&p("pipe"), &prefix, 1), b.clone())).collect();
-        let copy = prepare_two_hop(&env, &items2, &prefix).await?;
-        drop(items2);
+        let copy = prepare_two_hop(&env, &under_prefix(&items, &p("pipe"), &prefix), &prefix).await?;
         let nats_before = cpu_of_all("nats-server");
         let per_s = rate(items.len(), copy.run()).await?;
         // nats-server's own CPU for the bare copy: what the pipeline's JetStream traffic costs at least.
@@ -618,11 +618,8 @@ async fn main() -> anyhow::Result<()> {
     let mut boths: Vec<f64> = Vec::new();
     for i in 1..=3 {
         let prefix = p(&format!("both{i}"));
-        let items3: Vec<(String, Bytes)> =
-            items.iter().map(|(s, b)| (s.replacen(&p("pipe"), &prefix, 1), b.clone())).collect();
-        let (copy, insert) =
-            (prepare_two_hop(&env, &items3, &prefix).await?, prepare_clickhouse(&env, &items, &prefix).await?);
-        drop(items3);
+        let copy = prepare_two_hop(&env, &under_prefix(&items, &p("pipe"), &prefix), &prefix).await?;
+        let insert = prepare_clickhouse(&env, &items, &prefix).await?;
         wait_for_quiet(&env).await;
         let per_s = rate(items.len(), async {
             let (a, b) = tokio::join!(tokio::spawn(copy.run()), tokio::spawn(insert.run()));
@@ -658,10 +655,10 @@ async fn main() -> anyhow::Result<()> {
         "limit_jetstream_two_hop_runs_per_s": hop_runs,
         "limit_jetstream_nats_cpu_s": hop_nats_cpu,
         "limit_clickhouse_rows_per_s": ch.round(),
-        "efficiency": (efficiency * 100.0).round() / 100.0,
+        "efficiency": hundredths(efficiency),
         "limit_both_at_once_per_s": both.round(),
         "limit_both_at_once_runs_per_s": both_runs,
-        "efficiency_against_both_at_once": (colocated * 100.0).round() / 100.0,
+        "efficiency_against_both_at_once": hundredths(colocated),
         "latency_rate_per_s": args.latency_rate,
         "latency_p50_ms": (p50 * 1e3).round(),
         "latency_p99_ms": (p99 * 1e3).round(),
