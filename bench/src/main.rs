@@ -52,6 +52,10 @@ struct Args {
     /// end: one run stores about 7 GB in JetStream and ClickHouse).
     #[arg(long)]
     keep: bool,
+    /// Only the pipeline's throughput runs (no limits, latency or fetcher run): for profiling a
+    /// change to the stages. Prints their figures and no JSON line.
+    #[arg(long)]
+    pipeline_only: bool,
 }
 
 struct Env {
@@ -583,27 +587,38 @@ async fn main() -> anyhow::Result<()> {
     let (rss_n1, rss_s1) = runs.iter().fold((0.0f64, 0.0f64), |(n, s), r| (n.max(r.rss_normalizer), s.max(r.rss_sink)));
     let PipelineRun { per_s: pipeline, cpu, .. } = median(runs, |r| r.per_s);
     println!("pipeline: {pipeline:.0} orders/s (the median of three; raw in JetStream → order versions in ClickHouse)");
+    if args.pipeline_only {
+        println!("peak RSS: normalizer {rss_n1:.0} MB, sink {rss_s1:.0} MB");
+        if !args.keep {
+            clean_up(&env).await;
+        }
+        return Ok(());
+    }
     // The limits are what the machine does with nothing else running (ClickHouse has finished
     // merging the pipeline's parts, above).
     // The bare copy's speed moves a lot between runs on this machine (31k–58k msg/s seen): it is
     // measured three times, each on streams of its own, and the median is the limit.
-    let mut copies: Vec<(f64, f64)> = Vec::new();
+    let mut copies: Vec<(f64, f64, f64)> = Vec::new();
     for i in 1..=3 {
         let prefix = p(&format!("hop{i}"));
         let copy = prepare_two_hop(&env, &under_prefix(&items, &p("pipe"), &prefix), &prefix).await?;
-        let nats_before = cpu_of_all("nats-server");
+        let (nats_before, client_before) = (cpu_of_all("nats-server"), cpu_times(std::process::id()));
         let per_s = rate(items.len(), copy.run()).await?;
         // nats-server's own CPU for the bare copy: what the pipeline's JetStream traffic costs at least.
         let nats = used(nats_before, cpu_of_all("nats-server"));
         let nats_cpu = tenths(nats.0 + nats.1);
+        // The copy's client side (this process: fetch, publish, acknowledge, both hops): the
+        // least the two stages spend on NATS, before any work of their own.
+        let client = used(client_before, cpu_times(std::process::id()));
+        let client_cpu = tenths(client.0 + client.1);
         println!(
-            "limit: JetStream two-hop copy {i} of 3: {per_s:.0} msg/s (nats-server {nats_cpu} CPU s for the copy; the \
-             rows' first publish not counted, as in the pipeline's figure)"
+            "limit: JetStream two-hop copy {i} of 3: {per_s:.0} msg/s (nats-server {nats_cpu} CPU s, the copying \
+             client {client_cpu} CPU s; the rows' first publish not counted, as in the pipeline's figure)"
         );
-        copies.push((per_s, nats_cpu));
+        copies.push((per_s, nats_cpu, client_cpu));
     }
     let hop_runs: Vec<f64> = copies.iter().map(|c| c.0.round()).collect();
-    let (hop, hop_nats_cpu) = median(copies, |c| c.0);
+    let (hop, hop_nats_cpu, hop_client_cpu) = median(copies, |c| c.0);
     println!("limit: JetStream two-hop copy {hop:.0} msg/s (the median of three)");
     let insert = prepare_clickhouse(&env, &items, &p("ch")).await?;
     wait_for_quiet(&env).await;
@@ -654,6 +669,7 @@ async fn main() -> anyhow::Result<()> {
         "limit_jetstream_two_hop_per_s": hop.round(),
         "limit_jetstream_two_hop_runs_per_s": hop_runs,
         "limit_jetstream_nats_cpu_s": hop_nats_cpu,
+        "limit_jetstream_client_cpu_s": hop_client_cpu,
         "limit_clickhouse_rows_per_s": ch.round(),
         "efficiency": hundredths(efficiency),
         "limit_both_at_once_per_s": both.round(),

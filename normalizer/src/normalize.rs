@@ -421,7 +421,11 @@ fn quantity(row: &Row<'_>) -> Result<u32, NormalizeError> {
 }
 
 /// Turns one raw envelope (and its stream sequence) into a canonical order.
-pub fn normalize(env: &RawEnvelope, raw_seq: u64, statuses: &StatusMap) -> Result<CanonicalOrder, NormalizeError> {
+pub fn normalize<R: std::ops::Deref<Target = RawValue>>(
+    env: &RawEnvelope<R>,
+    raw_seq: u64,
+    statuses: &StatusMap,
+) -> Result<CanonicalOrder, NormalizeError> {
     use slot::*;
     let row: Row<'_> =
         serde_json::from_str(env.row.get()).map_err(|e| err("row", format!("is not a JSON object: {e}")))?;

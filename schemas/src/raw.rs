@@ -35,8 +35,12 @@ pub struct RawQuery {
 }
 
 /// The message on `qoo10.raw.<shop>`. `row` holds the bytes Qoo10 sent for this row, untouched.
+///
+/// `R` is how the row is held: owned (`Box<RawValue>`, the default), or borrowed from the message
+/// (`&RawValue`) by a reader that is done with the row before the message, as the normalizer is:
+/// that spares a copy of every row.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct RawEnvelope {
+pub struct RawEnvelope<R = Box<RawValue>> {
     pub schema_version: u32,
     pub shop: String,
     pub kind: RowKind,
@@ -45,7 +49,7 @@ pub struct RawEnvelope {
     pub query: RawQuery,
     /// When the response holding this row arrived (the version of everything derived from it).
     pub fetched_at: DateTime<Utc>,
-    pub row: Box<RawValue>,
+    pub row: R,
     /// Claim rows only: the other lines of this row's cart (pack) that the same poll returned
     /// with a claim. The sink needs it to tell "one line of a cart cancelled" from "the whole cart
     /// cancelled" without depending on which of the cart's claims it happened to process first.
@@ -64,5 +68,8 @@ mod tests {
         assert_eq!(env.row.get(), r#"{"orderNo" : 1 ,"x":"テスト"}"#);
         let again = serde_json::to_string(&env).unwrap();
         assert!(again.contains(r#""row":{"orderNo" : 1 ,"x":"テスト"}"#));
+        let borrowed: RawEnvelope<&RawValue> = serde_json::from_str(text).unwrap();
+        assert_eq!(borrowed.row.get(), env.row.get());
+        assert_eq!(serde_json::to_string(&borrowed).unwrap(), again);
     }
 }

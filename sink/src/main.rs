@@ -888,7 +888,10 @@ impl Sink {
         retry_forever("publish alerts", held, || async {
             let mut acks = Vec::with_capacity(transitions.len());
             for alert in &transitions {
-                let payload = Bytes::from(serde_json::to_vec(alert).expect("alert serializes"));
+                // An alert is about 1 KB: written without the buffer growing four times.
+                let mut json = Vec::with_capacity(1536);
+                serde_json::to_writer(&mut json, alert).expect("alert serializes");
+                let payload = Bytes::from(json);
                 let subject = self.ns.alerts(&alert.kind, &alert.shop_id);
                 acks.push(self.js.publish_with_headers(subject, msg_id_headers(&alert_msg_id(alert)), payload).await?);
             }
@@ -898,6 +901,10 @@ impl Sink {
             Ok::<(), async_nats::Error>(())
         })
         .await?;
+        // Counted per kind and state here and added to the metric once each: a first import
+        // raises thousands of alerts per batch, and each metric update takes the registry's lock
+        // and allocates its key.
+        let mut counted: Vec<(&str, &str, u64)> = Vec::new();
         for alert in &transitions {
             let state = match alert.state {
                 AlertState::Open => {
@@ -909,17 +916,24 @@ impl Sink {
                     "resolved"
                 }
             };
-            self.metrics.inc(
-                "alerts_total",
-                "Alert transitions, by kind and state.",
-                &[("kind", &alert.kind), ("state", state)],
-            );
+            match counted.iter_mut().find(|(k, s, _)| *k == alert.kind && *s == state) {
+                Some((_, _, n)) => *n += 1,
+                None => counted.push((&alert.kind, state, 1)),
+            }
             tracing::info!(kind = %alert.kind, shop = %alert.shop_id, order_no = alert.order_no, state = ?alert.state, alert_id = %alert.alert_id, "alert");
             if let Some(w) = &self.webhook {
                 w.notify(alert);
             }
         }
-        let rows: Vec<AlertRow> = transitions.iter().map(AlertRow::from_alert).collect();
+        for (kind, state, n) in counted {
+            self.metrics.add(
+                "alerts_total",
+                "Alert transitions, by kind and state.",
+                &[("kind", kind), ("state", state)],
+                n as f64,
+            );
+        }
+        let rows: Vec<AlertRow> = transitions.into_iter().map(AlertRow::from_alert).collect();
         retry_forever("insert alerts", held, || self.store.write_alerts(&rows)).await?;
         Ok(())
     }
@@ -1064,7 +1078,7 @@ impl Sink {
         for msg in &batch {
             match serde_json::from_slice::<Alert>(&msg.payload) {
                 Ok(a) => {
-                    rows.push(AlertRow::from_alert(&a));
+                    rows.push(AlertRow::from_alert(a));
                     good.push(msg);
                 }
                 Err(e) => {

@@ -138,23 +138,24 @@ pub struct AlertRow {
 }
 
 impl AlertRow {
-    pub fn from_alert(a: &schemas::alert::Alert) -> Self {
+    /// The row of an alert transition (taking its texts over: no copy of them).
+    pub fn from_alert(a: schemas::alert::Alert) -> Self {
         AlertRow {
-            alert_id: a.alert_id.clone(),
-            kind: a.kind.clone(),
-            shop_id: a.shop_id.clone(),
-            order_no: a.order_no,
-            pack_no: a.pack_no,
             state: match a.state {
                 schemas::alert::AlertState::Open => "open".into(),
                 schemas::alert::AlertState::Resolved => "resolved".into(),
             },
-            severity: a.severity.clone(),
-            message: a.message.clone(),
-            message_ja: a.message_ja.clone(),
             details: a.details.to_string(),
             opened_at: u32::try_from(a.opened_at.timestamp()).unwrap_or(0),
             updated_at: u32::try_from(a.updated_at.timestamp()).unwrap_or(0),
+            alert_id: a.alert_id,
+            kind: a.kind,
+            shop_id: a.shop_id,
+            order_no: a.order_no,
+            pack_no: a.pack_no,
+            severity: a.severity,
+            message: a.message,
+            message_ja: a.message_ja,
             version: a.version,
         }
     }
