@@ -194,14 +194,13 @@ fn payloads(n: usize, prefix: &str) -> Vec<(String, Bytes)> {
 }
 
 async fn publish_all(js: &jetstream::Context, items: &[(String, Bytes)]) -> anyhow::Result<()> {
-    for chunk in items.chunks(2_000) {
-        let mut acks = Vec::with_capacity(chunk.len());
-        for (subject, payload) in chunk {
-            acks.push(js.publish(subject.clone(), payload.clone()).await?);
-        }
-        for a in acks {
-            a.await?;
-        }
+    let outgoing = items.iter().map(|(subject, payload)| runtime::nats::Outgoing {
+        subject: subject.clone(),
+        headers: async_nats::HeaderMap::new(),
+        payload: payload.clone(),
+    });
+    for acked in runtime::nats::publish_all(js, outgoing).await {
+        acked?;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use async_nats::jetstream::{self, context::PublishAckFuture};
+use async_nats::jetstream;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use schemas::Secret;
@@ -301,16 +301,18 @@ impl ShopPoller {
         report: &mut PollReport,
     ) -> Result<Vec<u64>, PollError> {
         let subject = sink.ns.raw(&self.shop.id);
-        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(rows.len());
         let mut order_nos = Vec::with_capacity(rows.len());
-        for row in rows {
-            report.rows += 1;
+        let (mut seen, mut unchanged) = (0, 0);
+        // Envelopes are made as they are published, not all first: one response can hold
+        // thousands of rows.
+        let outgoing = rows.into_iter().filter_map(|row| {
+            seen += 1;
             let order_no = qapi::row_order_no(&row);
             order_nos.extend(order_no);
             let msg_id = match state.observe(&self.shop.id, kind, order_no, &row_hash(row.get().as_bytes())) {
                 Decision::Unchanged => {
-                    report.unchanged += 1;
-                    continue;
+                    unchanged += 1;
+                    return None;
                 }
                 Decision::Publish { msg_id } => msg_id,
             };
@@ -334,15 +336,17 @@ impl ShopPoller {
                 row,
                 cart_claims,
             };
-            let payload = Bytes::from(serde_json::to_vec(&envelope).expect("envelope serializes"));
-            let ack = sink
-                .js
-                .publish_with_headers(subject.clone(), runtime::nats::msg_id_headers(&msg_id), payload)
-                .await
-                .map_err(|e| PollError::Publish(e.to_string()))?;
-            acks.push(ack);
-        }
-        for ack in futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
+            Some(runtime::nats::Outgoing {
+                subject: subject.clone(),
+                headers: runtime::nats::msg_id_headers(&msg_id),
+                payload: Bytes::from(serde_json::to_vec(&envelope).expect("envelope serializes")),
+            })
+        });
+        // publish_all keeps the acknowledgements awaited at once below what async-nats allows.
+        let acks = runtime::nats::publish_all(&sink.js, outgoing).await;
+        report.rows += seen;
+        report.unchanged += unchanged;
+        for ack in acks {
             let ack = ack.map_err(|e| PollError::Publish(e.to_string()))?;
             report.published += 1;
             report.duplicates += u64::from(ack.duplicate);

@@ -2,11 +2,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use async_nats::jetstream::{self, context::PublishAckFuture};
+use async_nats::jetstream;
 use bytes::Bytes;
 use clap::Parser;
 use normalizer::normalize::normalize;
-use runtime::nats::{consumer_idle, durable_consumer, fetch_batch, msg_id_headers, publish_dead_letter};
+use runtime::nats::{Outgoing, consumer_idle, dead_letter, durable_consumer, fetch_batch, msg_id_headers, publish_all};
 use runtime::telemetry::Metrics;
 use schemas::config::PipelineConfig;
 use schemas::order::order_msg_id;
@@ -128,8 +128,10 @@ async fn process_batch(
     counters: &mut Counters,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
-    let mut pending: Vec<(jetstream::Message, Option<PublishAckFuture>, bool)> = Vec::with_capacity(batch.len());
-    for msg in batch {
+    // Each message's outcome: its canonical order, or its dead letter.
+    let mut outgoing: Vec<Outgoing> = Vec::with_capacity(batch.len());
+    let mut is_order: Vec<bool> = Vec::with_capacity(batch.len());
+    for msg in &batch {
         let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         if msg.info().is_ok_and(|i| i.delivered > 1) {
             metrics.inc(
@@ -154,7 +156,7 @@ async fn process_batch(
                 },
             }
         };
-        let (ack, is_order) = match outcome {
+        match outcome {
             Ok(order) => {
                 if !order.source.unknown_keys.is_empty() {
                     counters.with_unknown_keys += 1;
@@ -167,10 +169,13 @@ async fn process_batch(
                 // About the raw row's size: written without the buffer growing four times.
                 let mut json = Vec::with_capacity(msg.payload.len() + 256);
                 serde_json::to_writer(&mut json, &order).expect("canonical order serializes");
-                let payload = Bytes::from(json);
                 let id = order_msg_id(&order.shop_id, order.order_no, order.version, seq);
-                let ack = js.publish_with_headers(ns.orders(&order.shop_id), msg_id_headers(&id), payload).await;
-                (ack.map_err(|e| tracing::warn!(error = %e, "publish to ORDERS failed")).ok(), true)
+                outgoing.push(Outgoing {
+                    subject: ns.orders(&order.shop_id),
+                    headers: msg_id_headers(&id),
+                    payload: Bytes::from(json),
+                });
+                is_order.push(true);
             }
             Err((shop, reason)) => {
                 tracing::warn!(shop = %shop, stream_seq = seq, reason = %reason, "dead letter");
@@ -179,28 +184,21 @@ async fn process_batch(
                     "Messages sent to the DLQ, by stage and reason.",
                     &[("stage", "normalizer"), ("reason", runtime::nats::dead_letter_reason_kind(&reason))],
                 );
-                let ack = publish_dead_letter(js, ns, subjects::STAGE_NORMALIZER, &shop, &msg, &reason).await;
-                (ack.map_err(|e| tracing::warn!(error = %e, "publish to DLQ failed")).ok(), false)
-            }
-        };
-        pending.push((msg, ack, is_order));
-    }
-    // All acknowledgements awaited together: publishes lost in a reconnect cost one ack timeout
-    // for the batch, not one per message.
-    let outcomes = futures::future::join_all(pending.iter_mut().map(|(_, ack, _)| {
-        let ack = ack.take();
-        async move {
-            match ack {
-                Some(f) => f.await.map_err(|e| tracing::warn!(error = %e, "publish not acknowledged")).is_ok(),
-                None => false,
+                outgoing.push(dead_letter(ns, subjects::STAGE_NORMALIZER, &shop, msg, &reason));
+                is_order.push(false);
             }
         }
-    }))
-    .await;
+    }
+    // Published with their acknowledgements pipelined: publishes lost in a reconnect cost one
+    // ack timeout for the batch, not one per message.
+    let outcomes = publish_all(js, outgoing).await;
     // Orders per shop, counted here and added to the metric once per shop and batch.
     let mut per_shop: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    for ((msg, _, is_order), durable) in pending.into_iter().zip(outcomes) {
-        if durable {
+    for ((msg, is_order), outcome) in batch.into_iter().zip(is_order).zip(outcomes) {
+        if let Err(e) = &outcome {
+            tracing::warn!(error = %e, "publish not acknowledged; JetStream will redeliver the message");
+        }
+        if outcome.is_ok() {
             if is_order {
                 counters.orders += 1;
                 let shop = Namespace::shop_of(&msg.subject);

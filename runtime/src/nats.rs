@@ -181,6 +181,63 @@ pub fn msg_id_headers(id: &str) -> HeaderMap {
     h
 }
 
+/// A message for [`publish_all`] (sent without a header block when `headers` is empty).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub subject: String,
+    pub headers: HeaderMap,
+    pub payload: bytes::Bytes,
+}
+
+/// Publishes [`publish_all`] keeps waiting for their acknowledgement at once.
+///
+/// async-nats holds one of a context's permits (5,000 by default) from each publish until its
+/// acknowledgement future is awaited or dropped, and a publish waits for a free permit without a
+/// timeout. Publishing more than that before awaiting the first acknowledgement therefore waits
+/// forever: a fetcher poll with 6,000 changed rows did, and so did a sink batch of 10,000 orders
+/// (over 5,000 alerts). A thousand in flight keep the acknowledgements pipelined all the same.
+pub const ACKS_IN_FLIGHT: usize = 1_000;
+
+/// Publishes `messages` in order and waits until JetStream has acknowledged each one: one result
+/// per message, in order (an error is that message's alone; the others are still published).
+/// At most [`ACKS_IN_FLIGHT`] acknowledgements are outstanding at any time, whatever the number
+/// of messages.
+pub async fn publish_all(
+    js: &jetstream::Context,
+    messages: impl IntoIterator<Item = Outgoing>,
+) -> Vec<Result<jetstream::publish::PublishAck, jetstream::context::PublishError>> {
+    use std::future::IntoFuture;
+    type Acked = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<jetstream::publish::PublishAck, jetstream::context::PublishError>>
+                + Send,
+        >,
+    >;
+    let mut results = Vec::new();
+    let mut in_flight: std::collections::VecDeque<(usize, Acked)> = std::collections::VecDeque::new();
+    for m in messages {
+        if in_flight.len() >= ACKS_IN_FLIGHT
+            && let Some((i, acked)) = in_flight.pop_front()
+        {
+            results[i] = Some(acked.await);
+        }
+        results.push(None);
+        let published = if m.headers.is_empty() {
+            js.publish(m.subject, m.payload).await
+        } else {
+            js.publish_with_headers(m.subject, m.headers, m.payload).await
+        };
+        match published {
+            Ok(ack) => in_flight.push_back((results.len() - 1, ack.into_future())),
+            Err(e) => *results.last_mut().expect("just pushed") = Some(Err(e)),
+        }
+    }
+    for (i, acked) in in_flight {
+        results[i] = Some(acked.await);
+    }
+    results.into_iter().map(|r| r.expect("every message has its result")).collect()
+}
+
 /// Acknowledges `msg` once what it caused is durable. A lost ack (NATS away) only means a
 /// redelivery after `ack_wait`, which every write downstream is idempotent to: logged, not fatal.
 pub async fn ack(msg: &jetstream::Message) {
@@ -243,6 +300,14 @@ pub async fn publish_dead_letter(
     msg: &jetstream::Message,
     reason: &str,
 ) -> Result<jetstream::context::PublishAckFuture, NatsError> {
+    let Outgoing { subject, headers, payload } = dead_letter(ns, stage, shop, msg, reason);
+    js.publish_with_headers(subject, headers, payload)
+        .await
+        .map_err(|e| NatsError::Stream { stream: "DLQ".into(), reason: e.to_string() })
+}
+
+/// The dead letter of `msg` (see [`publish_dead_letter`]), for [`publish_all`].
+pub fn dead_letter(ns: &Namespace, stage: &str, shop: &str, msg: &jetstream::Message, reason: &str) -> Outgoing {
     use schemas::dlq;
     let mut headers = msg.headers.clone().unwrap_or_default();
     let one_line: String = reason.replace(['\n', '\r'], " ").chars().take(1000).collect();
@@ -258,10 +323,7 @@ pub async fn publish_dead_letter(
             format!("dlq:{stage}:{}:{}", info.stream, info.stream_sequence).as_str(),
         );
     }
-    let subject = ns.dlq(stage, &sanitize_token(shop));
-    js.publish_with_headers(subject, headers, msg.payload.clone())
-        .await
-        .map_err(|e| NatsError::Stream { stream: "DLQ".into(), reason: e.to_string() })
+    Outgoing { subject: ns.dlq(stage, &sanitize_token(shop)), headers, payload: msg.payload.clone() }
 }
 
 /// A short, bounded metric label for a dead-letter reason: the field it names (`field `x`: …`),

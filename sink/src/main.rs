@@ -11,7 +11,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use clap::Parser;
 use runtime::nats::{
-    consumer_drained, consumer_idle, durable_consumer, fetch_batch, msg_id_headers, publish_dead_letter,
+    Outgoing, consumer_drained, consumer_idle, durable_consumer, fetch_batch, msg_id_headers, publish_all,
+    publish_dead_letter,
 };
 use runtime::telemetry::Metrics;
 use schemas::alert::{Alert, AlertState, alert_msg_id};
@@ -882,21 +883,21 @@ impl Sink {
             return Ok(());
         }
         self.fill_texts(&mut transitions, held).await?;
-        // Publish every transition, then wait for all acknowledgements (pipelined, not one
-        // round trip per alert).
-        // Retried whole while NATS is away: the message ids make a repeat a no-op.
+        // Every transition published, the acknowledgements pipelined (not one round trip per
+        // alert). Retried whole while NATS is away: the message ids make a repeat a no-op.
         retry_forever("publish alerts", held, || async {
-            let mut acks = Vec::with_capacity(transitions.len());
-            for alert in &transitions {
+            let outgoing = transitions.iter().map(|alert| {
                 // An alert is about 1 KB: written without the buffer growing four times.
                 let mut json = Vec::with_capacity(1536);
                 serde_json::to_writer(&mut json, alert).expect("alert serializes");
-                let payload = Bytes::from(json);
-                let subject = self.ns.alerts(&alert.kind, &alert.shop_id);
-                acks.push(self.js.publish_with_headers(subject, msg_id_headers(&alert_msg_id(alert)), payload).await?);
-            }
-            for ack in futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
-                ack?;
+                Outgoing {
+                    subject: self.ns.alerts(&alert.kind, &alert.shop_id),
+                    headers: msg_id_headers(&alert_msg_id(alert)),
+                    payload: Bytes::from(json),
+                }
+            });
+            for acked in publish_all(&self.js, outgoing).await {
+                acked?;
             }
             Ok::<(), async_nats::Error>(())
         })

@@ -355,3 +355,57 @@ async fn v3_path_style_end_to_end() -> anyhow::Result<()> {
 async fn v2_query_style_end_to_end() -> anyhow::Result<()> {
     end_to_end("v2", "query").await
 }
+
+/// async-nats lets one JetStream context wait for at most 5,000 publish acknowledgements, and a
+/// publish beyond that waits, without a timeout, until one of them is awaited. A fetcher poll
+/// whose response holds more new rows than that, and a sink batch raising more alerts than that,
+/// must still finish (both hung before `runtime::nats::publish_all`), with every row and alert
+/// stored once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poll_and_a_batch_beyond_five_thousand_publishes_in_flight_finish() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&[
+        "--shops",
+        "1",
+        "--orders",
+        "12000",
+        "--days",
+        "2",
+        "--frozen-clock",
+        "--now",
+        "2026-11-29 12:00:00",
+    ])
+    .await?;
+    let dep = Deployment::new(&format!(
+        "[qoo10]\nbase_url = \"{}\"\nrequests_per_second = 50\n\n[sink]\nbatch_size = 20000\n\n\
+         [[shops]]\nid = \"big\"\nuser_id = \"sandbox-seller-1\"\napi_key = \"sandbox-api-key-1\"\n\
+         password = \"sandbox-password-1\"\nstatuses = [1, 2, 3, 4, 5]\nlookback_days = 7\n",
+        sandbox.base_url()
+    ))
+    .await?;
+    let limit = std::time::Duration::from_secs(90);
+    for (name, arg) in [("fetcher", "--once"), ("normalizer", "--until-idle"), ("sink", "--until-idle")] {
+        let out = dep.run(name, &[arg], limit)?;
+        anyhow::ensure!(out.status.success(), "{name} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The sandbox's 12,000 lines (and their claims) came in 17 responses: the largest ones hold
+    // thousands of rows each.
+    let raw = dep.stream_messages("QOO10_RAW").await?.len() as u64;
+    assert!(raw > 12_000, "raw rows published: {raw}");
+    assert_eq!(dep.count("SELECT count() FROM order_versions").await, raw);
+    let transitions = dep.stream_messages("ALERTS").await?;
+    let ids: std::collections::BTreeSet<String> = transitions
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<Value>(&m.payload).map(|a| a["alert_id"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect::<Result<_, _>>()?;
+    println!("raw rows {raw}, alert transitions {}, alerts {}", transitions.len(), ids.len());
+    assert!(
+        transitions.len() > 5_000,
+        "a batch of {raw} orders made {} transitions, too few to test",
+        transitions.len()
+    );
+    // One row per alert (an alert opened and resolved within the batch is two transitions).
+    assert_eq!(dep.count("SELECT count() FROM alerts FINAL").await, ids.len() as u64);
+    Ok(())
+}
