@@ -206,6 +206,7 @@ pub async fn publish_all(
     js: &jetstream::Context,
     messages: impl IntoIterator<Item = Outgoing>,
 ) -> Vec<Result<jetstream::publish::PublishAck, jetstream::context::PublishError>> {
+    use futures::StreamExt;
     use std::future::IntoFuture;
     type Acked = std::pin::Pin<
         Box<
@@ -213,29 +214,31 @@ pub async fn publish_all(
                 + Send,
         >,
     >;
+    // The outstanding acknowledgements are polled together, not one after the other: each one's
+    // timeout starts when it is first polled, so awaiting them in turn while NATS is away took
+    // one timeout per message instead of one for all (a normalizer batch waited minutes).
+    let mut in_flight: futures::stream::FuturesOrdered<Acked> = futures::stream::FuturesOrdered::new();
     let mut results = Vec::new();
-    let mut in_flight: std::collections::VecDeque<(usize, Acked)> = std::collections::VecDeque::new();
     for m in messages {
         if in_flight.len() >= ACKS_IN_FLIGHT
-            && let Some((i, acked)) = in_flight.pop_front()
+            && let Some(acked) = in_flight.next().await
         {
-            results[i] = Some(acked.await);
+            results.push(acked);
         }
-        results.push(None);
         let published = if m.headers.is_empty() {
             js.publish(m.subject, m.payload).await
         } else {
             js.publish_with_headers(m.subject, m.headers, m.payload).await
         };
         match published {
-            Ok(ack) => in_flight.push_back((results.len() - 1, ack.into_future())),
-            Err(e) => *results.last_mut().expect("just pushed") = Some(Err(e)),
+            Ok(ack) => in_flight.push_back(ack.into_future()),
+            Err(e) => in_flight.push_back(Box::pin(std::future::ready(Err(e)))),
         }
     }
-    for (i, acked) in in_flight {
-        results[i] = Some(acked.await);
+    while let Some(acked) = in_flight.next().await {
+        results.push(acked);
     }
-    results.into_iter().map(|r| r.expect("every message has its result")).collect()
+    results
 }
 
 /// Acknowledges `msg` once what it caused is durable. A lost ack (NATS away) only means a
