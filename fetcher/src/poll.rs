@@ -302,16 +302,15 @@ impl ShopPoller {
     ) -> Result<Vec<u64>, PollError> {
         let subject = sink.ns.raw(&self.shop.id);
         let mut order_nos = Vec::with_capacity(rows.len());
-        let (mut seen, mut unchanged) = (0, 0);
         // Envelopes are made as they are published, not all first: one response can hold
         // thousands of rows.
         let outgoing = rows.into_iter().filter_map(|row| {
-            seen += 1;
+            report.rows += 1;
             let order_no = qapi::row_order_no(&row);
             order_nos.extend(order_no);
             let msg_id = match state.observe(&self.shop.id, kind, order_no, &row_hash(row.get().as_bytes())) {
                 Decision::Unchanged => {
-                    unchanged += 1;
+                    report.unchanged += 1;
                     return None;
                 }
                 Decision::Publish { msg_id } => msg_id,
@@ -343,10 +342,7 @@ impl ShopPoller {
             })
         });
         // publish_all keeps the acknowledgements awaited at once below what async-nats allows.
-        let acks = runtime::nats::publish_all(&sink.js, outgoing).await;
-        report.rows += seen;
-        report.unchanged += unchanged;
-        for ack in acks {
+        for ack in runtime::nats::publish_all(&sink.js, outgoing).await {
             let ack = ack.map_err(|e| PollError::Publish(e.to_string()))?;
             report.published += 1;
             report.duplicates += u64::from(ack.duplicate);

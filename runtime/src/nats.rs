@@ -206,14 +206,10 @@ pub async fn publish_all(
     js: &jetstream::Context,
     messages: impl IntoIterator<Item = Outgoing>,
 ) -> Vec<Result<jetstream::publish::PublishAck, jetstream::context::PublishError>> {
-    use futures::StreamExt;
+    use futures::{FutureExt, StreamExt};
     use std::future::IntoFuture;
-    type Acked = std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<jetstream::publish::PublishAck, jetstream::context::PublishError>>
-                + Send,
-        >,
-    >;
+    type Acked =
+        futures::future::BoxFuture<'static, Result<jetstream::publish::PublishAck, jetstream::context::PublishError>>;
     // The outstanding acknowledgements are polled together, not one after the other: each one's
     // timeout starts when it is first polled, so awaiting them in turn while NATS is away took
     // one timeout per message instead of one for all (a normalizer batch waited minutes).
@@ -232,7 +228,7 @@ pub async fn publish_all(
         };
         match published {
             Ok(ack) => in_flight.push_back(ack.into_future()),
-            Err(e) => in_flight.push_back(Box::pin(std::future::ready(Err(e)))),
+            Err(e) => in_flight.push_back(std::future::ready(Err(e)).boxed()),
         }
     }
     while let Some(acked) = in_flight.next().await {
