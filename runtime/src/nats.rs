@@ -288,24 +288,9 @@ async fn try_fetch_batch(
     Ok(out)
 }
 
-/// Publishes `msg` as a dead letter on `dlq.<stage>.<shop>`: its payload and headers verbatim,
-/// plus the `Dlq-*` headers saying why. Returns the publish acknowledgement future; the caller
-/// acks the original only after it resolves.
-pub async fn publish_dead_letter(
-    js: &jetstream::Context,
-    ns: &Namespace,
-    stage: &str,
-    shop: &str,
-    msg: &jetstream::Message,
-    reason: &str,
-) -> Result<jetstream::context::PublishAckFuture, NatsError> {
-    let Outgoing { subject, headers, payload } = dead_letter(ns, stage, shop, msg, reason);
-    js.publish_with_headers(subject, headers, payload)
-        .await
-        .map_err(|e| NatsError::Stream { stream: "DLQ".into(), reason: e.to_string() })
-}
-
-/// The dead letter of `msg` (see [`publish_dead_letter`]), for [`publish_all`].
+/// `msg` as a dead letter on `dlq.<stage>.<shop>`, for [`publish_all`]: its payload and headers
+/// verbatim, plus the `Dlq-*` headers saying why. The caller acks the original only once the
+/// dead letter's publish is acknowledged.
 pub fn dead_letter(ns: &Namespace, stage: &str, shop: &str, msg: &jetstream::Message, reason: &str) -> Outgoing {
     use schemas::dlq;
     let mut headers = msg.headers.clone().unwrap_or_default();
