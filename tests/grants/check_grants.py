@@ -9,7 +9,8 @@ Run by scripts/test.sh, which installs chdb. The local test server is ClickHouse
 no SQL access control; chdb is current ClickHouse (26.9 in chdb 4.4) as a Python module.
 chdb runs ClickHouse in-process as its `default` user and cannot switch users, so each role is
 checked in its own process whose `default` user holds exactly that role's GRANTs (the documented
-statements, without `TO <user>`, which a users.xml grant may not name).
+statements, without `TO <user>`, which a users.xml grant may not name). chdb has no writable user
+storage either, so the documented `CREATE USER` statements are parsed (`EXPLAIN AST`), not run.
 """
 import json
 import os
@@ -28,6 +29,27 @@ def grants_of(security_md: str, user: str) -> list[str]:
     if not found:
         sys.exit(f"no GRANT ... TO {user}; in {security_md}")
     return found
+
+
+def create_users(security_md: str, users: list[str]) -> list[str]:
+    """The documented `CREATE USER` statements parse on current ClickHouse, one for each role."""
+    import chdb
+
+    text = open(security_md, encoding="utf-8").read()
+    found = re.findall(r"^(CREATE USER (\w+) .+?);$", text, re.M)
+    failures = [f"no CREATE USER {u} ...; in {security_md}" for u in users if u not in {n for _, n in found}]
+    # A misspelt statement must be refused, or this check would pass anything.
+    steps = [("ok", sql) for sql, _ in found] + [("error", "CREATE USER x IDENTIFIED WITH sha256_pasword BY 'x'")]
+    for expect, sql in steps:
+        try:
+            chdb.query(f"EXPLAIN AST {sql}", "TSV")
+            got = "ok"
+        except Exception:  # chdb raises its own error type for a syntax error
+            got = "error"
+        print(f"  {'PASS' if got == expect else 'FAIL'} expected {expect:6} got {got:12} {sql[:110]}")
+        if got != expect:
+            failures.append(f"{sql}: expected {expect}, got {got}")
+    return failures
 
 
 def write_config(work: str, role: str, grants: list[str]) -> str:
@@ -109,6 +131,8 @@ def main() -> None:
         print(f"test grants::{name} ... {'ok' if not found else 'FAILED'}")
         failures.extend(found)
 
+    print("CREATE USER: the documented statements parse (chdb cannot store users)")
+    role("create_user_statements_parse", create_users(security_md, ["qoo10_sink", "qoo10_analyst"]))
     with tempfile.TemporaryDirectory() as work:
         data = os.path.join(work, "data")
         print("administrator: creates the databases (as docs/security.md says to)")
