@@ -13,7 +13,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use schemas::Secret;
-use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertState, alert_msg_id};
+use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertState};
 use schemas::config::{ApiVersion, ShopConfig};
 use schemas::poll::{POLL_SCHEMA_VERSION, PollSummary};
 use schemas::qapi::{self, ResultObject, code};
@@ -335,11 +335,9 @@ impl ShopPoller {
                 row,
                 cart_claims,
             };
-            Some(runtime::nats::Outgoing {
-                subject: subject.clone(),
-                headers: runtime::nats::msg_id_headers(&msg_id),
-                payload: Bytes::from(serde_json::to_vec(&envelope).expect("envelope serializes")),
-            })
+            // The envelope is the row plus about 300 bytes.
+            let size_hint = envelope.row.get().len() + 512;
+            Some(runtime::nats::Outgoing::json_with_id(subject.clone(), &msg_id, &envelope, size_hint))
         });
         // publish_all keeps the acknowledgements awaited at once below what async-nats allows.
         for ack in runtime::nats::publish_all(&sink.js, outgoing).await {
@@ -389,13 +387,9 @@ fn resolved(mut alert: Alert) -> Alert {
 }
 
 async fn publish_alert(sink: &Sink, alert: &Alert) -> Result<(), PollError> {
-    let payload = Bytes::from(serde_json::to_vec(alert).expect("alert serializes"));
-    let subject = sink.ns.alerts(&alert.kind, &alert.shop_id);
-    let ack = sink
-        .js
-        .publish_with_headers(subject, runtime::nats::msg_id_headers(&alert_msg_id(alert)), payload)
-        .await
-        .map_err(|e| PollError::Publish(e.to_string()))?;
+    let runtime::nats::Outgoing { subject, headers, payload } = runtime::nats::alert_message(&sink.ns, alert);
+    let ack =
+        sink.js.publish_with_headers(subject, headers, payload).await.map_err(|e| PollError::Publish(e.to_string()))?;
     ack.await.map_err(|e| PollError::Publish(e.to_string()))?;
     tracing::warn!(shop = %alert.shop_id, kind = %alert.kind, state = ?alert.state, alert_id = %alert.alert_id, "alert");
     Ok(())

@@ -3,10 +3,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_nats::jetstream;
-use bytes::Bytes;
 use clap::Parser;
 use normalizer::normalize::normalize;
-use runtime::nats::{Outgoing, consumer_idle, dead_letter, durable_consumer, fetch_batch, msg_id_headers, publish_all};
+use runtime::nats::{Outgoing, consumer_idle, dead_letter, durable_consumer, fetch_batch, publish_all};
 use runtime::telemetry::Metrics;
 use schemas::config::PipelineConfig;
 use schemas::order::order_msg_id;
@@ -132,8 +131,9 @@ async fn process_batch(
     let mut outgoing: Vec<Outgoing> = Vec::with_capacity(batch.len());
     let mut is_order: Vec<bool> = Vec::with_capacity(batch.len());
     for msg in &batch {
-        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-        if msg.info().is_ok_and(|i| i.delivered > 1) {
+        let info = msg.info().ok();
+        let seq = info.as_ref().map_or(0, |i| i.stream_sequence);
+        if info.is_some_and(|i| i.delivered > 1) {
             metrics.inc(
                 "consumer_redeliveries_total",
                 "Messages delivered more than once.",
@@ -166,15 +166,9 @@ async fn process_batch(
                     counters.with_anomalies += 1;
                     tracing::warn!(shop = %order.shop_id, order_no = order.order_no, anomalies = ?order.anomalies, "figures do not add up");
                 }
-                // About the raw row's size: written without the buffer growing four times.
-                let mut json = Vec::with_capacity(msg.payload.len() + 256);
-                serde_json::to_writer(&mut json, &order).expect("canonical order serializes");
+                // A canonical order is about the raw row's size.
                 let id = order_msg_id(&order.shop_id, order.order_no, order.version, seq);
-                outgoing.push(Outgoing {
-                    subject: ns.orders(&order.shop_id),
-                    headers: msg_id_headers(&id),
-                    payload: Bytes::from(json),
-                });
+                outgoing.push(Outgoing::json_with_id(ns.orders(&order.shop_id), &id, &order, msg.payload.len() + 256));
                 is_order.push(true);
             }
             Err((shop, reason)) => {

@@ -189,7 +189,26 @@ pub struct Outgoing {
     pub payload: bytes::Bytes,
 }
 
-/// Publishes [`publish_all`] keeps waiting for their acknowledgement at once.
+impl Outgoing {
+    /// `value` as JSON on `subject`, with `Nats-Msg-Id: msg_id` (JetStream drops a repeat within
+    /// the stream's duplicate window). `size_hint`: about the JSON's length, so the buffer is
+    /// written without growing several times. Only for types whose serialization cannot fail
+    /// (plain structs with string keys): it panics otherwise.
+    pub fn json_with_id(subject: String, msg_id: &str, value: &impl serde::Serialize, size_hint: usize) -> Outgoing {
+        let mut json = Vec::with_capacity(size_hint);
+        serde_json::to_writer(&mut json, value).expect("a plain struct serializes");
+        Outgoing { subject, headers: msg_id_headers(msg_id), payload: bytes::Bytes::from(json) }
+    }
+}
+
+/// The message of an alert transition on `alerts.<kind>.<shop>`: the same transition always gets
+/// the same message id, so a repeat (a redelivered batch, a retried poll) is dropped by JetStream.
+pub fn alert_message(ns: &Namespace, alert: &schemas::alert::Alert) -> Outgoing {
+    // An alert is about 1 KB.
+    Outgoing::json_with_id(ns.alerts(&alert.kind, &alert.shop_id), &schemas::alert::alert_msg_id(alert), alert, 1536)
+}
+
+/// How many publishes [`publish_all`] has waiting for their acknowledgement at once, at most.
 ///
 /// async-nats holds one of a context's permits (5,000 by default) from each publish until its
 /// acknowledgement future is awaited or dropped, and a publish waits for a free permit without a

@@ -10,11 +10,9 @@ use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use chrono::Utc;
 use clap::Parser;
-use runtime::nats::{
-    Outgoing, consumer_drained, consumer_idle, durable_consumer, fetch_batch, msg_id_headers, publish_all,
-};
+use runtime::nats::{consumer_drained, consumer_idle, durable_consumer, fetch_batch, publish_all};
 use runtime::telemetry::Metrics;
-use schemas::alert::{Alert, AlertState, alert_msg_id};
+use schemas::alert::{Alert, AlertState};
 use schemas::config::PipelineConfig;
 use schemas::edit::OmsEdit;
 use schemas::order::CanonicalOrder;
@@ -892,16 +890,7 @@ impl Sink {
         // Every transition published, the acknowledgements pipelined (not one round trip per
         // alert). Retried whole while NATS is away: the message ids make a repeat a no-op.
         retry_forever("publish alerts", held, || async {
-            let outgoing = transitions.iter().map(|alert| {
-                // An alert is about 1 KB: written without the buffer growing four times.
-                let mut json = Vec::with_capacity(1536);
-                serde_json::to_writer(&mut json, alert).expect("alert serializes");
-                Outgoing {
-                    subject: self.ns.alerts(&alert.kind, &alert.shop_id),
-                    headers: msg_id_headers(&alert_msg_id(alert)),
-                    payload: Bytes::from(json),
-                }
-            });
+            let outgoing = transitions.iter().map(|alert| runtime::nats::alert_message(&self.ns, alert));
             for acked in publish_all(&self.js, outgoing).await {
                 acked?;
             }
