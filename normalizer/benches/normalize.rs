@@ -1,5 +1,6 @@
 //! Single-core throughput of the normalizer's per-message work on realistic rows: parse the raw
 //! envelope (as it arrives from NATS), normalize, serialize the canonical order (as it leaves).
+//! And the first step of the sink's: reading such a canonical order back (JSON parse and checks).
 //! Rows come from the sandbox generator (v3 shape, Japanese text, about 1.5 KB each).
 //!
 //!     cargo bench -p normalizer --bench normalize
@@ -7,6 +8,7 @@
 use chrono::NaiveDateTime;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use normalizer::normalize::normalize;
+use schemas::order::CanonicalOrder;
 use schemas::raw::{RawEnvelope, RawQuery, RowKind};
 use schemas::status::StatusMap;
 use serde_json::value::RawValue;
@@ -50,6 +52,25 @@ fn bench(c: &mut Criterion) {
                 bytes += serde_json::to_vec(&order).unwrap().len();
             }
             bytes
+        })
+    });
+    let canonical: Vec<Vec<u8>> = input
+        .iter()
+        .enumerate()
+        .map(|(seq, p)| {
+            let env: RawEnvelope = serde_json::from_slice(p).unwrap();
+            serde_json::to_vec(&normalize(&env, seq as u64, &statuses).unwrap()).unwrap()
+        })
+        .collect();
+    group.bench_function("canonical json→order as the sink reads it, 10k orders", |b| {
+        b.iter(|| {
+            let mut quantity = 0u64;
+            for p in &canonical {
+                let order: CanonicalOrder = serde_json::from_slice(p).unwrap();
+                order.validate("bench-shop").unwrap();
+                quantity += u64::from(order.quantity);
+            }
+            quantity
         })
     });
     group.finish();
