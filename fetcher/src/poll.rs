@@ -387,10 +387,9 @@ fn resolved(mut alert: Alert) -> Alert {
 }
 
 async fn publish_alert(sink: &Sink, alert: &Alert) -> Result<(), PollError> {
-    let runtime::nats::Outgoing { subject, headers, payload } = runtime::nats::alert_message(&sink.ns, alert);
-    let ack =
-        sink.js.publish_with_headers(subject, headers, payload).await.map_err(|e| PollError::Publish(e.to_string()))?;
-    ack.await.map_err(|e| PollError::Publish(e.to_string()))?;
+    for acked in runtime::nats::publish_all(&sink.js, [runtime::nats::alert_message(&sink.ns, alert)]).await {
+        acked.map_err(|e| PollError::Publish(e.to_string()))?;
+    }
     tracing::warn!(shop = %alert.shop_id, kind = %alert.kind, state = ?alert.state, alert_id = %alert.alert_id, "alert");
     Ok(())
 }

@@ -189,26 +189,24 @@ async fn process_batch(
     // Orders per shop, counted here and added to the metric once per shop and batch.
     let mut per_shop: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for ((msg, is_order), outcome) in batch.into_iter().zip(is_order).zip(outcomes) {
-        if let Err(e) = &outcome {
+        if let Err(e) = outcome {
             tracing::warn!(error = %e, "publish not acknowledged; JetStream will redeliver the message");
-        }
-        if outcome.is_ok() {
-            if is_order {
-                counters.orders += 1;
-                let shop = Namespace::shop_of(&msg.subject);
-                match per_shop.get_mut(shop) {
-                    Some(n) => *n += 1,
-                    None => {
-                        per_shop.insert(shop.to_owned(), 1);
-                    }
-                }
-            } else {
-                counters.dead_letters += 1;
-            }
-            runtime::nats::ack(&msg).await;
-        } else {
             let _ = msg.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            continue;
         }
+        if is_order {
+            counters.orders += 1;
+            let shop = Namespace::shop_of(&msg.subject);
+            match per_shop.get_mut(shop) {
+                Some(n) => *n += 1,
+                None => {
+                    per_shop.insert(shop.to_owned(), 1);
+                }
+            }
+        } else {
+            counters.dead_letters += 1;
+        }
+        runtime::nats::ack(&msg).await;
     }
     for (shop, n) in &per_shop {
         metrics.add("normalizer_orders_total", "Canonical orders published, by shop.", &[("shop", shop)], *n as f64);
