@@ -17,6 +17,14 @@ say "tests use NATS_URL=$NATS_URL CLICKHOUSE_URL=$CLICKHOUSE_URL"
 # The fault suite runs private nats-server processes (killed, restarted, clustered) besides them.
 ./scripts/services.sh install
 
+# The 40-day lifecycle test moves the processes' clocks with faketime (Debian's package).
+if ! command -v faketime >/dev/null; then
+  say "installing faketime (Debian) for the lifecycle test"
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
+fi
+
 # The status page is tested in a real headless browser.
 if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
   say "installing chromium (Debian) for the status page test"

@@ -186,6 +186,8 @@ fn payloads(n: usize, prefix: &str) -> Vec<(String, Bytes)> {
                 fetched_at: base + chrono::Duration::microseconds(out.len() as i64),
                 row: RawValue::from_string(row.to_string()).expect("row JSON"),
                 cart_claims: Vec::new(),
+                first_import: false,
+                new_in_known_cart: false,
             };
             out.push((ns.raw(&shop), Bytes::from(serde_json::to_vec(&env).expect("envelope"))));
         }
@@ -486,6 +488,40 @@ async fn latency(env: &Env, rate: u64, seconds: u64, prefix: &str) -> anyhow::Re
     Ok((p50, p99, rn, rs))
 }
 
+/// The calls a shop makes per day after its first import, from the fetcher's own planner: for a
+/// shop with the default settings, for a busy one (1,000 orders a day, 2 % made to order with
+/// 30-day lead times, so lines stay open 30 days past the look-back; no paging in QAPI, so the
+/// number of orders does not change the count), and with v2 (which has no one call for 1–3).
+fn call_budget() -> serde_json::Value {
+    use fetcher::plan::{Cadence, ShopPlan, calls_in};
+    use schemas::config::{ApiVersion, FetcherConfig};
+    let f = FetcherConfig::default();
+    let d = |x: Duration| chrono::Duration::from_std(x).expect("a default duration");
+    let cadence = Cadence {
+        slow_every: d(f.slow_calls_every),
+        long_every: d(f.long_windows_every),
+        overlap: d(f.window_overlap),
+        follow_days: f.follow_days,
+    };
+    let shop = ShopPlan { version: ApiVersion::V3, statuses: vec![1, 2, 3, 4, 5], claims: true, lookback_days: 7 };
+    let interval = chrono::Duration::minutes(30);
+    let per_day = |shop: &ShopPlan, back: i64| calls_in(7, interval, shop, &cadence, back) as f64 / 7.0;
+    let default = per_day(&shop, 0);
+    let busy = per_day(&shop, 30);
+    let v2 = per_day(&ShopPlan { version: ApiVersion::V2, ..shop.clone() }, 30);
+    let limit = schemas::config::Qoo10Config::default().global_requests_per_second * 86_400.0;
+    println!(
+        "fetcher calls per shop per day: default {default:.0}, busy {busy:.0}, v2 {v2:.0}; the default global limit          ({limit:.0} a day) fits {:.0} busy shops",
+        limit / busy
+    );
+    json!({
+        "per_shop_per_day_default": default.round(), "per_shop_per_day_busy": busy.round(),
+        "per_shop_per_day_busy_v2": v2.round(), "default_global_limit_per_day": limit,
+        "busy_shops_within_default_limit": (limit / busy).floor(),
+        "share_of_default_limit_for_2000_busy_shops": hundredths(2000.0 * busy / limit),
+    })
+}
+
 async fn fetcher_scale(env: &Env, shops: u32, prefix: &str) -> anyhow::Result<serde_json::Value> {
     let (per_shop, global) = (1.0, 200.0);
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -534,7 +570,9 @@ async fn fetcher_scale(env: &Env, shops: u32, prefix: &str) -> anyhow::Result<se
     let _ = sandbox.kill();
     let _ = sandbox.wait();
     let requests = stats["requests"].as_f64().unwrap_or(0.0);
-    let min_wall = (requests / global).max(2.0 / per_shop);
+    // A shop's first request goes at once, each further one a period later.
+    let per_shop_requests = requests / f64::from(shops.max(1));
+    let min_wall = (requests / global).max((per_shop_requests - 1.0).max(1.0) / per_shop);
     let wall = *f.first().unwrap_or(&f64::NAN);
     println!(
         "fetcher: {shops} shops, {requests} requests in {wall:.1} s (rate-limit minimum {min_wall:.1} s, ratio {:.2}), \
@@ -683,6 +721,7 @@ async fn main() -> anyhow::Result<()> {
             "fetcher": fetcher["rss_peak_mb"].as_f64().map(f64::round),
         },
         "fetcher": fetcher,
+        "fetcher_calls": call_budget(),
     });
     if !args.keep {
         clean_up(&env).await;

@@ -3,10 +3,13 @@
 //!
 //! - [`plan`]: which calls a poll makes (pure).
 //! - [`client`]: HTTP, rate limits, retries, secret hygiene.
-//! - [`state`]: what was last published per order line, so unchanged rows are not re-sent.
-//! - [`poll`]: one shop's poll, tying the three together with JetStream.
+//! - [`state`]: what was last published per order line, which lines are still followed, when
+//!   each family of calls last completed.
+//! - [`credentials`]: the fetcher's own alerts about a shop's key (pure).
+//! - [`poll`]: one shop's poll, tying them together with JetStream.
 
 pub mod client;
+pub mod credentials;
 pub mod plan;
 pub mod poll;
 pub mod state;

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use chrono::{NaiveDate, Utc};
 use clap::{Parser, Subcommand};
 use fetcher::client::{CallError, QapiClient};
-use fetcher::plan;
+use fetcher::plan::{self, Cadence};
 use fetcher::poll::{PollError, PollReport, ShopPoller, Sink};
 use runtime::telemetry::Metrics;
 use schemas::config::{PipelineConfig, ShopConfig};
@@ -96,6 +96,18 @@ fn find_shop<'a>(config: &'a PipelineConfig, id: &str) -> anyhow::Result<&'a Sho
     config.shop(id).with_context(|| format!("{}: no shop with id {id:?} in [[shops]]", config.source))
 }
 
+/// How often and how far each family of calls goes (`[fetcher]`).
+fn cadence(config: &PipelineConfig) -> Cadence {
+    let f = &config.fetcher;
+    let d = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    Cadence {
+        slow_every: d(f.slow_calls_every),
+        long_every: d(f.long_windows_every),
+        overlap: d(f.window_overlap),
+        follow_days: f.follow_days,
+    }
+}
+
 async fn connect(config: &PipelineConfig) -> anyhow::Result<(async_nats::Client, Sink)> {
     let (nats, js) = runtime::nats::connect_jetstream(&config.nats, "fetcher").await?;
     Ok((nats, Sink { js, ns: Namespace::from_config(&config.nats) }))
@@ -123,6 +135,7 @@ async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow:
     .await
     .with_context(|| format!("fetcher.http_listen {:?}", config.fetcher.http_listen))?;
     let limit = Arc::new(Semaphore::new(config.fetcher.max_concurrent_shops));
+    let cadence = cadence(config);
     tracing::info!(shops = shops.len(), once, base_url = %config.qoo10.base_url, "fetcher started");
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -132,12 +145,12 @@ async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow:
         if once {
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let result = poll_logged(&mut poller, &client, &sink, &metrics).await;
+                let result = poll_logged(&mut poller, &client, &sink, &metrics, &cadence).await;
                 (poller.shop.id.clone(), result.is_ok())
             });
         } else {
             tasks.spawn(async move {
-                schedule(&mut poller, &client, &sink, &limit, &metrics).await;
+                schedule(&mut poller, &client, &sink, &limit, &metrics, &cadence).await;
                 (poller.shop.id.clone(), true)
             });
         }
@@ -164,7 +177,14 @@ async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow:
 /// One shop, forever: resumes where the durable state says the last poll ended (no burst after
 /// a restart, no gap: the look-back window overlaps), polls on its interval with jitter, and
 /// backs off (doubling, up to 6 h) while Qoo10 refuses its credentials.
-async fn schedule(poller: &mut ShopPoller, client: &QapiClient, sink: &Sink, limit: &Semaphore, metrics: &Metrics) {
+async fn schedule(
+    poller: &mut ShopPoller,
+    client: &QapiClient,
+    sink: &Sink,
+    limit: &Semaphore,
+    metrics: &Metrics,
+    cadence: &Cadence,
+) {
     let interval = poller.shop.interval;
     let last = poller.state(sink).await.ok().and_then(|s| s.last_success);
     let due_in = last
@@ -178,7 +198,7 @@ async fn schedule(poller: &mut ShopPoller, client: &QapiClient, sink: &Sink, lim
     loop {
         let outcome = {
             let _permit = limit.acquire().await;
-            poll_logged(poller, client, sink, metrics).await
+            poll_logged(poller, client, sink, metrics, cadence).await
         };
         let wait = match outcome {
             Err(PollError::Credentials { .. }) => {
@@ -199,9 +219,10 @@ async fn poll_logged(
     client: &QapiClient,
     sink: &Sink,
     metrics: &Metrics,
+    cadence: &Cadence,
 ) -> Result<PollReport, PollError> {
     let started = std::time::Instant::now();
-    let result = poller.poll(client, sink, Utc::now()).await;
+    let result = poller.poll(client, sink, Utc::now(), cadence).await;
     let shop = [("shop", poller.shop.id.as_str())];
     match &result {
         Ok(r) => {
@@ -243,7 +264,7 @@ async fn poll_logged(
     match &result {
         Ok(r) => tracing::info!(
             shop = %poller.shop.id, calls = r.calls, rows = r.rows, published = r.published,
-            unchanged = r.unchanged, duplicates = r.duplicates, elapsed_ms = started.elapsed().as_millis() as u64,
+            unchanged = r.unchanged, duplicates = r.duplicates, refused = ?r.refused, elapsed_ms = started.elapsed().as_millis() as u64,
             "poll complete"
         ),
         Err(e) => tracing::error!(shop = %poller.shop.id, error = %e, "poll failed"),
@@ -279,7 +300,7 @@ async fn backfill(config: &PipelineConfig, id: &str, from: NaiveDate, to: NaiveD
             let _ = std::io::stderr().flush();
         }
     };
-    let result = poller.poll_windows(&client, &sink, &windows, &mut bar).await;
+    let result = poller.backfill(&client, &sink, from, to, &cadence(config), &mut bar).await;
     if terminal {
         eprintln!();
     }
@@ -318,8 +339,14 @@ async fn check(config: &PipelineConfig, id: &str) -> anyhow::Result<bool> {
     println!("✓ certification key issued (API key, QSM login ID and password accepted)");
     let status = poller.shop.statuses[0];
     let window = plan::windows(schemas::time::today_jst(Utc::now()), 1)[0];
-    let method = plan::shipping_method(config.qoo10.api_version);
-    let params = plan::shipping_params(config.qoo10.api_version, status, window);
+    let call = plan::Call {
+        kind: schemas::raw::RowKind::Order,
+        family: plan::Family::Recent,
+        status,
+        condition: schemas::raw::condition::ORDER_DATE,
+        span: plan::Span::Days(window),
+    };
+    let (method, params) = plan::request(config.qoo10.api_version, &call);
     let mut report = PollReport::default();
     match poller.call_rows(&client, method, &params, &mut report).await {
         Ok((rows, _)) => {

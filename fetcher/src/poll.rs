@@ -1,35 +1,39 @@
-//! One shop's poll: certification key, every configured status and the claims over the
-//! look-back window, each row published verbatim to `qoo10.raw.<shop>`, and after each call a
-//! summary of what it saw on `qoo10.polls.<shop>`.
+//! One shop's poll: the certification key, then the calls the planner asks for (`plan`), each
+//! row published verbatim to `qoo10.raw.<shop>`, and after each call a summary of what it saw on
+//! `qoo10.polls.<shop>`; a closing summary ends the poll.
 //!
-//! A poll is complete only when every call answered `ResultCode 0` and every publish was
-//! acknowledged by JetStream; only then is the shop's fetch state advanced. When Qoo10 refuses
-//! the shop's credentials even after a fresh key, the poll raises `credentials_invalid`; the
-//! next successful poll resolves it.
+//! A poll is complete only when every call answered `ResultCode 0` (or was refused for lack of
+//! permission, which no retry cures) and every publish was acknowledged by JetStream; only then is
+//! the shop's fetch state advanced. When Qoo10 refuses the shop's credentials even after a fresh
+//! key, the poll raises `credentials_invalid`; when it refuses a method, the poll goes on without
+//! it and raises `credentials_invalid` naming the method. The next poll in which each succeeds
+//! resolves it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use async_nats::jetstream;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use schemas::Secret;
-use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertState};
+use schemas::alert::Alert;
 use schemas::config::{ApiVersion, ShopConfig};
 use schemas::poll::{POLL_SCHEMA_VERSION, PollSummary};
-use schemas::qapi::{self, ResultObject, code};
+use schemas::qapi::{self, ResultObject, RowFacts, code};
 use schemas::raw::{RAW_SCHEMA_VERSION, RawEnvelope, RawQuery, RowKind};
-use schemas::status::CLAIM_STATUS_CODES;
 use schemas::subjects::Namespace;
 use serde_json::value::RawValue;
 
 use crate::client::{CallError, QapiClient, ShopGate};
-use crate::plan::{self, Window};
+use crate::credentials;
+use crate::plan::{self, Cadence, Call, Family, ShopPlan};
 use crate::state::{Decision, FetchState, row_hash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
     #[error("credentials rejected by {method}: {code} {message}")]
     Credentials { method: String, code: i64, message: String },
+    #[error("{method} is not permitted for this shop: {code} {message}")]
+    NotPermitted { method: String, code: i64, message: String },
     #[error("{method} answered {code}: {message}")]
     Qapi { method: String, code: i64, message: String },
     #[error("{method} answered an unexpected ResultObject")]
@@ -43,7 +47,7 @@ pub enum PollError {
 }
 
 /// What one poll did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PollReport {
     pub calls: u32,
     pub rows: u64,
@@ -53,6 +57,8 @@ pub struct PollReport {
     pub unchanged: u64,
     /// Publishes JetStream acknowledged as duplicates (already stored).
     pub duplicates: u64,
+    /// Methods Qoo10 refused for lack of permission; their calls were skipped.
+    pub refused: BTreeSet<String>,
 }
 
 /// Where rows go: JetStream, with the namespace of this deployment.
@@ -62,16 +68,8 @@ pub struct Sink {
     pub ns: Namespace,
 }
 
-/// A call's answer held back until the poll's claims are all in: (call, method, rows, fetched at).
+/// A claim call's answer, held back until the poll's claims are all in.
 type FetchedCall = (Call, &'static str, Vec<Box<RawValue>>, DateTime<Utc>);
-
-/// One QAPI call of a poll.
-#[derive(Debug, Clone, Copy)]
-struct Call {
-    kind: RowKind,
-    status: u8,
-    window: Window,
-}
 
 #[derive(Debug)]
 pub struct ShopPoller {
@@ -79,12 +77,14 @@ pub struct ShopPoller {
     version: ApiVersion,
     gate: ShopGate,
     sak: Option<Secret>,
+    /// A certification key was issued to this poller (for `credentials_expiring`).
+    certified: bool,
     state: Option<FetchState>,
 }
 
 impl ShopPoller {
     pub fn new(shop: ShopConfig, version: ApiVersion, per_shop_rps: f64) -> Self {
-        ShopPoller { shop, version, gate: ShopGate::new(per_shop_rps), sak: None, state: None }
+        ShopPoller { shop, version, gate: ShopGate::new(per_shop_rps), sak: None, certified: false, state: None }
     }
 
     /// The durable state (loaded from NATS on first use).
@@ -95,134 +95,264 @@ impl ShopPoller {
         Ok(self.state.as_ref().expect("loaded above"))
     }
 
-    /// A regular poll: the look-back window ending today (JST).
+    fn plan(&self) -> ShopPlan {
+        ShopPlan {
+            version: self.version,
+            statuses: self.shop.statuses.clone(),
+            claims: self.shop.claims,
+            lookback_days: self.shop.lookback_days,
+        }
+    }
+
+    /// A regular poll at `now`: the calls the planner asks for, given the fetch state.
     pub async fn poll(
         &mut self,
         client: &QapiClient,
         sink: &Sink,
         now: DateTime<Utc>,
+        cadence: &Cadence,
     ) -> Result<PollReport, PollError> {
-        let windows = plan::windows(schemas::time::today_jst(now), self.shop.lookback_days);
-        self.poll_windows(client, sink, &windows, &mut |_, _| {}).await
+        let progress = self.state(sink).await?.progress();
+        let calls = plan::poll(now, &self.plan(), cadence, &progress);
+        self.run(client, sink, &calls, now, cadence, true, &mut |_, _| {}).await
     }
 
-    /// Polls these windows; `progress(done, total)` is called after every call.
-    pub async fn poll_windows(
+    /// A past period by order date (`fetcher backfill`); `progress(done, total)` after every
+    /// call. The regular polls' windows are left where they are.
+    pub async fn backfill(
         &mut self,
         client: &QapiClient,
         sink: &Sink,
-        windows: &[Window],
+        from: NaiveDate,
+        to: NaiveDate,
+        cadence: &Cadence,
         progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<PollReport, PollError> {
         self.state(sink).await?;
-        let mut state = self.state.take().expect("loaded above");
-        let started = Utc::now();
-        let result = self.poll_with(client, sink, windows, &mut state, started, progress).await;
+        let calls = plan::backfill(&self.plan(), from, to);
+        self.run(client, sink, &calls, Utc::now(), cadence, false, progress).await
+    }
+
+    /// Runs `calls`, then records the outcome in the fetch state (saved to NATS).
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &mut self,
+        client: &QapiClient,
+        sink: &Sink,
+        calls: &[Call],
+        now: DateTime<Utc>,
+        cadence: &Cadence,
+        advance: bool,
+        progress: &mut (dyn FnMut(usize, usize) + Send),
+    ) -> Result<PollReport, PollError> {
+        let mut state = self.state.take().expect("loaded by the caller");
+        let result = self.run_calls(client, sink, calls, &mut state, progress).await;
         let saved = match &result {
-            Ok(_) => {
-                state.complete_poll();
-                state.last_success = Some(Utc::now());
-                if let Some(open) = state.credentials_alert.take() {
-                    publish_alert(sink, &resolved(open)).await?;
-                }
-                save_state(sink, &self.shop.id, &state).await
-            }
-            Err(PollError::Credentials { method, code, message }) => {
-                state.abandon_poll();
-                state.last_error = Some((Utc::now(), format!("credentials rejected by {method}: {code} {message}")));
-                if state.credentials_alert.is_none() {
-                    let alert = credentials_alert(&self.shop.id, method, *code, message, Utc::now());
-                    publish_alert(sink, &alert).await?;
-                    state.credentials_alert = Some(alert);
-                }
-                save_state(sink, &self.shop.id, &state).await
-            }
-            Err(e) => {
-                state.abandon_poll();
-                state.last_error = Some((Utc::now(), e.to_string()));
-                // Best effort: the status page shows it; a NATS failure here is already the error.
-                let _ = save_state(sink, &self.shop.id, &state).await;
-                Ok(())
-            }
+            Ok(report) => self.completed(sink, &mut state, calls, report, now, cadence, advance).await,
+            Err(e) => self.failed(sink, &mut state, e).await,
         };
         self.state = Some(state);
         saved?;
         result
     }
 
-    async fn poll_with(
+    /// A complete poll: the state moves on, alerts of causes that succeeded resolve, alerts of
+    /// refused methods and an expiring key open.
+    #[allow(clippy::too_many_arguments)]
+    async fn completed(
+        &self,
+        sink: &Sink,
+        state: &mut FetchState,
+        calls: &[Call],
+        report: &PollReport,
+        now: DateTime<Utc>,
+        cadence: &Cadence,
+        advance: bool,
+    ) -> Result<(), PollError> {
+        let refused = |c: &Call| report.refused.contains(plan::request(self.version, c).0);
+        // A family moves on for a kind only when none of its calls of that kind was refused.
+        let mut ran: Vec<(Family, RowKind)> = Vec::new();
+        for c in calls.iter().filter(|_| advance) {
+            if !ran.contains(&(c.family, c.kind)) {
+                ran.push((c.family, c.kind));
+            }
+        }
+        ran.retain(|key| !calls.iter().any(|c| (c.family, c.kind) == *key && refused(c)));
+        state.complete_poll(now, &ran, cadence.follow_days);
+        state.last_success = Some(Utc::now());
+        let mut alerts = Vec::new();
+        let causes: Vec<String> = state.credentials_alerts.keys().cloned().collect();
+        for cause in causes {
+            if !report.refused.contains(&cause) {
+                let open = state.credentials_alerts.remove(&cause).expect("listed above");
+                alerts.push(credentials::resolved(open, Utc::now()));
+            }
+        }
+        for method in &report.refused {
+            if !state.credentials_alerts.contains_key(method) {
+                let alert = credentials::invalid(
+                    &self.shop.id,
+                    method,
+                    code::NOT_AUTHORIZED_2,
+                    "not authorized",
+                    true,
+                    Utc::now(),
+                );
+                state.credentials_alerts.insert(method.clone(), alert.clone());
+                alerts.push(alert);
+            }
+        }
+        alerts.extend(self.expiry(state, now));
+        for alert in &alerts {
+            publish_alert(sink, alert).await?;
+        }
+        save_state(sink, &self.shop.id, state).await
+    }
+
+    /// `credentials_expiring`: opens 30 days before the key's first birthday, resolves when the
+    /// key (or its issue date) changes.
+    fn expiry(&self, state: &mut FetchState, now: DateTime<Utc>) -> Vec<Alert> {
+        let today = schemas::time::today_jst(now);
+        let fingerprint = row_hash(self.shop.api_key().expose().as_bytes());
+        if self.certified && state.key_certified.as_ref().is_none_or(|(f, _)| *f != fingerprint) {
+            state.key_certified = Some((fingerprint.clone(), today));
+        }
+        let certified = state.key_certified.as_ref().filter(|(f, _)| *f == fingerprint).map(|(_, d)| *d);
+        let expiry = credentials::expires_on(self.shop.api_key_issued_on, certified);
+        let mut out = Vec::new();
+        let stale = |a: &Alert| expiry.is_none_or(|e| a.details["expires_on"] != serde_json::json!(e.to_string()));
+        if let Some(open) = state.expiring_alert.take_if(|a| stale(a)) {
+            out.push(credentials::resolved(open, now));
+        }
+        if let Some(expiry) = expiry.filter(|e| credentials::expiring_due(*e, today))
+            && state.expiring_alert.is_none()
+        {
+            let alert = credentials::expiring(&self.shop.id, expiry, today, now);
+            state.expiring_alert = Some(alert.clone());
+            out.push(alert);
+        }
+        out
+    }
+
+    async fn failed(&self, sink: &Sink, state: &mut FetchState, e: &PollError) -> Result<(), PollError> {
+        state.abandon_poll();
+        match e {
+            PollError::Credentials { method, code, message } => {
+                state.last_error = Some((Utc::now(), format!("credentials rejected by {method}: {code} {message}")));
+                if !state.credentials_alerts.contains_key("") {
+                    let alert = credentials::invalid(&self.shop.id, method, *code, message, false, Utc::now());
+                    publish_alert(sink, &alert).await?;
+                    state.credentials_alerts.insert(String::new(), alert);
+                }
+                save_state(sink, &self.shop.id, state).await
+            }
+            e => {
+                state.last_error = Some((Utc::now(), e.to_string()));
+                // Best effort: the status page shows it; a NATS failure here is already the error.
+                let _ = save_state(sink, &self.shop.id, state).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Every call in turn: order rows published as they come; claim answers held until all are
+    /// in (each claim row then carries which other lines of its cart have a claim in this poll,
+    /// `cart_claims`); a summary per call, and a closing one.
+    async fn run_calls(
         &mut self,
         client: &QapiClient,
         sink: &Sink,
-        windows: &[Window],
+        calls: &[Call],
         state: &mut FetchState,
-        started: DateTime<Utc>,
         progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<PollReport, PollError> {
-        let mut calls: Vec<Call> = Vec::new();
-        for &status in &self.shop.statuses {
-            calls.extend(windows.iter().map(|&window| Call { kind: RowKind::Order, status, window }));
-        }
-        if self.shop.claims {
-            for &status in CLAIM_STATUS_CODES {
-                calls.extend(windows.iter().map(|&window| Call { kind: RowKind::Claim, status, window }));
-            }
-        }
-        let poll_id = format!("{}:{}", self.shop.id, started.timestamp_micros());
+        let poll_id = format!("{}:{}", self.shop.id, Utc::now().timestamp_micros());
         let mut report = PollReport::default();
-        // Claim responses are all fetched before any is published: each claim row then carries
-        // which other lines of its cart have a claim in this poll (`cart_claims`).
-        let mut fetched: Vec<FetchedCall> = Vec::new();
-        let mut carts: HashMap<u64, Vec<u64>> = HashMap::new();
-        let mut done = 0;
+        let mut held: Vec<FetchedCall> = Vec::new();
         for (i, call) in calls.iter().enumerate() {
-            let (method, params) = match call.kind {
-                RowKind::Order => {
-                    (plan::shipping_method(self.version), plan::shipping_params(self.version, call.status, call.window))
+            let (method, params) = plan::request(self.version, call);
+            if report.refused.contains(method) {
+                continue;
+            }
+            let (rows, fetched_at) = match self.call_rows(client, method, &params, &mut report).await {
+                Err(PollError::NotPermitted { method, code, message }) => {
+                    tracing::warn!(shop = %self.shop.id, method, code, message, "method not permitted; skipped");
+                    report.refused.insert(method);
+                    continue;
                 }
-                RowKind::Claim => (qapi::GET_CLAIM_INFO_V3, plan::claim_params(call.status, call.window)),
+                other => other?,
             };
-            let (rows, fetched_at) = self.call_rows(client, method, &params, &mut report).await?;
-            if call.kind == RowKind::Claim {
-                for row in &rows {
-                    if let (Some(pack), Some(order)) = (qapi::row_pack_no(row), qapi::row_order_no(row)) {
-                        carts.entry(pack).or_default().push(order);
-                    }
+            match call.kind {
+                RowKind::Claim => held.push((*call, method, rows, fetched_at)),
+                RowKind::Order => {
+                    self.publish_call(
+                        sink,
+                        state,
+                        &poll_id,
+                        call,
+                        method,
+                        rows,
+                        fetched_at,
+                        &HashMap::new(),
+                        &mut report,
+                    )
+                    .await?
                 }
             }
-            fetched.push((*call, method, rows, fetched_at));
-            let claims_pending = calls[i + 1..].iter().any(|c| c.kind == RowKind::Claim);
-            if call.kind == RowKind::Order || !claims_pending {
-                for (call, method, rows, fetched_at) in std::mem::take(&mut fetched) {
-                    done += 1;
-                    let query = RawQuery {
-                        status: call.status,
-                        from: call.window.from_text(),
-                        to: call.window.to_text(),
-                        condition: 1,
-                    };
-                    let count = rows.len() as u64;
-                    let order_nos = self
-                        .publish_rows(sink, state, call.kind, method, &query, rows, fetched_at, &carts, &mut report)
-                        .await?;
-                    let summary = PollSummary {
-                        schema_version: POLL_SCHEMA_VERSION,
-                        shop: self.shop.id.clone(),
-                        poll_id: poll_id.clone(),
-                        kind: call.kind,
-                        method: method.to_owned(),
-                        query,
-                        fetched_at,
-                        order_nos,
-                        rows: count,
-                        last_in_poll: done == calls.len(),
-                    };
-                    publish_summary(sink, &summary).await?;
-                    progress(done, calls.len());
+            progress(i + 1, calls.len());
+        }
+        let mut carts: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (_, _, rows, _) in &held {
+            for f in rows.iter().map(|r| RowFacts::of(r)) {
+                if let (Some(pack), Some(order)) = (f.pack_no, f.order_no) {
+                    carts.entry(pack).or_default().push(order);
                 }
             }
         }
+        for (call, method, rows, fetched_at) in held {
+            self.publish_call(sink, state, &poll_id, &call, method, rows, fetched_at, &carts, &mut report).await?;
+        }
+        publish_summary(sink, &closing_summary(&self.shop.id, &poll_id, &report)).await?;
         Ok(report)
+    }
+
+    /// Publishes one call's rows, then its summary.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_call(
+        &self,
+        sink: &Sink,
+        state: &mut FetchState,
+        poll_id: &str,
+        call: &Call,
+        method: &'static str,
+        rows: Vec<Box<RawValue>>,
+        fetched_at: DateTime<Utc>,
+        carts: &HashMap<u64, Vec<u64>>,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        let query = RawQuery {
+            status: call.status,
+            from: call.span.from_text(),
+            to: call.span.to_text(),
+            condition: call.condition,
+        };
+        let count = rows.len() as u64;
+        let order_nos =
+            self.publish_rows(sink, state, call.kind, method, &query, rows, fetched_at, carts, report).await?;
+        let summary = PollSummary {
+            schema_version: POLL_SCHEMA_VERSION,
+            shop: self.shop.id.clone(),
+            poll_id: poll_id.to_owned(),
+            kind: call.kind,
+            method: method.to_owned(),
+            query,
+            fetched_at,
+            order_nos,
+            rows: count,
+            last_in_poll: false,
+            refused_methods: Vec::new(),
+        };
+        publish_summary(sink, &summary).await
     }
 
     /// Issues a new seller authorization key from the API key, QSM login and password.
@@ -234,6 +364,7 @@ impl ShopPoller {
         match (response.code, response.object) {
             (code::OK, ResultObject::Text(sak)) if !sak.trim().is_empty() => {
                 self.sak = Some(Secret::new(sak.trim()));
+                self.certified = true;
                 tracing::info!(shop = %self.shop.id, "certification key issued");
                 Ok(())
             }
@@ -267,20 +398,20 @@ impl ShopPoller {
                 renewed = true;
                 continue;
             }
-            if code::needs_new_key(response.code) {
-                return Err(PollError::Credentials {
-                    method: method.into(),
-                    code: response.code,
-                    message: response.message,
-                });
+            let (method, code, message) = (method.to_owned(), response.code, response.message);
+            if code::needs_new_key(code) {
+                return Err(PollError::Credentials { method, code, message });
             }
-            if response.code != code::OK {
-                return Err(PollError::Qapi { method: method.into(), code: response.code, message: response.message });
+            if code::not_permitted(code) {
+                return Err(PollError::NotPermitted { method, code, message });
+            }
+            if code != code::OK {
+                return Err(PollError::Qapi { method, code, message });
             }
             return match response.object {
                 ResultObject::Empty => Ok((Vec::new(), fetched_at)),
                 ResultObject::Rows(rows) => Ok((rows, fetched_at)),
-                ResultObject::Text(_) | ResultObject::Other(_) => Err(PollError::Shape { method: method.into() }),
+                ResultObject::Text(_) | ResultObject::Other(_) => Err(PollError::Shape { method }),
             };
         }
     }
@@ -301,24 +432,31 @@ impl ShopPoller {
         report: &mut PollReport,
     ) -> Result<Vec<u64>, PollError> {
         let subject = sink.ns.raw(&self.shop.id);
+        let today = schemas::time::today_jst(fetched_at);
         let mut order_nos = Vec::with_capacity(rows.len());
         // Envelopes are made as they are published, not all first: one response can hold
         // thousands of rows.
         let outgoing = rows.into_iter().filter_map(|row| {
             report.rows += 1;
-            let order_no = qapi::row_order_no(&row);
-            order_nos.extend(order_no);
-            let msg_id = match state.observe(&self.shop.id, kind, order_no, &row_hash(row.get().as_bytes())) {
+            let facts = RowFacts::of(&row);
+            order_nos.extend(facts.order_no);
+            let seen = state.observe(&self.shop.id, kind, &facts, &row_hash(row.get().as_bytes()), today);
+            let msg_id = match seen.decision {
                 Decision::Unchanged => {
                     report.unchanged += 1;
                     return None;
                 }
                 Decision::Publish { msg_id } => msg_id,
             };
-            let cart_claims = match (kind, qapi::row_pack_no(&row)) {
+            let cart_claims = match (kind, facts.pack_no) {
                 (RowKind::Claim, Some(pack)) => {
-                    let mut others: Vec<u64> =
-                        carts.get(&pack).into_iter().flatten().copied().filter(|n| Some(*n) != order_no).collect();
+                    let mut others: Vec<u64> = carts
+                        .get(&pack)
+                        .into_iter()
+                        .flatten()
+                        .copied()
+                        .filter(|n| Some(*n) != facts.order_no)
+                        .collect();
                     others.sort_unstable();
                     others.dedup();
                     others
@@ -334,6 +472,8 @@ impl ShopPoller {
                 fetched_at,
                 row,
                 cart_claims,
+                first_import: seen.first_import,
+                new_in_known_cart: seen.new_in_known_cart,
             };
             // The envelope is the row plus about 300 bytes.
             let size_hint = envelope.row.get().len() + 512;
@@ -350,40 +490,21 @@ impl ShopPoller {
     }
 }
 
-fn credentials_alert(shop: &str, method: &str, code: i64, message: &str, now: DateTime<Utc>) -> Alert {
-    let micros = u64::try_from(now.timestamp_micros()).unwrap_or(0);
-    Alert {
-        schema_version: ALERT_SCHEMA_VERSION,
-        alert_id: format!("credentials_invalid:{shop}:{micros}"),
-        kind: "credentials_invalid".into(),
-        shop_id: shop.into(),
-        order_no: 0,
-        pack_no: 0,
-        state: AlertState::Open,
-        severity: "critical".into(),
-        message: format!(
-            "Qoo10 refused the credentials of shop {shop} ({method} answered {code}: {message}). Renew the API key in QSM \
-             (Qoo10へのお問い合わせ → システム → API・FTP・QSM権限) or correct the QSM login ID / password in pipeline.toml. \
-             Polling of this shop is paused and retried with backoff."
-        ),
-        message_ja: format!(
-            "ショップ {shop} の認証情報がQoo10に拒否されました（{method}: {code} {message}）。QSMでAPIキーを更新するか\
-             （Qoo10へのお問い合わせ → システム → API・FTP・QSM権限）、pipeline.toml のQSMログインID・パスワードを確認してください。\
-             このショップの取得は一時停止し、間隔を空けて再試行します。"
-        ),
-        details: serde_json::json!({ "method": method, "code": code, "qoo10_message": message }),
-        opened_at: now,
-        updated_at: now,
-        version: micros,
+/// The summary that ends a poll: no rows of its own, the methods refused.
+fn closing_summary(shop: &str, poll_id: &str, report: &PollReport) -> PollSummary {
+    PollSummary {
+        schema_version: POLL_SCHEMA_VERSION,
+        shop: shop.to_owned(),
+        poll_id: poll_id.to_owned(),
+        kind: RowKind::Order,
+        method: String::new(),
+        query: RawQuery { status: 0, from: String::new(), to: String::new(), condition: 0 },
+        fetched_at: Utc::now(),
+        order_nos: Vec::new(),
+        rows: 0,
+        last_in_poll: true,
+        refused_methods: report.refused.iter().cloned().collect(),
     }
-}
-
-fn resolved(mut alert: Alert) -> Alert {
-    let now = Utc::now();
-    alert.state = AlertState::Resolved;
-    alert.updated_at = now;
-    alert.version = u64::try_from(now.timestamp_micros()).unwrap_or(alert.version + 1).max(alert.version + 1);
-    alert
 }
 
 async fn publish_alert(sink: &Sink, alert: &Alert) -> Result<(), PollError> {

@@ -1,42 +1,107 @@
-//! What the fetcher last published for each order line of a shop, so that re-polling unchanged
-//! orders publishes nothing.
+//! What the fetcher knows of a shop between polls: what it last published for each order line
+//! (so re-polling unchanged orders publishes nothing), which lines it still follows, when each
+//! family of calls last completed, and the shop's credential dates.
 //!
 //! The state is durable: after every complete poll it is stored as one message per shop on
 //! `qoo10.state.<shop>` (stream `QOO10_FETCH_STATE`, one message kept per subject), and read back
-//! at start. A restart therefore neither re-publishes everything nor loses a change.
+//! at start. A restart therefore neither re-publishes everything nor loses a change, and windows
+//! start where the last good call of their kind ended.
 //!
 //! The `Nats-Msg-Id` of a row names its content *and* the content it replaces, so a line that
 //! goes A → B → A publishes three distinct messages (JetStream would drop a second "A" inside its
 //! duplicate window if the id named the content alone).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use schemas::alert::Alert;
+use schemas::qapi::RowFacts;
 use schemas::raw::RowKind;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::plan::{Family, Progress};
 
 /// Content hash of a row (hex, 96 bits: collisions are not a practical concern per order line).
 pub fn row_hash(row_bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(row_bytes)[..12])
 }
 
+/// A line the fetcher has seen, as compact as the state message needs it (days are days since
+/// 1970-01-01).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    #[serde(rename = "p")]
+    pub pack_no: u64,
+    /// Order date (JST).
+    #[serde(rename = "d")]
+    pub ordered: u16,
+    /// Shipping status last seen (0: only a claim row was seen).
+    #[serde(rename = "s")]
+    pub status: u8,
+    #[serde(rename = "k")]
+    pub claim: u8,
+    /// The day (UTC) a poll last returned it.
+    #[serde(rename = "t")]
+    pub seen: u16,
+}
+
+impl Line {
+    fn terminal(&self) -> bool {
+        schemas::status::is_terminal(self.status, self.claim)
+    }
+}
+
+fn day(d: NaiveDate) -> u16 {
+    u16::try_from((d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days()).unwrap_or(0)
+}
+
+fn date(d: u16) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + Duration::days(i64::from(d))
+}
+
+/// How long a line that ended (delivered, cancelled, …) is remembered after a poll last returned
+/// it: the windows that return such a line do so only around its last transition.
+const ENDED_KEPT_DAYS: i64 = 3;
+
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchState {
     /// `"order:1090000101"` → content hash last published.
     rows: HashMap<String, String>,
+    /// The lines followed (and those recently ended), by order number.
+    #[serde(default)]
+    lines: HashMap<u64, Line>,
+    /// `"recent:order"` → when that family's calls of that kind last completed.
+    #[serde(default)]
+    families: BTreeMap<String, DateTime<Utc>>,
+    /// A complete poll has been made: the shop's first import is done.
+    #[serde(default)]
+    pub imported: bool,
     /// When the last complete poll finished: a restart waits out the rest of the interval
     /// instead of polling every shop at once.
     #[serde(default)]
-    pub last_success: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_success: Option<DateTime<Utc>>,
     /// The last failed poll: when, and why (no secrets: error texts are scrubbed).
     #[serde(default)]
-    pub last_error: Option<(chrono::DateTime<chrono::Utc>, String)>,
-    /// The open `credentials_invalid` alert, if any (resolved by the next successful poll).
+    pub last_error: Option<(DateTime<Utc>, String)>,
+    /// The open `credentials_invalid` alerts, by what was refused: the certification key
+    /// (`""`) or a method Qoo10 does not permit. Resolved by the next poll it succeeds in.
     #[serde(default)]
-    pub credentials_alert: Option<schemas::alert::Alert>,
-    /// Hashes seen in the poll under way; replaces `rows` when the poll completes.
+    pub credentials_alerts: BTreeMap<String, Alert>,
+    /// Written by earlier versions (one alert at most); read into `credentials_alerts`.
+    #[serde(default, rename = "credentials_alert", skip_serializing)]
+    legacy_credentials_alert: Option<Alert>,
+    /// The API key (a fingerprint, never the key) and the day it was first certified (JST).
+    #[serde(default)]
+    pub key_certified: Option<(String, NaiveDate)>,
+    /// The open `credentials_expiring` alert, if any.
+    #[serde(default)]
+    pub expiring_alert: Option<Alert>,
+    /// Hashes and lines seen in the poll under way; merged in when the poll completes.
     #[serde(skip)]
     current: HashMap<String, String>,
+    #[serde(skip)]
+    current_lines: HashMap<u64, Line>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -47,95 +112,225 @@ pub enum Decision {
     Publish { msg_id: String },
 }
 
+/// What the fetcher says of a row besides publishing it (the envelope's marks).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub decision: Decision,
+    /// The shop's first import is under way.
+    pub first_import: bool,
+    /// A line never seen before, in a cart an earlier complete poll already returned.
+    pub new_in_known_cart: bool,
+}
+
 impl FetchState {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        let mut state: FetchState = serde_json::from_slice(bytes)?;
+        // A state written before the first-import mark existed: a complete poll has been made.
+        state.imported |= state.last_success.is_some();
+        if let Some(a) = state.legacy_credentials_alert.take() {
+            state.credentials_alerts.entry(String::new()).or_insert(a);
+        }
+        Ok(state)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a map of strings serializes")
+        serde_json::to_vec(self).expect("maps of strings and numbers serialize")
     }
 
+    /// Lines known (followed or recently ended).
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.lines.len().max(self.rows.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows.is_empty() && self.lines.is_empty()
     }
 
     /// Records a row seen in the current poll and says whether to publish it.
-    pub fn observe(&mut self, shop: &str, kind: RowKind, order_no: Option<u64>, hash: &str) -> Decision {
-        let Some(order_no) = order_no else {
+    pub fn observe(&mut self, shop: &str, kind: RowKind, facts: &RowFacts, hash: &str, today: NaiveDate) -> Observed {
+        let first_import = !self.imported;
+        let Some(order_no) = facts.order_no else {
             // No order number: cannot be tracked; publish (the normalizer dead-letters it).
-            return Decision::Publish { msg_id: format!("raw:{shop}:{}:-:{hash}", kind.as_str()) };
+            let msg_id = format!("raw:{shop}:{}:-:{hash}", kind.as_str());
+            return Observed { decision: Decision::Publish { msg_id }, first_import, new_in_known_cart: false };
         };
+        let known = self.lines.contains_key(&order_no) || self.current_lines.contains_key(&order_no);
+        let new_in_known_cart = !first_import
+            && !known
+            && kind == RowKind::Order
+            && facts.pack_no.is_some_and(|p| self.lines.values().any(|l| l.pack_no == p));
+        self.note_line(order_no, kind, facts, today);
         let key = format!("{}:{order_no}", kind.as_str());
         let previous = self.current.get(&key).or_else(|| self.rows.get(&key)).cloned();
         self.current.insert(key, hash.to_owned());
-        match previous {
+        let decision = match previous {
             Some(p) if p == hash => Decision::Unchanged,
             p => Decision::Publish {
                 msg_id: format!("raw:{shop}:{}:{order_no}:{hash}:{}", kind.as_str(), p.as_deref().unwrap_or("-")),
             },
-        }
+        };
+        Observed { decision, first_import, new_in_known_cart }
     }
 
-    /// The poll completed: what it saw becomes the state (lines no longer returned are dropped).
-    pub fn complete_poll(&mut self) {
-        self.rows = std::mem::take(&mut self.current);
+    fn note_line(&mut self, order_no: u64, kind: RowKind, facts: &RowFacts, today: NaiveDate) {
+        let before = self.current_lines.get(&order_no).or_else(|| self.lines.get(&order_no)).copied();
+        let mut line = before.unwrap_or(Line { pack_no: 0, ordered: 0, status: 0, claim: 0, seen: 0 });
+        line.pack_no = facts.pack_no.unwrap_or(line.pack_no);
+        line.ordered = facts.ordered.map(day).unwrap_or(line.ordered);
+        match kind {
+            RowKind::Order => line.status = facts.shipping_status.unwrap_or(line.status),
+            RowKind::Claim => line.claim = facts.claim_status.unwrap_or(line.claim),
+        }
+        line.seen = day(today);
+        self.current_lines.insert(order_no, line);
+    }
+
+    /// The poll completed at `now` after running these families' calls: what it saw is merged
+    /// in, the families' windows move on, and lines that ended days ago or fell out of
+    /// `follow_days` are forgotten.
+    pub fn complete_poll(&mut self, now: DateTime<Utc>, ran: &[(Family, RowKind)], follow_days: u32) {
+        self.rows.extend(std::mem::take(&mut self.current));
+        self.lines.extend(std::mem::take(&mut self.current_lines));
+        for (family, kind) in ran {
+            self.families.insert(family_key(*family, *kind), now);
+        }
+        self.imported = true;
+        let today = schemas::time::today_jst(now);
+        let ended_before = day(today - Duration::days(ENDED_KEPT_DAYS));
+        let followed_from = day(today - Duration::days(i64::from(follow_days) + 1));
+        self.lines.retain(|_, l| !(l.terminal() && l.seen < ended_before) && l.ordered >= followed_from);
+        let lines = &self.lines;
+        self.rows.retain(|key, _| {
+            key.rsplit(':').next().and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| lines.contains_key(&n))
+        });
     }
 
     /// The poll failed: forget what it saw, keep the last complete state.
     pub fn abandon_poll(&mut self) {
         self.current.clear();
+        self.current_lines.clear();
     }
+
+    /// What the planner needs: whether the first import is done, when each family last
+    /// completed, and the order date of the oldest line still open in statuses 1–3.
+    pub fn progress(&self) -> Progress {
+        let last = self.families.iter().filter_map(|(k, t)| parse_family_key(k).map(|key| (key, *t))).collect();
+        let oldest_open =
+            self.lines.values().filter(|l| !l.terminal() && l.status <= 3).map(|l| l.ordered).min().map(date);
+        Progress { imported: self.imported, last, oldest_open }
+    }
+
+    /// The order numbers of this cart that the state knows.
+    pub fn cart(&self, pack_no: u64) -> Vec<u64> {
+        let mut nos: Vec<u64> = self.lines.iter().filter(|(_, l)| l.pack_no == pack_no).map(|(n, _)| *n).collect();
+        nos.sort_unstable();
+        nos
+    }
+}
+
+fn family_key(family: Family, kind: RowKind) -> String {
+    format!("{}:{}", family.name(), kind.as_str())
+}
+
+fn parse_family_key(key: &str) -> Option<(Family, RowKind)> {
+    let (f, k) = key.split_once(':')?;
+    let family = [Family::Recent, Family::Slow, Family::Long].into_iter().find(|x| x.name() == f)?;
+    let kind = [RowKind::Order, RowKind::Claim].into_iter().find(|x| x.as_str() == k)?;
+    Some((family, kind))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn facts(order_no: u64, pack_no: u64, status: u8, ordered: &str) -> RowFacts {
+        RowFacts {
+            order_no: Some(order_no),
+            pack_no: Some(pack_no),
+            shipping_status: Some(status),
+            claim_status: None,
+            ordered: NaiveDate::parse_from_str(ordered, "%Y-%m-%d").ok(),
+        }
+    }
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 29).unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-29T03:00:00Z".parse().unwrap()
+    }
+
+    fn publish(s: &mut FetchState, order: u64, hash: &str) -> Decision {
+        s.observe("s", RowKind::Order, &facts(order, 7, 2, "2026-11-28"), hash, today()).decision
+    }
+
     #[test]
     fn unchanged_rows_are_skipped_changed_rows_published() {
         let mut s = FetchState::default();
-        let Decision::Publish { msg_id: first } = s.observe("s", RowKind::Order, Some(1), "aa") else { panic!() };
-        assert_eq!(first, "raw:s:order:1:aa:-");
-        s.complete_poll();
-        assert_eq!(s.observe("s", RowKind::Order, Some(1), "aa"), Decision::Unchanged);
-        s.complete_poll();
-        assert_eq!(
-            s.observe("s", RowKind::Order, Some(1), "bb"),
-            Decision::Publish { msg_id: "raw:s:order:1:bb:aa".into() }
-        );
-        s.complete_poll();
+        assert_eq!(publish(&mut s, 1, "aa"), Decision::Publish { msg_id: "raw:s:order:1:aa:-".into() });
+        s.complete_poll(now(), &[], 365);
+        assert_eq!(publish(&mut s, 1, "aa"), Decision::Unchanged);
+        s.complete_poll(now(), &[], 365);
+        assert_eq!(publish(&mut s, 1, "bb"), Decision::Publish { msg_id: "raw:s:order:1:bb:aa".into() });
+        s.complete_poll(now(), &[], 365);
         // Back to the first content: a new id, so JetStream will not drop it as a duplicate.
-        assert_eq!(
-            s.observe("s", RowKind::Order, Some(1), "aa"),
-            Decision::Publish { msg_id: "raw:s:order:1:aa:bb".into() }
-        );
+        assert_eq!(publish(&mut s, 1, "aa"), Decision::Publish { msg_id: "raw:s:order:1:aa:bb".into() });
     }
 
     #[test]
     fn a_failed_poll_keeps_the_last_complete_state() {
         let mut s = FetchState::default();
-        s.observe("s", RowKind::Order, Some(1), "aa");
-        s.complete_poll();
-        s.observe("s", RowKind::Order, Some(1), "bb");
+        publish(&mut s, 1, "aa");
+        s.complete_poll(now(), &[], 365);
+        publish(&mut s, 1, "bb");
         s.abandon_poll();
-        assert_eq!(
-            s.observe("s", RowKind::Order, Some(1), "bb"),
-            Decision::Publish { msg_id: "raw:s:order:1:bb:aa".into() }
-        );
+        assert_eq!(publish(&mut s, 1, "bb"), Decision::Publish { msg_id: "raw:s:order:1:bb:aa".into() });
     }
 
     #[test]
-    fn state_survives_a_round_trip() {
+    fn lines_a_poll_does_not_return_are_still_followed() {
         let mut s = FetchState::default();
-        s.observe("s", RowKind::Claim, Some(9), "cc");
-        s.complete_poll();
+        publish(&mut s, 1, "aa");
+        s.complete_poll(now(), &[(Family::Recent, RowKind::Order)], 365);
+        s.complete_poll(now() + Duration::days(20), &[], 365);
+        assert_eq!(publish(&mut s, 1, "aa"), Decision::Unchanged, "twenty days unseen, still followed");
+        assert_eq!(s.progress().oldest_open, NaiveDate::from_ymd_opt(2026, 11, 28));
+        // Delivered: ended, and forgotten a few days after a poll last returned it.
+        s.observe("s", RowKind::Order, &facts(1, 7, 5, "2026-11-28"), "cc", today());
+        s.complete_poll(now(), &[], 365);
+        assert_eq!(s.progress().oldest_open, None, "a delivered line is not open");
+        s.complete_poll(now() + Duration::days(4), &[], 365);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn first_import_and_lines_new_in_a_known_cart_are_marked() {
+        let mut s = FetchState::default();
+        let o = s.observe("s", RowKind::Order, &facts(1, 7, 2, "2026-11-28"), "aa", today());
+        assert!(o.first_import && !o.new_in_known_cart);
+        let same_poll = s.observe("s", RowKind::Order, &facts(2, 7, 2, "2026-11-28"), "aa", today());
+        assert!(!same_poll.new_in_known_cart, "the cart is new in this poll");
+        s.complete_poll(now(), &[(Family::Recent, RowKind::Order)], 365);
+        let added = s.observe("s", RowKind::Order, &facts(3, 7, 2, "2026-11-28"), "aa", today());
+        assert!(!added.first_import && added.new_in_known_cart);
+        let other = s.observe("s", RowKind::Order, &facts(4, 8, 2, "2026-11-28"), "aa", today());
+        assert!(!other.new_in_known_cart);
+        assert_eq!(s.cart(7), [1, 2]);
+        let p = s.progress();
+        assert!(p.imported && p.last.contains(&((Family::Recent, RowKind::Order), now())));
+    }
+
+    #[test]
+    fn state_survives_a_round_trip_and_reads_older_states() {
+        let mut s = FetchState::default();
+        s.observe("s", RowKind::Claim, &facts(9, 7, 0, "2026-11-28"), "cc", today());
+        s.complete_poll(now(), &[(Family::Slow, RowKind::Claim)], 365);
         let back = FetchState::from_bytes(&s.to_bytes()).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.len(), 1);
+        let old = br#"{"rows":{"order:1":"aa"},"last_success":"2026-11-29T00:00:00Z","credentials_alert":null}"#;
+        let old = FetchState::from_bytes(old).unwrap();
+        assert!(old.imported, "a state with a complete poll has made its first import");
     }
 }

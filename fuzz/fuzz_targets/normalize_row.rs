@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
                     fetched_at: chrono_free_now(),
                     row: row.clone(),
                     cart_claims: Vec::new(),
+                    first_import: false,
+                    new_in_known_cart: false,
                 };
                 let _ = normalizer::normalize::normalize(&env, 1, &statuses);
             }

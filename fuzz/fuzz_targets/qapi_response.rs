@@ -7,7 +7,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(r) = schemas::qapi::parse_response(data) {
         if let schemas::qapi::ResultObject::Rows(rows) = r.object {
             for row in rows {
-                let _ = schemas::qapi::row_order_no(&row);
+                let _ = schemas::qapi::RowFacts::of(&row);
             }
         }
     }

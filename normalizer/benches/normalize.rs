@@ -29,6 +29,8 @@ fn payloads(n: usize) -> Vec<Vec<u8>> {
                 fetched_at: "2026-11-29T03:00:00.123456Z".parse().unwrap(),
                 row: RawValue::from_string(row.to_string()).unwrap(),
                 cart_claims: Vec::new(),
+                first_import: false,
+                new_in_known_cart: false,
             };
             serde_json::to_vec(&env).unwrap()
         })

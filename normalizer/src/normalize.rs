@@ -82,7 +82,14 @@ mod slot {
     pub const ADDRESS1: usize = 36;
     pub const ADDRESS2: usize = 37;
     pub const COUNTRY: usize = 38;
-    pub const COUNT: usize = 39;
+    pub const SELLER_DISCOUNT: usize = 39;
+    pub const CART_DISCOUNT_SELLER: usize = 40;
+    pub const CART_DISCOUNT_QOO10: usize = 41;
+    pub const REFUND_COUNT: usize = 42;
+    pub const REFUND_BALANCE: usize = 43;
+    pub const AVAILABLE_DATE: usize = 44;
+    pub const AVAILABLE_SEND_TYPE: usize = 45;
+    pub const COUNT: usize = 46;
 }
 
 /// What a key (lower-cased) is: a slot, a key QAPI is known to send that we do not use, or
@@ -135,6 +142,13 @@ fn classify(lower: &str) -> Class {
         "addr1" | "address1" => ADDRESS1,
         "addr2" | "address2" => ADDRESS2,
         "shippingcountry" => COUNTRY,
+        "sellerdiscount" => SELLER_DISCOUNT,
+        "cart_discount_seller" | "cartdiscountseller" => CART_DISCOUNT_SELLER,
+        "cart_discount_qoo10" | "cartdiscountqoo10" => CART_DISCOUNT_QOO10,
+        "nrpartrefundcnt" => REFUND_COUNT,
+        "nrpartrefundbalance" => REFUND_BALANCE,
+        "availableshippingdate" => AVAILABLE_DATE,
+        "availablesendtype" => AVAILABLE_SEND_TYPE,
         "sellerid"
         | "hopedate"
         | "desireddeliverydate"
@@ -147,7 +161,6 @@ fn classify(lower: &str) -> Class {
         | "shippingway"
         | "shippingmsg"
         | "shippingmessage"
-        | "sellerdiscount"
         | "relatedorder"
         | "shippingratetype"
         | "vouchercode"
@@ -156,10 +169,6 @@ fn classify(lower: &str) -> Class {
         | "paymentnation"
         | "gift"
         | "cod_price"
-        | "cart_discount_seller"
-        | "cart_discount_qoo10"
-        | "cartdiscountseller"
-        | "cartdiscountqoo10"
         | "branchname"
         | "overseaconsignment"
         | "overseaconsignment_receiver"
@@ -169,8 +178,6 @@ fn classify(lower: &str) -> Class {
         | "overseaconsignment_addr2"
         | "ordertype"
         | "material"
-        | "availablesendtype"
-        | "availableshippingdate"
         | "cancelrefunddate"
         | "reason"
         | "requestdate"
@@ -183,9 +190,7 @@ fn classify(lower: &str) -> Class {
         | "codqrefundprice"
         | "codcancelrelatedorder"
         | "nrdutytarget"
-        | "nrsoltype"
-        | "nrpartrefundcnt"
-        | "nrpartrefundbalance" => {
+        | "nrsoltype" => {
             return Class::Known;
         }
         _ => return Class::Unknown,
@@ -377,28 +382,60 @@ fn check_plausible(key: &str, v: &RawValue, t: Qoo10Time) -> Result<Qoo10Time, N
     }
 }
 
-/// Checks Qoo10's figures against each other. `orderPrice` is the **unit** price: on 1,994 real
-/// rows `total = orderPrice × orderQty − discount` held for every row (see
-/// docs/qoo10-money.md); a row where it does not hold is flagged, never dropped or corrected.
+/// The paid-option surcharge of a line: Qoo10's `total` is item price × quantity + paid options
+/// − discount, and `orderPrice` is the unit price without the options (docs/qoo10-money.md).
+fn option_price(
+    price: Option<Decimal>,
+    quantity: u32,
+    discount: Option<Decimal>,
+    total: Option<Decimal>,
+) -> Option<Decimal> {
+    Some(total? + discount.unwrap_or_default() - price? * Decimal::from(quantity))
+}
+
+/// Checks Qoo10's figures against each other. `total_mismatch` is for a total that no paid
+/// option explains: one below `orderPrice × orderQty − discount`, or one that leaves a surcharge
+/// of a fraction of a yen. The order is kept as Qoo10 sent it: flagged, never dropped or
+/// corrected.
 fn anomalies(o: &CanonicalOrder) -> Vec<Anomaly> {
     let mut out = Vec::new();
-    if let (Some(price), Some(total)) = (o.order_price, o.total) {
+    if let (Some(price), Some(total), Some(surcharge)) = (o.order_price, o.total, o.option_price)
+        && (surcharge.is_sign_negative() && !surcharge.is_zero() || !surcharge.fract().is_zero())
+    {
         let discount = o.discount.unwrap_or_default();
         let expected = price * Decimal::from(o.quantity) - discount;
-        if expected != total {
-            out.push(Anomaly {
-                code: "total_mismatch".into(),
-                detail: format!(
-                    "orderPrice {price} × orderQty {} − discount {discount} = {expected}, but total is {total}",
-                    o.quantity
-                ),
-            });
-        }
+        out.push(Anomaly {
+            code: "total_mismatch".into(),
+            detail: format!(
+                "orderPrice {price} × orderQty {} − discount {discount} = {expected}, but total is {total}: \
+                 no paid option explains a difference of {surcharge}",
+                o.quantity
+            ),
+        });
     }
     if !o.currency.is_empty() && o.currency != "JPY" {
         out.push(Anomaly { code: "currency_not_jpy".into(), detail: format!("currency is {}", o.currency) });
     }
     out
+}
+
+/// A small whole number (a count, a code) from a number or a string; `None` when absent, null
+/// or empty.
+fn small_number(row: &Row<'_>, slot: usize) -> Result<Option<u32>, NormalizeError> {
+    let Some((key, v)) = row.get(slot) else { return Ok(None) };
+    if is_null(v) {
+        return Ok(None);
+    }
+    match scalar_text(v).map(|t| t.trim().to_owned()) {
+        Some(t) if t.is_empty() => Ok(None),
+        Some(t) => t
+            .parse::<u32>()
+            .ok()
+            .or_else(|| Decimal::from_str(&t).ok().filter(|d| d.fract().is_zero()).and_then(|d| u32::try_from(d).ok()))
+            .map(Some)
+            .ok_or_else(|| err(key, format!("value {} is not a whole number", shown(v)))),
+        None => Err(err(key, format!("value {} is not a number", shown(v)))),
+    }
 }
 
 /// A whole, positive quantity from a number or a string (`2`, `"2"`, `"2.0000"`).
@@ -485,6 +522,11 @@ pub fn normalize<R: std::ops::Deref<Target = RawValue>>(
         Some(t) => Some(t),
         None => row.decimal(PAYMENT_AMOUNT)?,
     };
+    let (order_price, discount) = (row.decimal(ORDER_PRICE)?, row.decimal(DISCOUNT)?);
+    // Only a partial refund (claim 15) says how much was refunded.
+    let partial = claim_status == 15;
+    let refund_quantity = if partial { small_number(&row, REFUND_COUNT)? } else { None };
+    let refund_amount = if partial { row.decimal(REFUND_BALANCE)? } else { None };
 
     let mut order = CanonicalOrder {
         schema_version: ORDER_SCHEMA_VERSION,
@@ -500,8 +542,8 @@ pub fn normalize<R: std::ops::Deref<Target = RawValue>>(
         option_text: row.opt_text(OPTION),
         option_code: row.opt_text(OPTION_CODE),
         quantity,
-        order_price: row.decimal(ORDER_PRICE)?,
-        discount: row.decimal(DISCOUNT)?,
+        order_price,
+        discount,
         total,
         settle_price: row.decimal(SETTLE_PRICE)?,
         shipping_rate: row.decimal(SHIPPING_RATE)?,
@@ -514,6 +556,16 @@ pub fn normalize<R: std::ops::Deref<Target = RawValue>>(
         carrier: row.text(DELIVERY_COMPANY),
         tracking_no: row.text(TRACKING_NO),
         payment_method: row.opt_text(PAYMENT_METHOD),
+        option_price: if is_claim { None } else { option_price(order_price, quantity, discount, total) },
+        seller_discount: row.decimal(SELLER_DISCOUNT)?,
+        cart_discount_seller: row.decimal(CART_DISCOUNT_SELLER)?,
+        cart_discount_qoo10: row.decimal(CART_DISCOUNT_QOO10)?,
+        refund_quantity,
+        refund_amount,
+        available_ship_date: row.date(AVAILABLE_DATE)?,
+        available_send_type: small_number(&row, AVAILABLE_SEND_TYPE)?.map(|n| n.min(255) as u8),
+        first_import: env.first_import,
+        new_in_known_cart: env.new_in_known_cart,
         version: version_of(env.fetched_at),
         source: Provenance {
             kind: env.kind,
@@ -556,6 +608,8 @@ mod tests {
             fetched_at: "2026-11-29T00:00:00.000123Z".parse().unwrap(),
             row,
             cart_claims: Vec::new(),
+            first_import: false,
+            new_in_known_cart: false,
         }
     }
 
@@ -692,9 +746,61 @@ mod tests {
         )
         .unwrap();
         let codes: Vec<&str> = o.anomalies.iter().map(|a| a.code.as_str()).collect();
-        assert_eq!(codes, ["total_mismatch", "currency_not_jpy"]);
-        assert_eq!(o.anomalies[0].detail, "orderPrice 1000 × orderQty 2 − discount 100 = 1900, but total is 2000");
+        assert_eq!(codes, ["currency_not_jpy"], "a total 100 above the item price is a paid option");
+        assert_eq!(o.option_price, dec("100"));
         assert_eq!(o.source.unknown_keys, ["NewField"]);
+        let o = norm(
+            RowKind::Order,
+            raw(r#"{"orderNo":1,"packNo":2,"shippingStatus":"On request(2)","orderDate":"2026-11-20","orderQty":2,"orderPrice":1000,"discount":100,"total":1800}"#),
+        )
+        .unwrap();
+        assert_eq!(o.anomalies[0].code, "total_mismatch", "below the price: no option explains it");
+        assert_eq!(
+            o.anomalies[0].detail,
+            "orderPrice 1000 × orderQty 2 − discount 100 = 1900, but total is 1800: no paid option explains a difference of -100"
+        );
+        let o = norm(
+            RowKind::Order,
+            raw(r#"{"orderNo":1,"packNo":2,"shippingStatus":"On request(2)","orderDate":"2026-11-20","orderQty":1,"orderPrice":1000,"total":1000.5}"#),
+        )
+        .unwrap();
+        assert_eq!(o.anomalies.len(), 1, "a surcharge of half a yen is no option price");
+    }
+
+    #[test]
+    fn money_of_paid_options_cart_discounts_and_partial_refunds() {
+        let o = norm(
+            RowKind::Order,
+            raw(r#"{"OrderNo":1,"PackNo":2,"ShippingStatus":"On request(2)","OrderDate":"2026-11-20","OrderQty":2,
+                "OrderPrice":1650,"Discount":0,"Total":4698,"Option":"名入れ刺繍(+699円)","SellerDiscount":0,
+                "CartDiscountSeller":"300.0000","CartDiscountQoo10":200,"AvailableSendType":"1","AvailableShippingDate":"2026-12-20"}"#),
+        )
+        .unwrap();
+        assert!(o.anomalies.is_empty(), "{:?}", o.anomalies);
+        assert_eq!(
+            (o.option_price, o.cart_discount_seller, o.cart_discount_qoo10),
+            (dec("1398"), dec("300"), dec("200"))
+        );
+        assert_eq!((o.available_ship_date, o.available_send_type), (NaiveDate::from_ymd_opt(2026, 12, 20), Some(1)));
+        assert_eq!((o.refund_quantity, o.refund_amount), (None, None));
+        let c = norm(
+            RowKind::Claim,
+            raw(r#"{"orderNo":1,"packNo":2,"orderDate":"2026-11-20","orderQty":2,"claimStatus":"15","paymentAmount":4698,
+                "nrPartRefundCnt":1,"nrPartRefundBalance":"1650.0000"}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.refund_quantity, c.refund_amount),
+            ("partially_refunded", Some(1), dec("1650"))
+        );
+        assert_eq!(c.option_price, None, "a claim row carries no unit price");
+        let e = norm(
+            RowKind::Claim,
+            raw(
+                r#"{"orderNo":1,"packNo":2,"orderDate":"2026-11-20","orderQty":2,"claimStatus":"15","nrPartRefundCnt":"x"}"#,
+            ),
+        );
+        assert_eq!(e.unwrap_err().field, "nrPartRefundCnt");
     }
 
     #[test]

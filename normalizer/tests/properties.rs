@@ -91,6 +91,8 @@ fn envelope(kind: RowKind, row: &Value) -> RawEnvelope {
         fetched_at: "2026-11-29T00:00:00Z".parse().unwrap(),
         row: RawValue::from_string(row.to_string()).unwrap(),
         cart_claims: Vec::new(),
+        first_import: false,
+        new_in_known_cart: false,
     }
 }
 
@@ -121,4 +123,33 @@ proptest! {
             let _ = normalize(&env, 1, &StatusMap::default());
         }
     }
+}
+
+/// The sandbox's realistic rows (paid options, discounts, cart discounts, partial refunds, v2
+/// and v3 shapes, numbers as strings) never raise a false `total_mismatch`, and every paid
+/// option comes out as the line's `option_price`.
+#[test]
+fn the_realistic_generator_raises_no_false_total_mismatch() {
+    let now = chrono::NaiveDateTime::parse_from_str("2026-11-29 12:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+    let orders = sandbox::generate::orders(7, 1, "s", 5_000, 40, now);
+    let mut with_options = 0;
+    for o in &orders {
+        for (kind, row) in [
+            (RowKind::Order, sandbox::render::v2_row(o, "seller", &[o.order_no])),
+            (RowKind::Order, sandbox::render::v3_row(o, "seller", &[o.order_no])),
+            (RowKind::Claim, sandbox::render::claim_row(o)),
+        ] {
+            if kind == RowKind::Claim && o.claim_status == 0 {
+                continue;
+            }
+            let c = normalize(&envelope(kind, &row), 1, &StatusMap::default()).expect("a realistic row normalizes");
+            assert!(c.anomalies.is_empty(), "{}: {:?}", o.order_no, c.anomalies);
+            if kind == RowKind::Order {
+                let expected = o.option_price * rust_decimal::Decimal::from(o.quantity);
+                assert_eq!(c.option_price, Some(expected), "{}", o.order_no);
+                with_options += usize::from(!expected.is_zero());
+            }
+        }
+    }
+    assert!(with_options > 100, "only {with_options} rows had a paid option");
 }

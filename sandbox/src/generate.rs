@@ -82,35 +82,52 @@ const PLACES: &[(&str, &str)] = &[
 
 const TOWNS: &[&str] = &["見本町", "試験通", "例丘", "模擬台", "仮名坂"];
 
-/// (item code, seller code, title, unit price, options).
+/// (item code, seller code, title, unit price, options as (text, code, surcharge per unit)).
+/// A paid option's text carries its surcharge, as on Qoo10 (`サイズ:二段(+800円)`).
 #[allow(clippy::type_complexity)]
-const ITEMS: &[(&str, &str, &str, i64, &[(&str, &str)])] = &[
+const ITEMS: &[(&str, &str, &str, i64, &[(&str, &str, i64)])] = &[
     (
         "1000000555",
         "TEA-GRN-100",
         "緑茶 ティーバッグ 100包",
         1280,
-        &[("容量:100包", "TEA-GRN-100-L"), ("容量:50包", "TEA-GRN-100-S")],
+        &[("容量:100包", "TEA-GRN-100-L", 0), ("容量:50包", "TEA-GRN-100-S", 0)],
     ),
-    ("1000000777", "CUP-YUNOMI", "湯呑み 有田焼", 2980, &[("色:藍 / サイズ:大", ""), ("色:白 / サイズ:小", "")]),
+    (
+        "1000000777",
+        "CUP-YUNOMI",
+        "湯呑み 有田焼",
+        2980,
+        &[("色:藍 / サイズ:大(+300円)", "", 300), ("色:白 / サイズ:小", "", 0)],
+    ),
     ("1000000888", "SOAP-YUZU", "柚子石鹸 3個セット", 990, &[]),
     (
         "1000001001",
         "TOWEL-IMA",
         "今治タオル フェイスタオル",
         1650,
-        &[("カラー:ホワイト", "TOWEL-IMA-W"), ("カラー:ネイビー", "TOWEL-IMA-N")],
+        &[
+            ("カラー:ホワイト", "TOWEL-IMA-W", 0),
+            ("カラー:ネイビー", "TOWEL-IMA-N", 0),
+            ("名入れ刺繍(+699円)", "TOWEL-IMA-E", 699),
+        ],
     ),
-    ("1000001002", "SOCKS-5P", "靴下 5足組 綿混", 1100, &[("サイズ:M", "SOCKS-5P-M"), ("サイズ:L", "SOCKS-5P-L")]),
+    (
+        "1000001002",
+        "SOCKS-5P",
+        "靴下 5足組 綿混",
+        1100,
+        &[("サイズ:M", "SOCKS-5P-M", 0), ("サイズ:L", "SOCKS-5P-L", 0)],
+    ),
     ("1000001003", "RICE-KOSHI-5", "新潟県産コシヒカリ 5kg", 3480, &[]),
-    ("1000001004", "BENTO-BOX", "曲げわっぱ 弁当箱", 4200, &[("サイズ:一段", ""), ("サイズ:二段", "")]),
+    ("1000001004", "BENTO-BOX", "曲げわっぱ 弁当箱", 4200, &[("サイズ:一段", "", 0), ("サイズ:二段(+800円)", "", 800)]),
     ("1000001005", "CHOPS-5", "若狭塗 箸 5膳セット", 2750, &[]),
     (
         "1000001006",
         "MASK-50",
         "不織布マスク 50枚入",
         598,
-        &[("カラー:ホワイト", "MASK-50-W"), ("カラー:ピンク", "MASK-50-P")],
+        &[("カラー:ホワイト", "MASK-50-W", 0), ("カラー:ピンク", "MASK-50-P", 0)],
     ),
     ("1000001007", "SERUM-VC", "ビタミンC 美容液 30ml", 3300, &[]),
 ];
@@ -125,12 +142,14 @@ pub fn shop(i: u32) -> Shop {
         user_id: format!("sandbox-seller-{i}"),
         api_key: format!("sandbox-api-key-{i}"),
         password: format!("sandbox-password-{i}"),
+        denied_methods: Vec::new(),
     }
 }
 
 /// About `count` order lines for `shop` (1-based index `shop_index`), placed over the `days`
 /// before `now` (JST), in packs of one to three lines. Older orders are further along their
-/// life cycle; a few carry claims.
+/// life cycle; a few carry claims (a partial refund among them), 2 % of carts are made to order
+/// with a 30-day lead time, some lines have paid options and some carts a cart discount.
 pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64, now: NaiveDateTime) -> Vec<Order> {
     let mut rng = Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(u64::from(shop_index)));
     let mut out = Vec::with_capacity(count);
@@ -149,13 +168,19 @@ pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64
         .min(count - out.len());
         let order_date = now - Duration::minutes(rng.below(span_minutes) as i64 + 1);
         let age_hours = (now - order_date).num_hours();
-        let status: u8 = if age_hours < 24 {
+        let lead_days: u32 = if rng.chance(2) { 30 } else { 0 };
+        let mut status: u8 = if age_hours < 24 {
             *rng.pick(&[1, 2, 2, 2])
         } else if age_hours < 72 {
             *rng.pick(&[2, 3, 3, 4])
         } else {
             *rng.pick(&[3, 4, 5, 5])
         };
+        if lead_days > 0 && (24..24 * 31).contains(&age_hours) {
+            status = 3; // still being made
+        }
+        let cart_discount_seller = if rng.chance(10) { Decimal::from(*rng.pick(&[100, 300])) } else { Decimal::ZERO };
+        let cart_discount_qoo10 = if rng.chance(5) { Decimal::from(200) } else { Decimal::ZERO };
         let (sur, sur_kana) = *rng.pick(SURNAMES);
         let (given, given_kana) = *rng.pick(GIVEN_NAMES);
         let (place, zip) = *rng.pick(PLACES);
@@ -165,7 +190,10 @@ pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64
         let payment_method = *rng.pick(PAYMENTS);
         let carrier = *rng.pick(CARRIERS);
         let paid = (status >= 2).then(|| order_date + Duration::minutes(1 + rng.below(30) as i64));
-        let est = (status >= 3).then(|| (order_date + Duration::days(2 + rng.below(3) as i64)).date());
+        let est = (status >= 3).then(|| {
+            let days = if lead_days > 0 { i64::from(lead_days) } else { 2 + rng.below(3) as i64 };
+            (order_date + Duration::days(days)).date()
+        });
         let shipped = (status >= 4).then(|| order_date + Duration::hours(30 + rng.below(24) as i64));
         let delivered = (status >= 5).then(|| order_date + Duration::hours(60 + rng.below(24) as i64));
         let claim_status = if rng.chance(6) {
@@ -173,7 +201,7 @@ pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64
                 1 => 16,
                 2 | 3 => *rng.pick(&[1, 3]),
                 4 => 1,
-                _ => *rng.pick(&[4, 6]),
+                _ => *rng.pick(&[4, 6, 15]),
             }
         } else {
             0
@@ -181,7 +209,7 @@ pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64
         for line in 0..lines {
             let order_no = base_order + out.len() as u64 + 1;
             let (item_code, seller_code, title, price, options) = *rng.pick(ITEMS);
-            let (option, option_code) = if options.is_empty() { ("", "") } else { *rng.pick(options) };
+            let (option, option_code, surcharge) = if options.is_empty() { ("", "", 0) } else { *rng.pick(options) };
             let quantity = 1 + (rng.below(10) / 7) as u32 + u32::from(rng.chance(5)) * 2;
             let unit_price = Decimal::from(price);
             let discount = if rng.chance(20) {
@@ -199,10 +227,12 @@ pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64
                 order_date,
                 payment_date: paid,
                 est_ship_date: est,
+                available_ship_date: paid.map(|p| (p + Duration::days(i64::from(lead_days.max(2)))).date()),
+                lead_days,
                 shipping_date: shipped,
                 delivered_date: delivered,
                 claim_request_date: (claim_status != 0).then(|| now - Duration::hours(2)),
-                claim_done_date: matches!(claim_status, 3 | 6 | 16).then(|| now - Duration::hours(1)),
+                claim_done_date: matches!(claim_status, 3 | 6 | 15 | 16).then(|| now - Duration::hours(1)),
                 claim_reason: if claim_status != 0 { "お客様都合".into() } else { String::new() },
                 buyer: format!("{sur} {given}"),
                 buyer_kana: format!("{sur_kana} {given_kana}"),
@@ -222,9 +252,14 @@ pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64
                 option: option.into(),
                 option_code: option_code.into(),
                 unit_price,
+                option_price: Decimal::from(surcharge),
                 quantity,
                 discount,
                 shipping_rate,
+                cart_discount_seller,
+                cart_discount_qoo10,
+                refund_quantity: u32::from(claim_status == 15),
+                refund_amount: if claim_status == 15 { unit_price } else { Decimal::ZERO },
                 payment_method: payment_method.into(),
                 carrier: if status >= 4 { carrier.into() } else { String::new() },
                 tracking_no: if status >= 4 {
@@ -234,6 +269,7 @@ pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64
                 },
                 message: if rng.chance(15) { "置き配希望".into() } else { String::new() },
                 numbers_as_strings: rng.chance(10),
+                hold: false,
             });
         }
     }
@@ -262,6 +298,11 @@ mod tests {
             assert!(o.iter().any(|x| x.status == s), "status {s}");
         }
         assert!(o.iter().any(|x| x.claim_status != 0));
+        assert!(o.iter().any(|x| x.claim_status == 15 && x.refund_quantity == 1), "a partial refund");
+        assert!(o.iter().any(|x| !x.option_price.is_zero() && x.option.contains("円)")), "paid options");
+        assert!(o.iter().any(|x| !x.cart_discount_seller.is_zero()), "cart discounts");
+        assert!(o.iter().any(|x| x.lead_days == 30 && x.status == 3), "made to order, for weeks");
+        assert!(o.iter().any(|x| x.available_ship_date.is_some() && x.available_ship_date != x.est_ship_date));
         assert!(o.iter().any(|x| o.iter().filter(|y| y.pack_no == x.pack_no).count() > 1));
         assert!(o.iter().all(|x| x.order_date < now()));
         let mut nos: Vec<u64> = o.iter().map(|x| x.order_no).collect();

@@ -14,6 +14,10 @@ pub struct Shop {
     pub user_id: String,
     pub api_key: String,
     pub password: String,
+    /// Methods this shop's key has no permission for: QAPI answers `-90003` "You are not
+    /// authorized for this." (e.g. `ShippingBasic.GetClaimInfo_V3`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_methods: Vec<String>,
 }
 
 /// One order line (one orderNo). Serialized as-is by the control API.
@@ -33,6 +37,13 @@ pub struct Order {
     pub payment_date: Option<NaiveDateTime>,
     #[serde(default)]
     pub est_ship_date: Option<NaiveDate>,
+    /// 発送可能日 (v3 `AvailableShippingDate`): set at payment, from the item's lead time; the
+    /// date Qoo10's delay penalty counts from. Not always the seller's 発送予定日.
+    #[serde(default)]
+    pub available_ship_date: Option<NaiveDate>,
+    /// Days from payment to 発送可能日: 0 for a normal item (2 days), e.g. 30 for made to order.
+    #[serde(default)]
+    pub lead_days: u32,
     #[serde(default, with = "jst_time_opt")]
     pub shipping_date: Option<NaiveDateTime>,
     #[serde(default, with = "jst_time_opt")]
@@ -67,13 +78,27 @@ pub struct Order {
     pub option: String,
     #[serde(default)]
     pub option_code: String,
-    /// Unit price (tax included, JPY).
+    /// Unit price (tax included, JPY), without the option's surcharge.
     pub unit_price: Decimal,
+    /// The paid option's surcharge per unit (`カラー:金(+699円)`): in `total`, not in `orderPrice`.
+    #[serde(default)]
+    pub option_price: Decimal,
     pub quantity: u32,
     #[serde(default)]
     pub discount: Decimal,
     #[serde(default)]
     pub shipping_rate: Decimal,
+    /// Cart-level discounts (seller- and Qoo10-funded), reported alike on every line of the cart;
+    /// not inside `total`.
+    #[serde(default)]
+    pub cart_discount_seller: Decimal,
+    #[serde(default)]
+    pub cart_discount_qoo10: Decimal,
+    /// A partial refund (claim 15): units and amount refunded.
+    #[serde(default)]
+    pub refund_quantity: u32,
+    #[serde(default)]
+    pub refund_amount: Decimal,
     pub payment_method: String,
     #[serde(default)]
     pub carrier: String,
@@ -84,17 +109,30 @@ pub struct Order {
     /// Render money as strings with four decimals (`"2980.0000"`), as some responses do.
     #[serde(default)]
     pub numbers_as_strings: bool,
+    /// The sandbox's clock leaves this line alone: only the control API moves it.
+    #[serde(default)]
+    pub hold: bool,
 }
 
 impl Order {
-    /// `orderPrice × orderQty − discount`: the rule checked on real data (see the reference, §7).
+    /// Qoo10's `total`: item price × quantity + paid options − discount (the reference, §11.2).
     pub fn total(&self) -> Decimal {
-        self.unit_price * Decimal::from(self.quantity) - self.discount
+        (self.unit_price + self.option_price) * Decimal::from(self.quantity) - self.discount
+    }
+
+    /// The available date for a payment at `paid`: 2 days for a normal item, else the lead time.
+    pub fn available_after(&self, paid: NaiveDateTime) -> NaiveDate {
+        (paid + chrono::Duration::days(i64::from(self.lead_days.max(2)))).date()
     }
 
     /// Roughly what Qoo10 pays the seller (90 % of the total, one decimal).
     pub fn settle_price(&self) -> Decimal {
         (self.total() * Decimal::new(9, 1)).round_dp(1)
+    }
+
+    /// v3 `AvailableSendType`: 1 (reserved, 4 days or more) for a made-to-order line, else 0.
+    pub fn available_send_type(&self) -> u8 {
+        u8::from(self.lead_days >= 4)
     }
 
     /// Hidden from GetShippingInfo: a completed cancellation.

@@ -36,8 +36,10 @@ fn qty(o: &Order) -> Value {
     if o.numbers_as_strings { Value::String(o.quantity.to_string()) } else { json!(o.quantity) }
 }
 
-fn related(o: &Order, siblings: &[u64]) -> String {
-    siblings.iter().filter(|n| **n != o.order_no).map(u64::to_string).collect::<Vec<_>>().join(",")
+/// Every order number of the cart, the row's own included, separated by ", " (the reference,
+/// §11.2): a reader must group lines by `packNo`, not trust this list.
+fn related(siblings: &[u64]) -> String {
+    siblings.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 fn shipping_rate_type(o: &Order) -> &'static str {
@@ -88,7 +90,7 @@ pub fn v2_row(o: &Order, seller: &str, siblings: &[u64]) -> Value {
     put("SellerDiscount", json!(0));
     put("Currency", json!("JPY"));
     put("ShippingRate", money(o, o.shipping_rate));
-    put("RelatedOrder", json!(related(o, siblings)));
+    put("RelatedOrder", json!(related(siblings)));
     put("shippingRateType", json!(shipping_rate_type(o)));
     put("DeliveryCompany", json!(o.carrier));
     put("TrackingNo", json!(o.tracking_no));
@@ -97,8 +99,8 @@ pub fn v2_row(o: &Order, seller: &str, siblings: &[u64]) -> Value {
     put("PaymentNation", json!("JP"));
     put("Gift", json!(""));
     put("cod_price", json!(0));
-    put("Cart_Discount_Seller", json!(0));
-    put("Cart_Discount_Qoo10", json!(0));
+    put("Cart_Discount_Seller", money(o, o.cart_discount_seller));
+    put("Cart_Discount_Qoo10", money(o, o.cart_discount_qoo10));
     put("SettlePrice", money(o, o.settle_price()));
     put("OverseaConsignment", json!("N"));
     Value::Object(m)
@@ -147,20 +149,20 @@ pub fn v3_row(o: &Order, seller: &str, siblings: &[u64]) -> Value {
     put("SellerDiscount", json!(0));
     put("Currency", json!("JPY"));
     put("ShippingRate", money(o, o.shipping_rate));
-    put("RelatedOrder", json!(related(o, siblings)));
+    put("RelatedOrder", json!(related(siblings)));
     put("ShippingRateType", json!(shipping_rate_type(o)));
     put("DeliveryCompany", json!(o.carrier));
     put("VoucherCode", json!(""));
     put("PackingNo", json!(""));
     put("SellerDeliveryNo", json!(""));
     put("Gift", json!(""));
-    put("CartDiscountSeller", json!(0));
-    put("CartDiscountQoo10", json!(0));
+    put("CartDiscountSeller", money(o, o.cart_discount_seller));
+    put("CartDiscountQoo10", money(o, o.cart_discount_qoo10));
     put("SettlePrice", money(o, o.settle_price()));
     put("BranchName", json!(""));
     put("TrackingNo", json!(o.tracking_no));
-    put("AvailableSendType", json!("0"));
-    put("AvailableShippingDate", date_v3(o.est_ship_date));
+    put("AvailableSendType", json!(o.available_send_type().to_string()));
+    put("AvailableShippingDate", date_v3(o.available_ship_date));
     Value::Object(m)
 }
 
@@ -195,5 +197,7 @@ pub fn claim_row(o: &Order) -> Value {
     put("buyer", json!(o.buyer));
     put("buyerTel", json!(o.buyer_tel));
     put("buyerMobile", json!(o.buyer_mobile));
+    put("nrPartRefundCnt", json!(o.refund_quantity));
+    put("nrPartRefundBalance", money(o, o.refund_amount));
     Value::Object(m)
 }

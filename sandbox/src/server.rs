@@ -12,7 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -46,6 +46,13 @@ pub struct World {
 impl World {
     pub fn now(&self) -> DateTime<Utc> {
         self.frozen_at.unwrap_or_else(Utc::now) + self.clock_offset
+    }
+
+    /// The clock as Qoo10 keeps its dates: JST wall-clock time in whole seconds (a call whose
+    /// window ends at a second includes what happened within that second).
+    pub fn now_jst(&self) -> NaiveDateTime {
+        let t = self.now().with_timezone(&schemas::time::jst()).naive_local();
+        t.with_nanosecond(0).unwrap_or(t)
     }
 
     /// Sets the clock to `at` (an explicit `--now`): from there it runs with real time, or stands
@@ -292,6 +299,14 @@ fn dispatch(w: &mut World, method: &str, key: &str, p: &Params, now: DateTime<Ut
                 Ok(s) => s,
                 Err(a) => return (a, None),
             };
+            let denied = w
+                .shops
+                .iter()
+                .find(|s| s.id == shop)
+                .is_some_and(|s| s.denied_methods.iter().any(|m| m.eq_ignore_ascii_case(method)));
+            if denied {
+                return (envelope(-90003, "You are not authorized for this.", Value::Null), Some(shop));
+            }
             let answer = match lname.as_str() {
                 "getshippinginfo_v2" => shipping_info(w, &shop, p, now, false),
                 "getshippinginfo_v3" => shipping_info(w, &shop, p, now, true),
@@ -357,28 +372,39 @@ fn window(p: &Params, start: &[&str], end: &[&str]) -> Result<(NaiveDateTime, Na
     Ok((s, e))
 }
 
-fn date_for(o: &Order, condition: &str) -> Option<NaiveDateTime> {
+/// The date a shipping call's `search_condition` is about (1 order, 2 payment, 3 ship,
+/// 4 delivered date).
+fn date_for(o: &Order, condition: u8) -> Option<NaiveDateTime> {
     match condition {
-        "2" => o.payment_date,
-        "3" => o.shipping_date,
-        "4" => o.delivered_date,
+        2 => o.payment_date,
+        3 => o.shipping_date,
+        4 => o.delivered_date,
         _ => Some(o.order_date),
     }
 }
 
+/// The date condition of a call, `1..=max`. A missing or unknown one is refused: what QAPI does
+/// without it is not known (the reference, §3.1), so the sandbox never guesses in a caller's favour.
+fn condition(p: &Params, name: &str, max: u8) -> Result<u8, Answer> {
+    match p.get(name).map(str::trim).and_then(|t| t.parse::<u8>().ok()) {
+        Some(c) if (1..=max).contains(&c) => Ok(c),
+        _ => Err(envelope(-10001, &format!("{name} Error"), Value::Null)),
+    }
+}
+
+/// `GetShippingInfo_v2` / `_v3`. Each version takes its own parameter names only: a v2 name
+/// sent to v3 (or the reverse) is as if it were missing.
 fn shipping_info(w: &World, shop: &str, p: &Params, _now: DateTime<Utc>, v3: bool) -> Answer {
-    let (start, end) = if v3 {
-        match window(p, &["SearchStartDate", "search_Sdate"], &["SearchEndDate", "search_Edate"]) {
-            Ok(x) => x,
-            Err(a) => return a,
-        }
+    let (start, end, status_name, condition_name) = if v3 {
+        ("SearchStartDate", "SearchEndDate", "ShippingStatus", "SearchCondition")
     } else {
-        match window(p, &["search_Sdate"], &["search_Edate"]) {
-            Ok(x) => x,
-            Err(a) => return a,
-        }
+        ("search_Sdate", "search_Edate", "ShippingStat", "search_condition")
     };
-    let status_text = if v3 { p.get("ShippingStatus") } else { p.get("ShippingStat") }.unwrap_or("").trim();
+    let (start, end) = match window(p, &[start], &[end]) {
+        Ok(x) => x,
+        Err(a) => return a,
+    };
+    let status_text = p.get(status_name).unwrap_or("").trim();
     let statuses: Vec<u8> = match status_text {
         "" | "0" if v3 => vec![1, 2, 3],
         t => match t.parse::<u8>() {
@@ -386,15 +412,17 @@ fn shipping_info(w: &World, shop: &str, p: &Params, _now: DateTime<Utc>, v3: boo
             _ => return envelope(-10001, "ShippingStat Error", Value::Null),
         },
     };
-    let condition =
-        if v3 { p.get("SearchCondition") } else { p.get("search_condition") }.unwrap_or("1").trim().to_owned();
+    let condition = match condition(p, condition_name, 4) {
+        Ok(c) => c,
+        Err(a) => return a,
+    };
     let seller = w.shops.iter().find(|s| s.id == shop).map(|s| s.user_id.clone()).unwrap_or_default();
     let in_shop: Vec<&Order> =
         w.orders.range((shop.to_owned(), 0)..=(shop.to_owned(), u64::MAX)).map(|(_, o)| o).collect();
     let rows: Vec<Value> = in_shop
         .iter()
         .filter(|o| statuses.contains(&o.status) && !o.cancelled())
-        .filter(|o| date_for(o, &condition).is_some_and(|d| d >= start && d <= end))
+        .filter(|o| date_for(o, condition).is_some_and(|d| d >= start && d <= end))
         .map(|o| {
             let siblings: Vec<u64> = in_shop.iter().filter(|x| x.pack_no == o.pack_no).map(|x| x.order_no).collect();
             if v3 { render::v3_row(o, &seller, &siblings) } else { render::v2_row(o, &seller, &siblings) }
@@ -409,17 +437,25 @@ fn claim_info(w: &World, shop: &str, p: &Params, _now: DateTime<Utc>) -> Answer 
         Ok(x) => x,
         Err(a) => return a,
     };
-    let wanted: Option<u8> = p.get("ClaimStat").and_then(|s| s.trim().parse().ok()).filter(|s| *s != 0);
-    let condition = p.get("search_condition").unwrap_or("1").trim().to_owned();
+    // A blank ClaimStat may return every claim [open in the reference, §11.1]: refused here, so
+    // that nothing comes to rely on it.
+    let wanted: u8 = match p.get("ClaimStat").and_then(|s| s.trim().parse().ok()) {
+        Some(c) if schemas::status::CLAIM_STATUS_CODES.contains(&c) => c,
+        _ => return envelope(-10001, "ClaimStat Error", Value::Null),
+    };
+    let condition = match condition(p, "search_condition", 3) {
+        Ok(c) => c,
+        Err(a) => return a,
+    };
     let rows: Vec<Value> = w
         .orders
         .range((shop.to_owned(), 0)..=(shop.to_owned(), u64::MAX))
         .map(|(_, o)| o)
-        .filter(|o| o.claim_status != 0 && wanted.is_none_or(|c| c == o.claim_status))
+        .filter(|o| o.claim_status == wanted)
         .filter(|o| {
-            let d = match condition.as_str() {
-                "2" => o.claim_request_date,
-                "3" => o.claim_done_date,
+            let d = match condition {
+                2 => o.claim_request_date,
+                3 => o.claim_done_date,
                 _ => Some(o.order_date),
             };
             d.is_some_and(|d| d >= start && d <= end)
@@ -540,10 +576,11 @@ struct Advance {
 /// after payment (配送準備), shipped on the ship date, delivered two days later.
 async fn advance(State(world): State<SharedWorld>, Query(a): Query<Advance>) -> impl IntoResponse {
     let mut w = world.lock().expect("world lock");
+    let since = w.now_jst();
     w.clock_offset += Duration::hours(a.hours);
-    let now = w.now().with_timezone(&schemas::time::jst()).naive_local();
+    let now = w.now_jst();
     for o in w.orders.values_mut() {
-        crate::lifecycle::progress(o, now);
+        crate::lifecycle::progress(o, since, now);
     }
     axum::Json(json!({"now": now.format("%Y-%m-%d %H:%M:%S").to_string()}))
 }
@@ -568,7 +605,7 @@ async fn order_action(
 ) -> Response {
     let args: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(&body).unwrap_or(json!({})) };
     let mut w = world.lock().expect("world lock");
-    let now = w.now().with_timezone(&schemas::time::jst()).naive_local();
+    let now = w.now_jst();
     let Some(o) = w.orders.get_mut(&(shop, order_no)) else {
         return (StatusCode::NOT_FOUND, "no such order").into_response();
     };
@@ -606,5 +643,123 @@ mod clock_tests {
         assert!(w.now() > first, "it runs");
         w.start_clock_at(at, true);
         assert_eq!(w.now(), at);
+    }
+}
+
+#[cfg(test)]
+mod strict_tests {
+    use super::*;
+
+    fn world() -> (World, String) {
+        let now = NaiveDateTime::parse_from_str("2026-11-29 12:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+        let mut w = World { shops: vec![crate::generate::shop(1)], ..Default::default() };
+        for o in crate::generate::orders(1, 1, "sandbox-1", 40, 5, now) {
+            w.orders.insert((o.shop.clone(), o.order_no), o);
+        }
+        w.start_clock_at(schemas::time::jst_naive_to_utc(now), true);
+        let p =
+            Params(vec![("user_id".into(), "sandbox-seller-1".into()), ("pwd".into(), "sandbox-password-1".into())]);
+        let now = w.now();
+        let Answer { body, .. } = create_key(&mut w, "sandbox-api-key-1", &p, now).0;
+        let key = serde_json::from_str::<Value>(&body).unwrap()["ResultObject"].as_str().unwrap().to_owned();
+        (w, key)
+    }
+
+    fn call(w: &mut World, key: &str, method: &str, params: &[(&str, &str)]) -> Value {
+        let p = Params(params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let now = w.now();
+        serde_json::from_str(&dispatch(w, method, key, &p, now).0.body).unwrap()
+    }
+
+    const V3: &str = "ShippingBasic.GetShippingInfo_v3";
+
+    #[test]
+    fn each_version_takes_its_own_names_and_a_date_condition() {
+        let (mut w, key) = world();
+        let v3 = [
+            ("ShippingStatus", "0"),
+            ("SearchStartDate", "20261120"),
+            ("SearchEndDate", "20261129"),
+            ("SearchCondition", "1"),
+        ];
+        assert_eq!(call(&mut w, &key, V3, &v3)["ResultCode"], 0);
+        let v2_names = [
+            ("ShippingStatus", "0"),
+            ("search_Sdate", "20261120"),
+            ("search_Edate", "20261129"),
+            ("SearchCondition", "1"),
+        ];
+        assert_eq!(call(&mut w, &key, V3, &v2_names)["ResultCode"], -10002, "v2 date names on v3 are as if missing");
+        let no_condition = &v3[..3];
+        assert_eq!(
+            call(&mut w, &key, V3, no_condition)["ResultCode"],
+            -10001,
+            "without a condition: refused, not guessed"
+        );
+        let v2 = [
+            ("ShippingStat", "3"),
+            ("search_Sdate", "20261120"),
+            ("search_Edate", "20261129"),
+            ("search_condition", "1"),
+        ];
+        assert_eq!(call(&mut w, &key, "ShippingBasic.GetShippingInfo_v2", &v2)["ResultCode"], 0);
+        let v3_names = [
+            ("ShippingStat", "3"),
+            ("SearchStartDate", "20261120"),
+            ("SearchEndDate", "20261129"),
+            ("search_condition", "1"),
+        ];
+        assert_eq!(call(&mut w, &key, "ShippingBasic.GetShippingInfo_v2", &v3_names)["ResultCode"], -10002);
+    }
+
+    #[test]
+    fn claims_need_a_claim_status_and_every_date_condition_is_honoured() {
+        let (mut w, key) = world();
+        let claims = "ShippingBasic.GetClaimInfo_V3";
+        for blank in ["", "0"] {
+            let p = [
+                ("ClaimStat", blank),
+                ("search_Sdate", "20261120"),
+                ("search_Edate", "20261129"),
+                ("search_condition", "1"),
+            ];
+            assert_eq!(call(&mut w, &key, claims, &p)["ResultCode"], -10001, "a blank ClaimStat is not 'every claim'");
+        }
+        // A ship-date window holds exactly the lines shipped in it.
+        let day =
+            w.orders.values().find(|o| o.status == 4 && !o.cancelled()).and_then(|o| o.shipping_date).unwrap().date();
+        let (from, to) = (format!("{}000000", day.format("%Y%m%d")), format!("{}235959", day.format("%Y%m%d")));
+        let p = [
+            ("ShippingStatus", "4"),
+            ("SearchStartDate", from.as_str()),
+            ("SearchEndDate", to.as_str()),
+            ("SearchCondition", "3"),
+        ];
+        let rows = call(&mut w, &key, V3, &p)["ResultObject"].as_array().cloned().unwrap_or_default();
+        let shipped = |o: &&Order| o.status == 4 && !o.cancelled() && o.shipping_date.is_some_and(|s| s.date() == day);
+        assert_eq!(rows.len(), w.orders.values().filter(shipped).count());
+        assert!(!rows.is_empty());
+        assert!(rows.iter().all(|r| r["ShippingDate"].as_str().unwrap().starts_with(&day.to_string())));
+    }
+
+    #[test]
+    fn rows_list_their_whole_cart_and_a_denied_method_is_refused() {
+        let (mut w, key) = world();
+        let p = [
+            ("ShippingStatus", "0"),
+            ("SearchStartDate", "20261120"),
+            ("SearchEndDate", "20261129"),
+            ("SearchCondition", "1"),
+        ];
+        let rows = call(&mut w, &key, V3, &p)["ResultObject"].as_array().cloned().unwrap();
+        for r in &rows {
+            let own = r["OrderNo"].to_string();
+            assert!(r["RelatedOrder"].as_str().unwrap().split(", ").any(|n| n == own), "{r}");
+        }
+        w.shops[0].denied_methods = vec!["ShippingBasic.GetClaimInfo_V3".into()];
+        let p =
+            [("ClaimStat", "1"), ("search_Sdate", "20261120"), ("search_Edate", "20261129"), ("search_condition", "2")];
+        let answer = call(&mut w, &key, "shippingbasic.getclaiminfo_v3", &p);
+        assert_eq!(answer["ResultCode"], -90003, "{answer}");
     }
 }

@@ -20,6 +20,7 @@ pub const KINDS: &[&str] = &[
     "order_vanished",
     "qoo10_correction_required",
     "credentials_invalid",
+    "credentials_expiring",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

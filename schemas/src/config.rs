@@ -209,11 +209,32 @@ pub struct FetcherConfig {
     pub max_concurrent_shops: usize,
     /// Where /metrics, /healthz and /readyz are served ("" = nowhere; `HTTP_LISTEN` overrides).
     pub http_listen: String,
+    /// How often the calls that can wait are made: late payments, deliveries, returns,
+    /// exchanges and refunds (new orders, shipments and cancellations go every `interval`).
+    #[serde(with = "duration_text")]
+    pub slow_calls_every: Duration,
+    /// How often order-date windows older than the look-back are asked again (an order
+    /// confirmed long after payment has no date of its own).
+    #[serde(with = "duration_text")]
+    pub long_windows_every: Duration,
+    /// Windows by a transition's date start this long before the last good call ended.
+    #[serde(with = "duration_text")]
+    pub window_overlap: Duration,
+    /// How far back the long windows reach at most (days): a line older than this that has
+    /// not shipped is no longer followed.
+    pub follow_days: u32,
 }
 
 impl Default for FetcherConfig {
     fn default() -> Self {
-        FetcherConfig { max_concurrent_shops: 64, http_listen: "127.0.0.1:9464".into() }
+        FetcherConfig {
+            max_concurrent_shops: 64,
+            http_listen: "127.0.0.1:9464".into(),
+            slow_calls_every: Duration::from_secs(3 * 3600),
+            long_windows_every: Duration::from_secs(24 * 3600),
+            window_overlap: Duration::from_secs(3600),
+            follow_days: 365,
+        }
     }
 }
 
@@ -240,6 +261,10 @@ pub struct ShopConfig {
     /// Also poll the claim API (cancellations, returns).
     #[serde(default = "default_true")]
     pub claims: bool,
+    /// When the shop's API key was issued (JST date): `credentials_expiring` opens 30 days before
+    /// it turns one year old. Without it, the first successful certification counts.
+    #[serde(default)]
+    pub api_key_issued_on: Option<chrono::NaiveDate>,
     #[serde(skip)]
     resolved: Option<(Secret, Secret)>,
 }
@@ -268,6 +293,7 @@ impl ShopConfig {
             lookback_days: default_lookback_days(),
             interval: default_interval(),
             claims: true,
+            api_key_issued_on: None,
             resolved: Some((api_key, password)),
         }
     }
@@ -360,11 +386,11 @@ pub struct AlertsConfig {
     /// `ship_date_overdue` opens when 発送予定日 has passed and at least this many business days
     /// (JST) have gone by since (0: the day after).
     pub overdue_grace_business_days: u32,
-    /// Days that are not business days besides Saturdays and Sundays (JST dates: national
-    /// holidays, the shop's own closing days).
+    /// Days that are not business days besides Saturdays, Sundays and Japanese national
+    /// holidays (built in): the shop's own closing days, as JST dates.
     pub holidays: Vec<chrono::NaiveDate>,
-    /// A line first seen this long after its cart counts as added (`item_added`); lines seen
-    /// within this time of each other belong to the same first sight of the cart.
+    /// No longer used: `item_added` is decided by the poll that first showed the cart, not by
+    /// time between sightings. Accepted so that existing files still load.
     #[serde(with = "duration_text")]
     pub item_added_after: Duration,
     /// How often time-dependent rules (overdue, grace periods) are re-checked.
@@ -551,6 +577,17 @@ impl PipelineConfig {
         }
         if self.fetcher.max_concurrent_shops == 0 {
             return Err(bad("fetcher.max_concurrent_shops", "must be at least 1".into()));
+        }
+        let f = &self.fetcher;
+        for (key, d) in
+            [("fetcher.slow_calls_every", f.slow_calls_every), ("fetcher.long_windows_every", f.long_windows_every)]
+        {
+            if d < Duration::from_secs(60) {
+                return Err(bad(key, "must be at least 1m".into()));
+            }
+        }
+        if f.follow_days == 0 || f.follow_days > 3650 {
+            return Err(bad("fetcher.follow_days", "must be 1 to 3650".into()));
         }
 
         let mut seen = std::collections::HashSet::new();
@@ -815,7 +852,7 @@ destination_status = "new"
         let m = c.normalizer.status_map();
         assert_eq!(m.canonical(Some(2), 0), Some("awaiting_shipment"));
         assert_eq!(m.canonical(Some(5), 14), Some("returned"));
-        assert_eq!(m.canonical(Some(5), 15), Some("refunded"));
+        assert_eq!(m.canonical(Some(5), 15), Some("partially_refunded"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! contract stays readable in one sitting.
 
 pub mod alert;
+pub mod calendar;
 pub mod config;
 pub mod dlq;
 pub mod edit;

@@ -57,6 +57,38 @@ pub struct CanonicalOrder {
     pub carrier: String,
     pub tracking_no: String,
     pub payment_method: Option<String>,
+    /// The line's paid-option surcharge: `total + discount − order_price × quantity`. Qoo10's
+    /// `total` includes it, its `orderPrice` does not (docs/qoo10-money.md). `null` when a
+    /// figure it is made of is missing (claim rows).
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub option_price: Option<Decimal>,
+    /// Qoo10 `SellerDiscount`.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub seller_discount: Option<Decimal>,
+    /// Cart-level discounts (`Cart_Discount_Seller` / `CartDiscountSeller`, and the Qoo10-funded
+    /// `Cart_Discount_Qoo10` / `CartDiscountQoo10`), as reported on the line: not inside `total`.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub cart_discount_seller: Option<Decimal>,
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub cart_discount_qoo10: Option<Decimal>,
+    /// A partial refund (claim 15): the units refunded (`nrPartRefundCnt`) and the amount
+    /// (`nrPartRefundBalance`).
+    #[serde(default)]
+    pub refund_quantity: Option<u32>,
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub refund_amount: Option<Decimal>,
+    /// 発送可能日 (v3 `AvailableShippingDate`): where Qoo10's delay penalty counts from.
+    #[serde(default)]
+    pub available_ship_date: Option<NaiveDate>,
+    /// v3 `AvailableSendType`: 0 normal, 1 reserved (≥ 4 days), 2 release date, 3 same day.
+    #[serde(default)]
+    pub available_send_type: Option<u8>,
+    /// Fetched by the shop's first import: what this version shows is not a change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_import: bool,
+    /// A line new to the pipeline in a cart that an earlier complete poll already showed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_in_known_cart: bool,
     /// Strictly increases with fetch order for one order line: a late redelivery of older data
     /// can never replace newer data (microseconds of `source.fetched_at`).
     pub version: u64,

@@ -27,6 +27,11 @@ pub struct PollSummary {
     /// Rows the call returned.
     pub rows: u64,
     pub last_in_poll: bool,
+    /// On the last summary of a poll: methods Qoo10 refused for lack of permission (`-90002`,
+    /// `-90003`) whose calls were skipped. Such a poll is incomplete and accuses nobody of
+    /// vanishing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_methods: Vec<String>,
 }
 
 /// What the status page reads from the fetcher's state message (`qoo10.state.<shop>`); other

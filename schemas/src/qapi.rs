@@ -36,6 +36,12 @@ pub mod code {
     pub const KEY_EXPIRED_1: i64 = -90004;
     pub const KEY_EXPIRED_2: i64 = -90005;
 
+    /// "You are not authorized for this.": the key lacks the method's permission. Retrying does
+    /// not cure it.
+    pub fn not_permitted(code: i64) -> bool {
+        matches!(code, NOT_AUTHORIZED_1 | NOT_AUTHORIZED_2)
+    }
+
     /// Codes after which the certification key must be issued again.
     pub fn needs_new_key(code: i64) -> bool {
         matches!(code, NO_API | KEY_EXPIRED_1 | KEY_EXPIRED_2 | CHECK_KEY)
@@ -150,23 +156,41 @@ fn snippet(text: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
-/// The order number of a row (`orderNo`, `OrderNo`, any case; number or string).
-pub fn row_order_no(row: &RawValue) -> Option<u64> {
-    row_number(row, "orderNo")
+/// What the fetcher needs to know of a row to follow its line, read in one pass: keys match
+/// without case, numbers may be strings, anything unreadable is `None` (the normalizer is the
+/// one that explains a bad row).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowFacts {
+    pub order_no: Option<u64>,
+    pub pack_no: Option<u64>,
+    /// The code of `shippingStatus` (`"On request(2)"` → 2).
+    pub shipping_status: Option<u8>,
+    pub claim_status: Option<u8>,
+    /// The order date, a JST calendar date.
+    pub ordered: Option<chrono::NaiveDate>,
 }
 
-/// The cart (pack) number of a row (`packNo`, `PackNo`, any case; number or string).
-pub fn row_pack_no(row: &RawValue) -> Option<u64> {
-    row_number(row, "packNo")
-}
-
-fn row_number(row: &RawValue, key: &str) -> Option<u64> {
-    let map: Map<String, Value> = serde_json::from_str(row.get()).ok()?;
-    let v = map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)?;
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+impl RowFacts {
+    pub fn of(row: &RawValue) -> RowFacts {
+        let Ok(map) = serde_json::from_str::<Map<String, Value>>(row.get()) else { return RowFacts::default() };
+        let get = |key: &str| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v);
+        let number = |key: &str| match get(key)? {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let text = |key: &str| get(key).and_then(Value::as_str);
+        RowFacts {
+            order_no: number("orderNo"),
+            pack_no: number("packNo"),
+            shipping_status: text("shippingStatus").and_then(crate::status::parse_status_label),
+            claim_status: number("claimStatus").and_then(|n| u8::try_from(n).ok()),
+            ordered: text("orderDate").and_then(crate::time::parse_qoo10_time).and_then(|t| match t {
+                crate::time::Qoo10Time::Date(d) => Some(d),
+                crate::time::Qoo10Time::Instant(i) => Some(i.with_timezone(&crate::time::jst()).date_naive()),
+                crate::time::Qoo10Time::Empty => None,
+            }),
+        }
     }
 }
 
@@ -183,7 +207,7 @@ mod tests {
         let ResultObject::Rows(rows) = r.object else { panic!() };
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].get(), r#"{"orderNo":"2"}"#);
-        assert_eq!(row_order_no(&rows[1]), Some(2));
+        assert_eq!(RowFacts::of(&rows[1]).order_no, Some(2));
     }
 
     #[test]
@@ -194,7 +218,11 @@ mod tests {
         assert!(matches!(r.object, ResultObject::Empty));
         let r = parse_response(b"\xEF\xBB\xBF  {\"resultcode\":0,\"resultobject\":{\"OrderNo\":5}}\n").unwrap();
         let ResultObject::Rows(rows) = r.object else { panic!() };
-        assert_eq!(row_order_no(&rows[0]), Some(5));
+        assert_eq!(RowFacts::of(&rows[0]).order_no, Some(5));
+        let row = RawValue::from_string(r#"{"PackNo":"7","ShippingStatus":"Seller confirm(3)","OrderDate":"2026-11-20 23:30:00","ClaimStatus":"1"}"#.into()).unwrap();
+        let f = RowFacts::of(&row);
+        assert_eq!((f.order_no, f.pack_no, f.shipping_status, f.claim_status), (None, Some(7), Some(3), Some(1)));
+        assert_eq!(f.ordered, chrono::NaiveDate::from_ymd_opt(2026, 11, 20), "a JST date");
         let r = parse_response(r#"{"ResultCode":0,"ResultMsg":"成功","ResultObject":"KEY_g_1_x"}"#.as_bytes()).unwrap();
         assert!(matches!(r.object, ResultObject::Text(ref s) if s == "KEY_g_1_x"));
         assert_eq!(r.message, "成功");

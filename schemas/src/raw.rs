@@ -25,13 +25,57 @@ impl RowKind {
 /// The query that produced a row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawQuery {
-    /// ShippingStat (orders) or ClaimStat (claims) asked for.
+    /// ShippingStat (orders) or ClaimStat (claims) asked for; for orders, 0 asks v3 for
+    /// statuses 1–3 at once.
     pub status: u8,
-    /// Window start and end as sent (`yyyyMMdd`, JST).
+    /// Window start and end as sent (`yyyyMMdd` for whole JST days, or `yyyyMMddHHmmss`).
     pub from: String,
     pub to: String,
-    /// search_condition (1 = order date).
+    /// The date the window is about: see [`condition`].
     pub condition: u8,
+}
+
+/// `search_condition` / `SearchCondition`: which date a window is about. Shipping calls and
+/// claim calls number them differently.
+pub mod condition {
+    /// Shipping and claim calls: the order date.
+    pub const ORDER_DATE: u8 = 1;
+    /// Shipping calls: the payment date.
+    pub const PAYMENT_DATE: u8 = 2;
+    /// Shipping calls: the ship date (→ 4).
+    pub const SHIP_DATE: u8 = 3;
+    /// Shipping calls: the delivered date (→ 5).
+    pub const DELIVERED_DATE: u8 = 4;
+    /// Claim calls: the date the claim was requested.
+    pub const CLAIM_REQUESTED: u8 = 2;
+    /// Claim calls: the date the cancellation or refund was completed.
+    pub const CLAIM_DONE: u8 = 3;
+}
+
+impl RawQuery {
+    /// The shipping statuses a shipping call asked for (`0` = 1–3).
+    pub fn shipping_statuses(&self) -> Vec<u8> {
+        if self.status == 0 { vec![1, 2, 3] } else { vec![self.status] }
+    }
+
+    /// The window as instants, both ends included: `yyyyMMdd` is a whole JST day (the end day's
+    /// last second included), `yyyyMMddHHmmss` a JST time. `None` when either end is neither.
+    pub fn span(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        Some((instant(&self.from, false)?, instant(&self.to, true)?))
+    }
+}
+
+fn instant(text: &str, end: bool) -> Option<DateTime<Utc>> {
+    use chrono::{NaiveDate, NaiveDateTime};
+    let naive = match text.len() {
+        8 => {
+            let d = NaiveDate::parse_from_str(text, "%Y%m%d").ok()?;
+            if end { d.and_hms_opt(23, 59, 59)? } else { d.and_hms_opt(0, 0, 0)? }
+        }
+        14 => NaiveDateTime::parse_from_str(text, "%Y%m%d%H%M%S").ok()?,
+        _ => return None,
+    };
+    Some(crate::time::jst_naive_to_utc(naive))
 }
 
 /// The message on `qoo10.raw.<shop>`. `row` holds the bytes Qoo10 sent for this row, untouched.
@@ -55,11 +99,33 @@ pub struct RawEnvelope<R = Box<RawValue>> {
     /// cancelled" without depending on which of the cart's claims it happened to process first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cart_claims: Vec<u64>,
+    /// The shop had no complete poll before this one: what this row shows was already so when
+    /// the pipeline first looked, so it is not a change (see "First import" in the contract).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_import: bool,
+    /// The row's line is new to the fetcher while an earlier complete poll already returned
+    /// other lines of its cart: the cart gained a line.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_in_known_cart: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_read_as_instants() {
+        let q = |from: &str, to: &str| RawQuery { status: 0, from: from.into(), to: to.into(), condition: 1 };
+        let (a, b) = q("20261122", "20261129").span().unwrap();
+        assert_eq!(
+            (a.to_rfc3339(), b.to_rfc3339()),
+            ("2026-11-21T15:00:00+00:00".into(), "2026-11-29T14:59:59+00:00".into())
+        );
+        let (a, _) = q("20261129110000", "20261129123000").span().unwrap();
+        assert_eq!(a.to_rfc3339(), "2026-11-29T02:00:00+00:00");
+        assert_eq!(q("", "").span(), None);
+        assert_eq!(q("", "").shipping_statuses(), vec![1, 2, 3]);
+    }
 
     #[test]
     fn envelope_keeps_row_bytes() {

@@ -12,6 +12,10 @@ pub struct Migration {
     pub version: u32,
     pub name: &'static str,
     pub statements: &'static [&'static str],
+    /// Columns added to tables that exist, (table, column, type), added before `statements`
+    /// run. ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`, so the sink adds each column
+    /// that `system.columns` lacks (a crash half-way through leaves nothing to trip over).
+    pub added_columns: &'static [(&'static str, &'static str, &'static str)],
 }
 
 /// Columns shared by `orders` and `order_versions`, in the order the sink writes them.
@@ -46,7 +50,25 @@ pub const ORDER_COLUMNS: &str = "
     fetched_at DateTime('UTC'),
     source_kind String,
     source_method String,
-    raw_seq UInt64";
+    raw_seq UInt64,
+    option_price Decimal(18,2),
+    seller_discount Decimal(18,2),
+    cart_discount_seller Decimal(18,2),
+    cart_discount_qoo10 Decimal(18,2),
+    refund_quantity UInt32,
+    refund_amount Decimal(18,2),
+    available_ship_date Nullable(Date),
+    available_send_type UInt8,
+    first_import UInt8,
+    new_in_known_cart UInt8";
+
+/// Columns added to both `orders` and `order_versions` (the end of [`ORDER_COLUMNS`], in order:
+/// a fresh table and an upgraded one have the same layout, as RowBinary needs).
+macro_rules! both_tables {
+    ($($c:literal $t:literal),* $(,)?) => {
+        &[$(("orders", $c, $t),)* $(("order_versions", $c, $t),)*]
+    };
+}
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
@@ -78,6 +100,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             fetched_at DateTime('UTC')
         ) ENGINE = ReplacingMergeTree(version) ORDER BY (shop_id, order_no)",
     ],
+    added_columns: &[],
 }, Migration {
     version: 2,
     name: "alerts and analytics views",
@@ -112,6 +135,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             FROM alerts FINAL
             WHERE state = 'open'",
     ],
+    added_columns: &[],
 }, Migration {
     version: 3,
     name: "oms_expectations",
@@ -124,6 +148,33 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             made_at DateTime('UTC'),
             version UInt64
         ) ENGINE = ReplacingMergeTree(version) ORDER BY (shop_id, edit_key)"],
+    added_columns: &[],
+}, Migration {
+    version: 4,
+    name: "money, partial refunds, 発送可能日 and first-import marks on order lines",
+    statements: &[
+        // A partial refund is not a sale lost: the refunded amount is, not the line.
+        "DROP TABLE IF EXISTS daily_sales",
+        "CREATE VIEW IF NOT EXISTS daily_sales AS
+            SELECT shop_id, toDate(toTimeZone(ordered_at, 'Asia/Tokyo')) AS day_jst, item_code, seller_item_code,
+                   any(item_title) AS item_title, count() AS order_lines, sum(quantity) AS units,
+                   sum(total - refund_amount) AS sales
+            FROM orders FINAL
+            WHERE status NOT IN ('cancelled', 'returned', 'refunded')
+            GROUP BY shop_id, day_jst, item_code, seller_item_code",
+    ],
+    added_columns: both_tables![
+        "option_price" "Decimal(18,2)",
+        "seller_discount" "Decimal(18,2)",
+        "cart_discount_seller" "Decimal(18,2)",
+        "cart_discount_qoo10" "Decimal(18,2)",
+        "refund_quantity" "UInt32",
+        "refund_amount" "Decimal(18,2)",
+        "available_ship_date" "Nullable(Date)",
+        "available_send_type" "UInt8",
+        "first_import" "UInt8",
+        "new_in_known_cart" "UInt8",
+    ],
 }];
 
 /// The table that records applied migrations.
@@ -146,6 +197,14 @@ pub fn schema_script() -> String {
     let mut out = format!("-- Run in the pipeline's database (clickhouse.database).\n\n{MIGRATIONS_TABLE};\n");
     for m in MIGRATIONS {
         out.push_str(&format!("\n-- migration {}: {}\n", m.version, m.name));
+        if !m.added_columns.is_empty() {
+            out.push_str(
+                "-- (on ClickHouse 18.16, which lacks IF NOT EXISTS here, the sink adds what system.columns lacks)\n",
+            );
+        }
+        for (table, column, ty) in m.added_columns {
+            out.push_str(&format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {ty};\n"));
+        }
         for s in m.statements() {
             out.push_str(&s);
             out.push_str(";\n");
@@ -162,13 +221,40 @@ mod tests {
     fn the_schema_script_holds_every_statement_once_each_ending_its_line() {
         let script = schema_script();
         let all: Vec<String> = std::iter::once(MIGRATIONS_TABLE.to_owned())
-            .chain(MIGRATIONS.iter().flat_map(|m| m.statements()))
+            .chain(MIGRATIONS.iter().flat_map(|m| {
+                let added = m
+                    .added_columns
+                    .iter()
+                    .map(|(t, c, ty)| format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {ty}"));
+                added.chain(m.statements()).collect::<Vec<_>>()
+            }))
             .collect();
         for s in &all {
             assert_eq!(script.matches(&format!("{s};\n")).count(), 1, "{s}");
         }
         // Statements are told apart by `;` at the end of a line: none may hold one inside.
         assert_eq!(script.matches(";\n").count(), all.len());
+    }
+
+    /// A table created fresh (migration 1 with today's columns) and one upgraded (old columns,
+    /// then migration 4's) have their columns in the same order: RowBinary is positional.
+    #[test]
+    fn added_columns_end_the_column_list_in_order() {
+        let names: Vec<&str> = ORDER_COLUMNS.lines().filter_map(|c| c.split_whitespace().next()).collect();
+        let added: Vec<(&str, &str)> =
+            MIGRATIONS[3].added_columns.iter().filter(|(t, _, _)| *t == "orders").map(|(_, c, ty)| (*c, *ty)).collect();
+        let versions: Vec<(&str, &str)> = MIGRATIONS[3]
+            .added_columns
+            .iter()
+            .filter(|(t, _, _)| *t == "order_versions")
+            .map(|(_, c, ty)| (*c, *ty))
+            .collect();
+        assert_eq!(added, versions, "both tables get the same columns");
+        let tail: Vec<&str> = added.iter().map(|(c, _)| *c).collect();
+        assert_eq!(&names[names.len() - tail.len()..], tail.as_slice());
+        for (c, ty) in added {
+            assert!(ORDER_COLUMNS.contains(&format!("{c} {ty}")), "{c} {ty}");
+        }
     }
 
     #[test]
@@ -178,7 +264,7 @@ mod tests {
             assert!(m.version > last);
             last = m.version;
             for s in m.statements() {
-                assert!(s.contains("IF NOT EXISTS"), "{s}");
+                assert!(s.contains("IF NOT EXISTS") || s.contains("IF EXISTS"), "{s}");
                 assert!(!s.contains("{columns}"));
                 for banned in ["DateTime64", "Map(", " TTL ", "CODEC", "LowCardinality"] {
                     assert!(!s.contains(banned), "{banned} does not exist on ClickHouse 18.16: {s}");

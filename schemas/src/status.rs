@@ -18,6 +18,7 @@ pub const CANONICAL_STATUSES: &[(&str, &str)] = &[
     ("returned", "返品"),
     ("exchange_requested", "交換"),
     ("refunded", "返金"),
+    ("partially_refunded", "一部返金"),
 ];
 
 /// Qoo10 ShippingStat codes that exist (1..=5).
@@ -31,6 +32,16 @@ pub fn is_canonical(status: &str) -> bool {
 
 pub fn japanese_name(status: &str) -> Option<&'static str> {
     CANONICAL_STATUSES.iter().find(|(s, _)| *s == status).map(|(_, ja)| *ja)
+}
+
+/// Claim codes that end a line's life: cancelled (3, 16), returned (6), refunded (14, 15).
+pub const TERMINAL_CLAIMS: &[u8] = &[3, 6, 14, 15, 16];
+/// Claim codes of a cancellation, requested or done.
+pub const CANCEL_CLAIMS: &[u8] = &[1, 2, 3, 16];
+
+/// A line is followed until it is delivered, cancelled, returned or refunded.
+pub fn is_terminal(shipping_status: u8, claim_status: u8) -> bool {
+    TERMINAL_CLAIMS.contains(&claim_status) || (claim_status == 0 && shipping_status == 5)
 }
 
 /// Qoo10 code → canonical status.
@@ -56,7 +67,8 @@ impl Default for StatusMap {
             (12, "exchange_requested"),
             (13, "exchange_requested"),
             (14, "refunded"),
-            (15, "refunded"),
+            // 未受取部分返金完了: part of the line was refunded; it is not a full refund.
+            (15, "partially_refunded"),
         ];
         StatusMap {
             shipping: shipping.into_iter().map(|(k, v)| (k, v.to_owned())).collect(),
@@ -140,7 +152,8 @@ mod tests {
         assert_eq!(m.canonical(Some(3), 3), Some("cancelled"));
         assert_eq!(m.canonical(None, 16), Some("cancelled"));
         assert_eq!(m.canonical(Some(2), 12), Some("exchange_requested"));
-        assert_eq!(m.canonical(Some(2), 15), Some("refunded"));
+        assert_eq!(m.canonical(Some(2), 15), Some("partially_refunded"));
+        assert_eq!(m.canonical(Some(5), 14), Some("refunded"));
         assert_eq!(m.canonical(Some(9), 0), None);
         assert_eq!(m.canonical(Some(2), 7), None);
         assert_eq!(m.canonical(None, 0), None);

@@ -9,44 +9,27 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertState};
+use schemas::calendar::BusinessDays;
 use serde_json::json;
 
 use crate::rows::OrderRow;
 
 /// Thresholds (from `[alerts]` in pipeline.toml).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Thresholds {
     /// `ship_date_missing` opens once this many business days (JST) have passed since payment.
     pub ship_date_missing_after_business_days: u32,
     /// `ship_date_overdue` opens when the ship date has passed and at least this many business
     /// days (JST) have gone by since (0: the day after).
     pub overdue_grace_business_days: u32,
-    /// Non-business days besides Saturdays and Sundays.
-    pub holidays: Vec<NaiveDate>,
-    /// A line first seen this long after its cart counts as added (`item_added`).
-    pub item_added_after: Duration,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            ship_date_missing_after_business_days: 0,
-            overdue_grace_business_days: 0,
-            holidays: Vec::new(),
-            item_added_after: Duration::minutes(10),
-        }
-    }
+    /// Business days: JST weekdays that are neither national holidays nor the shop's closing days.
+    pub calendar: BusinessDays,
 }
 
 impl Thresholds {
-    fn business_day(&self, d: NaiveDate) -> bool {
-        use chrono::Datelike;
-        !matches!(d.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun) && !self.holidays.contains(&d)
-    }
-
     /// Business days after `from` up to and including `to` (0 when `to` is not after `from`).
     pub fn business_days_between(&self, from: NaiveDate, to: NaiveDate) -> u32 {
-        from.iter_days().skip(1).take_while(|d| *d <= to).filter(|d| self.business_day(*d)).count() as u32
+        self.calendar.between(from, to)
     }
 }
 
@@ -75,8 +58,6 @@ pub struct Draft {
 pub struct Context {
     pub now: DateTime<Utc>,
     pub today_jst: NaiveDate,
-    /// When the line's cart was first seen, if another line of it was stored before.
-    pub pack_first_seen: Option<DateTime<Utc>>,
     /// Another line of the same cart is still active (not cancelled).
     pub pack_has_active_sibling: bool,
 }
@@ -99,7 +80,13 @@ fn settled(r: &OrderRow) -> bool {
 }
 
 fn cancelling(r: &OrderRow) -> bool {
-    matches!(r.claim_status, 1 | 2 | 3 | 16)
+    schemas::status::CANCEL_CLAIMS.contains(&r.claim_status)
+}
+
+/// A version of the shop's first import shows how things were when the pipeline first looked:
+/// no change can be told from it (the contract's "First import").
+fn first_import(r: &OrderRow) -> bool {
+    r.first_import != 0
 }
 
 /// Every rule for one new version of an order line. `prev` is the stored version before it.
@@ -127,11 +114,13 @@ pub fn evaluate(
             kind: "ship_date_missing",
             severity: "warning",
             message: format!(
-                "Order {no} ({title}, cart {}) has no estimated shipping date (発送予定日). Set it in QSM (配送管理 → 発送予定日); \
-                 it cannot be set through the OMS import.",
+                "Order {no} ({title}, cart {}) has no estimated shipping date (発送予定日). Set it in QSM (配送管理 → 発送予定日), \
+                 or through QAPI (SetSellerCheckYN_V2): the pipeline's write-back sets it where the shop enables it.",
                 row.pack_no
             ),
-            message_ja: format!("注文 {no} の発送予定日が未設定です。QSMで発送予定日を設定してください（OMSの取込では設定できません）。"),
+            message_ja: format!(
+                "注文 {no} の発送予定日が未設定です。QSMで発送予定日を設定してください（QAPIでも設定できます：ショップでwrite-backを有効にするとパイプラインが設定します）。"
+            ),
             details: json!({"field": "estimated_ship_date", "qoo10_status": row.qoo10_status}),
         })
     } else if row.qoo10_status == 2 && active(row) && row.estimated_ship_date.is_none() {
@@ -140,9 +129,9 @@ pub fn evaluate(
         Verdict::Resolve
     }));
 
-    // skipped_new_status: first seen already in 配送準備 (3).
+    // skipped_new_status: first seen already in 配送準備 (3), after the shop's first import.
     out.push(("skipped_new_status", match prev {
-        None if row.qoo10_status == 3 && active(row) => Verdict::Open(Draft {
+        None if row.qoo10_status == 3 && active(row) && !first_import(row) => Verdict::Open(Draft {
             kind: "skipped_new_status",
             severity: "warning",
             message: format!(
@@ -161,7 +150,7 @@ pub fn evaluate(
 
     // quantity_changed: the quantity differs from the previous version.
     out.push(("quantity_changed", match prev {
-        Some(p) if p.quantity != row.quantity && !settled(row) => Verdict::Open(Draft {
+        Some(p) if p.quantity != row.quantity && !settled(row) && !first_import(row) => Verdict::Open(Draft {
             kind: "quantity_changed",
             severity: "warning",
             message: format!(
@@ -180,7 +169,7 @@ pub fn evaluate(
 
     // ship_date_changed: 発送予定日 moved.
     out.push(("ship_date_changed", match prev {
-        Some(p) if p.estimated_ship_date.is_some() && row.estimated_ship_date.is_some() && p.estimated_ship_date != row.estimated_ship_date && !settled(row) => {
+        Some(p) if p.estimated_ship_date.is_some() && row.estimated_ship_date.is_some() && p.estimated_ship_date != row.estimated_ship_date && !settled(row) && !first_import(row) => {
             let (from, to) = (fmt_date(date(p.estimated_ship_date)), fmt_date(date(row.estimated_ship_date)));
             Verdict::Open(Draft {
                 kind: "ship_date_changed",
@@ -214,14 +203,12 @@ pub fn evaluate(
         Verdict::Resolve
     }));
 
-    // item_added: a new line in a cart that was seen before.
-    let pack_seen_earlier = ctx.pack_first_seen.is_some_and(|first| {
-        DateTime::from_timestamp_micros(row.version as i64).is_some_and(|v| v - first >= t.item_added_after)
-    });
+    // item_added: a line new to the pipeline in a cart an earlier complete poll already showed
+    // (the fetcher's evidence, not the time between sightings).
     out.push((
         "item_added",
         match prev {
-            None if pack_seen_earlier && !settled(row) => Verdict::Open(Draft {
+            None if row.new_in_known_cart != 0 && !settled(row) && !first_import(row) => Verdict::Open(Draft {
                 kind: "item_added",
                 severity: "warning",
                 message: format!(
@@ -241,7 +228,7 @@ pub fn evaluate(
 
     // item_removed: one line of a cart with other active lines is being cancelled.
     let newly_cancelling = cancelling(row) && prev.is_none_or(|p| !cancelling(p));
-    out.push(("item_removed", if newly_cancelling && ctx.pack_has_active_sibling {
+    out.push(("item_removed", if newly_cancelling && ctx.pack_has_active_sibling && !first_import(row) {
         Verdict::Open(Draft {
             kind: "item_removed",
             severity: "warning",
@@ -363,7 +350,6 @@ mod tests {
         Context {
             now: DateTime::from_timestamp(1_795_900_000, 0).unwrap(),
             today_jst: NaiveDate::from_ymd_opt(2026, 11, 29).unwrap(),
-            pack_first_seen: None,
             pack_has_active_sibling: false,
         }
     }
@@ -481,8 +467,13 @@ mod tests {
         let mut wednesday = row(2, 0);
         wednesday.paid_at = Some(1_795_900_000 - 4 * 86_400); // Wed 2026-11-25: Thu, Fri = 2 business days
         assert_eq!(verdict(&evaluate(None, &wednesday, &c, &t), MISSING), &Verdict::Keep, "within 3 business days");
-        let with_holiday = Thresholds { holidays: vec![NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()], ..t.clone() };
+        let closed = BusinessDays { closed: vec![NaiveDate::from_ymd_opt(2026, 11, 27).unwrap()] };
+        let with_holiday = Thresholds { calendar: closed, ..t.clone() };
         assert_eq!(with_holiday.business_days_between(NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(), c.today_jst), 1);
+        // 2026-11-23 (Mon) is 勤労感謝の日: Fri 11-20 → Tue 11-24 is one business day.
+        let (fri, tue) =
+            (NaiveDate::from_ymd_opt(2026, 11, 20).unwrap(), NaiveDate::from_ymd_opt(2026, 11, 24).unwrap());
+        assert_eq!(t.business_days_between(fri, tue), 1, "national holidays are built in");
         let mut late = row(3, 0);
         late.estimated_ship_date = days(2026, 11, 27); // Friday: only Sat and Sun have passed
         assert_eq!(verdict(&evaluate(Some(&late), &late, &c, &t), OVERDUE), &Verdict::Resolve, "0 business days late");
@@ -498,15 +489,12 @@ mod tests {
     fn cart_lines_added_and_removed() {
         let t = Thresholds::default();
         let mut c = ctx();
-        let line = row(2, 0);
-        let line_time = DateTime::from_timestamp_micros(line.version as i64).unwrap();
-        c.pack_first_seen = Some(line_time - Duration::hours(3));
+        let line = OrderRow { new_in_known_cart: 1, ..row(2, 0) };
         let v = evaluate(None, &line, &c, &t);
         assert!(opened(&v).contains(&"item_added"));
-        c.pack_first_seen = Some(line_time - Duration::minutes(1));
         assert!(
-            !opened(&evaluate(None, &line, &c, &t)).contains(&"item_added"),
-            "same poll: the cart is new, not changed"
+            !opened(&evaluate(None, &row(2, 0), &c, &t)).contains(&"item_added"),
+            "a cart first seen in this poll is new, not changed"
         );
 
         c.pack_has_active_sibling = true;
@@ -518,6 +506,22 @@ mod tests {
             !opened(&evaluate(Some(&line), &cancelled, &c, &t)).contains(&"item_removed"),
             "a whole-cart cancellation removes no item"
         );
+    }
+
+    /// Lines present at the shop's first import open no change alert; state alerts open as ever.
+    #[test]
+    fn a_first_import_raises_no_change_alerts() {
+        let (t, mut c) = (Thresholds::default(), ctx());
+        c.pack_has_active_sibling = true;
+        let mut confirmed = OrderRow { first_import: 1, ..row(3, 0) };
+        confirmed.estimated_ship_date = days(2026, 11, 27);
+        assert_eq!(opened(&evaluate(None, &confirmed, &c, &t)), vec!["ship_date_overdue"], "overdue is a state");
+        let cancelled = OrderRow { first_import: 1, ..row(2, 1) };
+        assert!(opened(&evaluate(None, &cancelled, &c, &t)).is_empty(), "no item_removed at first sight");
+        let more = OrderRow { first_import: 1, quantity: 5, ..row(2, 0) };
+        assert_eq!(opened(&evaluate(Some(&row(2, 0)), &more, &c, &t)), vec!["ship_date_missing"]);
+        let added = OrderRow { first_import: 1, new_in_known_cart: 1, ..row(2, 0) };
+        assert!(!opened(&evaluate(None, &added, &c, &t)).contains(&"item_added"));
     }
 
     #[test]
@@ -550,6 +554,11 @@ mod tests {
         assert_eq!(a, open(d, &r, ctx().now));
         assert!(
             a.message_ja.starts_with("注文 1090000101 の発送予定日が未設定です。QSMで発送予定日を設定してください")
+        );
+        assert!(
+            a.message_ja.contains("QAPIでも設定できます") && a.message.contains("SetSellerCheckYN_V2"),
+            "{}",
+            a.message
         );
         let done = resolve(&a, r.version + 5, ctx().now);
         assert_eq!(

@@ -20,7 +20,7 @@ pub fn satisfied_by(edit: &OmsEdit, row: &OrderRow) -> Option<bool> {
             (row.order_no == *order_no).then_some(date(row.estimated_ship_date) == Some(*ship_date))
         }
         Change::RemoveItem { order_no } => {
-            (row.order_no == *order_no).then_some(matches!(row.claim_status, 1 | 2 | 3 | 16))
+            (row.order_no == *order_no).then_some(schemas::status::CANCEL_CLAIMS.contains(&row.claim_status))
         }
         Change::AddItem { pack_no, item_code, quantity } => (row.pack_no == *pack_no
             && (row.item_code == *item_code || row.seller_item_code == *item_code))
@@ -68,10 +68,10 @@ pub fn correction(edit: &OmsEdit, current: Option<&OrderRow>) -> Draft {
             (
                 format!(
                     "The OMS set the estimated shipping date of order {order_no} to {ship_date}, but Qoo10 shows {now}. \
-                     It cannot be set through the import: set 発送予定日 in QSM."
+                     Set 発送予定日 in QSM, or through QAPI (SetSellerCheckYN_V2): the pipeline's write-back does it where the shop enables it."
                 ),
                 format!(
-                    "OMSで注文 {order_no} の発送予定日が {ship_date} に設定されましたが、Qoo10では {now} です。発送予定日は取込では設定できないため、QSMで設定してください。"
+                    "OMSで注文 {order_no} の発送予定日が {ship_date} に設定されましたが、Qoo10では {now} です。QSMで発送予定日を設定してください（QAPIでも設定できます：ショップでwrite-backを有効にするとパイプラインが設定します）。"
                 ),
                 json!({"field": "estimated_ship_date", "expected": ship_date.to_string(), "qoo10": now}),
             )
@@ -162,7 +162,7 @@ mod tests {
         assert!(
             correction(&s, Some(&line(1, 2, 0)))
                 .message_ja
-                .contains("Qoo10では 未設定 です。発送予定日は取込では設定できないため")
+                .contains("Qoo10では 未設定 です。QSMで発送予定日を設定してください（QAPIでも設定できます")
         );
     }
 }

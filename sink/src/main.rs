@@ -210,15 +210,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(60),
     )
     .await?;
-    // Alerts raised elsewhere (the fetcher's credentials_invalid) are recorded in `alerts` too.
-    let mut external = durable_consumer(
-        &js,
-        &ns.stream(subjects::STREAM_ALERTS),
-        "sink-alerts",
-        ns.alerts("credentials_invalid", "*"),
-        Duration::from_secs(60),
-    )
-    .await?;
+    // Alerts raised elsewhere (the fetcher's credentials_invalid and credentials_expiring) are
+    // recorded in `alerts` too: one consumer per kind (nats-server 2.9 takes one filter subject).
+    let mut external = Vec::new();
+    for (kind, durable) in EXTERNAL_ALERTS {
+        let filter = ns.alerts(kind, "*");
+        external.push(
+            durable_consumer(&js, &ns.stream(subjects::STREAM_ALERTS), durable, filter, Duration::from_secs(60))
+                .await?,
+        );
+    }
     // Poll summaries: which orders a complete poll saw (order_vanished). A poll's summaries are
     // held unacknowledged until its last one arrives, so ack_wait must cover a whole poll.
     let mut polls = durable_consumer(
@@ -258,8 +259,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let thresholds = Thresholds {
         ship_date_missing_after_business_days: a.ship_date_missing_after_business_days,
         overdue_grace_business_days: a.overdue_grace_business_days,
-        holidays: a.holidays.clone(),
-        item_added_after: chrono::Duration::from_std(a.item_added_after).unwrap_or_default(),
+        calendar: schemas::calendar::BusinessDays { closed: a.holidays.clone() },
     };
     let mut sink = Sink {
         js,
@@ -328,7 +328,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 info.num_pending as f64,
             );
         }
-        let recorded = sink.record_external(&external).await?;
+        let mut recorded = 0;
+        for consumer in &external {
+            recorded += sink.record_external(consumer).await?;
+        }
         let summaries = sink.record_polls(&polls).await?;
         let edited = sink.record_edits(&edits_consumer).await?;
         if args.until_idle
@@ -337,7 +340,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             && edited == 0
             && consumer_idle(&mut edits_consumer).await?
             && consumer_idle(&mut consumer).await?
-            && consumer_idle(&mut external).await?
+            && all_idle(&mut external).await?
             && consumer_drained(&mut polls).await?
         {
             // Polls still incomplete will never complete in this run (their fetch failed or is
@@ -661,11 +664,8 @@ impl Sink {
             let others = lines
                 .iter()
                 .filter(|l| l.shop_id == row.shop_id && l.pack_no == row.pack_no && l.order_no != row.order_no);
-            let mut first_seen = None;
             let mut active_sibling = false;
             for l in others {
-                let seen = chrono::DateTime::from_timestamp(i64::from(l.first_seen), 0);
-                first_seen = first_seen.min(seen).or(seen);
                 let claim = latest.get(&(l.shop_id.clone(), l.order_no)).map_or(l.claim_status, |r| r.claim_status);
                 active_sibling |= claim == 0 && !claimed_too(l.order_no);
             }
@@ -679,7 +679,7 @@ impl Sink {
                         && !lines.iter().any(|s| s.shop_id == l.shop_id && s.order_no == l.order_no)
                 })
             });
-            let ctx = Context { now, today_jst, pack_first_seen: first_seen, pack_has_active_sibling: active_sibling };
+            let ctx = Context { now, today_jst, pack_has_active_sibling: active_sibling };
             let mut verdicts = alerts::evaluate(prev.as_deref(), row, &ctx, &self.thresholds);
             let (resolved, met) = self.satisfy_edits(row, &mut verdicts, now);
             transitions.extend(resolved);
@@ -938,12 +938,7 @@ impl Sink {
     async fn sweep(&mut self) -> anyhow::Result<()> {
         let rows = retry_forever("read active orders", &[], || self.store.active_orders()).await?;
         let now = Utc::now();
-        let ctx = Context {
-            now,
-            today_jst: schemas::time::today_jst(now),
-            pack_first_seen: None,
-            pack_has_active_sibling: false,
-        };
+        let ctx = Context { now, today_jst: schemas::time::today_jst(now), pack_has_active_sibling: false };
         let mut transitions = Vec::new();
         for row in &rows {
             // The same version on both sides: only conditions that depend on time can change.
@@ -1015,37 +1010,46 @@ impl Sink {
         let shop = summaries[0].shop.clone();
         let mut seen = std::collections::HashSet::new();
         let mut claimed = std::collections::HashSet::new();
-        let mut statuses = std::collections::BTreeSet::new();
-        let (mut from, mut to) = (None::<chrono::NaiveDate>, None::<chrono::NaiveDate>);
+        // Only a call by order date returns every line of its statuses and window: a call by
+        // ship date says nothing of the orders that did not ship.
+        let mut coverage = Vec::new();
         for s in summaries {
             match s.kind {
                 RowKind::Order => {
                     seen.extend(s.order_nos.iter().copied());
-                    statuses.insert(s.query.status);
-                    let day = |t: &str| chrono::NaiveDate::parse_from_str(&t[..8.min(t.len())], "%Y%m%d").ok();
-                    from = from.min(day(&s.query.from)).or(day(&s.query.from));
-                    to = to.max(day(&s.query.to));
+                    if s.query.condition == schemas::raw::condition::ORDER_DATE
+                        && let Some((from, to)) = s.query.span()
+                    {
+                        coverage.push((s.query.shipping_statuses(), from, to));
+                    }
                 }
                 RowKind::Claim => claimed.extend(s.order_nos.iter().copied()),
             }
+        }
+        // A poll that skipped a refused method (claims, say) cannot explain a line's absence.
+        if summaries.iter().any(|s| !s.refused_methods.is_empty()) {
+            coverage.clear();
         }
         let now = Utc::now();
         let started = summaries.iter().map(|s| s.fetched_at).min().unwrap_or(now);
         let started_version = u64::try_from(started.timestamp_micros()).unwrap_or(0);
         let mut out = Vec::new();
-        if let (Some(from), Some(to)) = (from, to) {
-            let statuses: Vec<u8> = statuses.into_iter().collect();
-            let known = retry_forever("read known lines", held, || {
-                self.store.known_lines(&shop, &statuses, from, to, started_version)
+        let mut known: Vec<OrderRow> = Vec::new();
+        for (statuses, from, to) in &coverage {
+            let lines = retry_forever("read known lines", held, || {
+                self.store.known_lines(&shop, statuses, *from, *to, started_version)
             })
             .await?;
-            for (row, draft) in alerts::vanished(&known, &seen, &claimed) {
-                let key = ("order_vanished".to_owned(), shop.clone(), row.order_no.to_string());
-                if !self.open.contains_key(&key) {
-                    let alert = alerts::open(&draft, row, now);
-                    self.open.insert(key, &alert);
-                    out.push(alert);
-                }
+            known.extend(lines);
+        }
+        known.sort_by_key(|r| r.order_no);
+        known.dedup_by_key(|r| r.order_no);
+        for (row, draft) in alerts::vanished(&known, &seen, &claimed) {
+            let key = ("order_vanished".to_owned(), shop.clone(), row.order_no.to_string());
+            if !self.open.contains_key(&key) {
+                let alert = alerts::open(&draft, row, now);
+                self.open.insert(key, &alert);
+                out.push(alert);
             }
         }
         let back: Vec<(String, String, String)> = self
@@ -1208,6 +1212,19 @@ fn ack_only(mut msg: jetstream::Message) -> jetstream::Message {
     msg.message.payload = Bytes::new();
     msg.message.headers = None;
     msg
+}
+
+/// Alert kinds other services raise, with the sink's durable consumer for each.
+const EXTERNAL_ALERTS: &[(&str, &str)] =
+    &[("credentials_invalid", "sink-alerts"), ("credentials_expiring", "sink-alerts-expiring")];
+
+async fn all_idle(consumers: &mut [PullConsumer]) -> anyhow::Result<bool> {
+    for c in consumers {
+        if !consumer_idle(c).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// How long a backlog on ORDERS may hold back the sink's other consumers (see the run loop).

@@ -52,6 +52,18 @@ pub struct OrderRow {
     pub source_kind: String,
     pub source_method: String,
     pub raw_seq: u64,
+    pub option_price: i64,
+    pub seller_discount: i64,
+    pub cart_discount_seller: i64,
+    pub cart_discount_qoo10: i64,
+    pub refund_quantity: u32,
+    pub refund_amount: i64,
+    pub available_ship_date: Option<u16>,
+    pub available_send_type: u8,
+    /// 1: fetched by the shop's first import (what it shows is not a change).
+    pub first_import: u8,
+    /// 1: a line new to the pipeline in a cart an earlier complete poll already showed.
+    pub new_in_known_cart: u8,
 }
 
 impl OrderRow {
@@ -90,6 +102,16 @@ impl OrderRow {
             source_kind: String::new(),
             source_method: String::new(),
             raw_seq: 0,
+            option_price: 0,
+            seller_discount: 0,
+            cart_discount_seller: 0,
+            cart_discount_qoo10: 0,
+            refund_quantity: 0,
+            refund_amount: 0,
+            available_ship_date: None,
+            available_send_type: 0,
+            first_import: 0,
+            new_in_known_cart: 0,
         }
     }
 }
@@ -278,16 +300,37 @@ pub fn rows(o: CanonicalOrder) -> Result<(OrderRow, Option<ContactRow>), RowErro
         source_kind: o.source.kind.as_str().to_owned(),
         source_method: o.source.method,
         raw_seq: o.source.raw_seq,
+        option_price: money("option_price", o.option_price)?,
+        seller_discount: money("seller_discount", o.seller_discount)?,
+        cart_discount_seller: money("cart_discount_seller", o.cart_discount_seller)?,
+        cart_discount_qoo10: money("cart_discount_qoo10", o.cart_discount_qoo10)?,
+        refund_quantity: o.refund_quantity.unwrap_or(0),
+        refund_amount: money("refund_amount", o.refund_amount)?,
+        available_ship_date: days("available_ship_date", o.available_ship_date)?,
+        available_send_type: o.available_send_type.unwrap_or(0),
+        first_import: u8::from(o.first_import),
+        new_in_known_cart: u8::from(o.new_in_known_cart),
     };
     Ok((row, contact))
 }
 
 /// Merges a new version with the latest stored row of the same order line (see module docs).
+/// A claim row owns the claim and its refund; what marks a version (first import, new in a known
+/// cart) is the version's own.
 pub fn merge(stored: Option<&OrderRow>, incoming: OrderRow, kind: RowKind, statuses: &StatusMap) -> OrderRow {
     let mut row = match (kind, stored) {
-        (RowKind::Order, Some(s)) => OrderRow { claim_status: s.claim_status, ..incoming },
+        (RowKind::Order, Some(s)) => OrderRow {
+            claim_status: s.claim_status,
+            refund_quantity: s.refund_quantity,
+            refund_amount: s.refund_amount,
+            ..incoming
+        },
         (RowKind::Claim, Some(s)) => OrderRow {
             claim_status: incoming.claim_status,
+            refund_quantity: incoming.refund_quantity,
+            refund_amount: incoming.refund_amount,
+            first_import: incoming.first_import,
+            new_in_known_cart: incoming.new_in_known_cart,
             version: incoming.version,
             fetched_at: incoming.fetched_at,
             source_kind: incoming.source_kind,
@@ -311,11 +354,14 @@ pub fn same_content(stored: &OrderRow, incoming: &OrderRow) -> bool {
         return false;
     }
     if incoming.source_kind == RowKind::Claim.as_str() {
-        return stored.claim_status == incoming.claim_status;
+        return (stored.claim_status, stored.refund_quantity, stored.refund_amount)
+            == (incoming.claim_status, incoming.refund_quantity, incoming.refund_amount);
     }
     // The stored row may carry a claim merged from an earlier version, and its own raw sequence.
     OrderRow {
         claim_status: stored.claim_status,
+        refund_quantity: stored.refund_quantity,
+        refund_amount: stored.refund_amount,
         status: stored.status.clone(),
         raw_seq: stored.raw_seq,
         ..incoming.clone()
@@ -424,6 +470,26 @@ mod tests {
         let merged = merge(Some(&stored), row("order", 3, 0, 20), RowKind::Order, &m);
         assert_eq!((merged.status.as_str(), merged.qoo10_status, merged.claim_status), ("cancel_requested", 3, 1));
         assert_eq!(merged.order_price, 128000);
+    }
+
+    #[test]
+    fn a_partial_refund_is_the_claims_and_survives_later_order_rows() {
+        let m = StatusMap::default();
+        let stored = merge(None, OrderRow { option_price: 69900, ..row("order", 5, 0, 10) }, RowKind::Order, &m);
+        let refund = OrderRow { refund_quantity: 1, refund_amount: 50000, ..row("claim", 0, 15, 20) };
+        let merged = merge(Some(&stored), refund.clone(), RowKind::Claim, &m);
+        assert_eq!(
+            (merged.status.as_str(), merged.refund_quantity, merged.refund_amount),
+            ("partially_refunded", 1, 50000)
+        );
+        assert_eq!(merged.option_price, 69900, "the claim keeps the order's money");
+        assert!(same_content(&merged, &refund));
+        assert!(!same_content(&merged, &OrderRow { refund_amount: 1, ..refund }));
+        let later = merge(Some(&merged), row("order", 5, 0, 30), RowKind::Order, &m);
+        assert_eq!(
+            (later.refund_quantity, later.refund_amount, later.status.as_str()),
+            (1, 50000, "partially_refunded")
+        );
     }
 
     #[test]

@@ -82,7 +82,6 @@ pub struct PackLine {
     pub shop_id: String,
     pub pack_no: u64,
     pub order_no: u64,
-    pub first_seen: u32,
     pub claim_status: u8,
 }
 
@@ -144,6 +143,7 @@ impl Store {
             .collect();
         let mut done = Vec::new();
         for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            self.add_columns(m).await?;
             for statement in m.statements() {
                 self.client.query(&statement).execute().await.map_err(self.err(format!("migration {}", m.version)))?;
             }
@@ -163,6 +163,28 @@ impl Store {
             done.push(m.version);
         }
         Ok(done)
+    }
+
+    /// A migration's new columns, each added unless `system.columns` has it already (ClickHouse
+    /// 18.16 has no `ADD COLUMN IF NOT EXISTS`; a sink stopped half-way adds the rest next time).
+    async fn add_columns(&self, m: &schemas::sql::Migration) -> Result<(), StoreError> {
+        for (table, column, ty) in m.added_columns {
+            let op = || format!("migration {}: {table}.{column}", m.version);
+            let present = self
+                .client
+                .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+                .bind(&self.database)
+                .bind(*table)
+                .bind(*column)
+                .fetch_one::<u64>()
+                .await
+                .map_err(self.err(op()))?;
+            if present == 0 {
+                let sql = format!("ALTER TABLE {table} ADD COLUMN {column} {ty}");
+                self.client.query(&sql).execute().await.map_err(self.err(op()))?;
+            }
+        }
+        Ok(())
     }
 
     /// The latest stored row of each of these order lines (those that exist). One query for the
@@ -289,15 +311,14 @@ impl Store {
         q.fetch_all::<AlertRow>().await.map_err(self.err("read alerts"))
     }
 
-    /// Per line of these carts: when it was first seen (seconds) and its latest claim status. One
-    /// query for the whole batch.
+    /// Per line of these carts: its latest claim status. One query for the whole batch.
     pub async fn pack_lines(&self, packs: &[(String, u64)]) -> Result<Vec<PackLine>, StoreError> {
         let shops: std::collections::BTreeSet<&str> = packs.iter().map(|(s, _)| s.as_str()).collect();
         let numbers: std::collections::BTreeSet<u64> = packs.iter().map(|(_, n)| *n).collect();
         let placeholders = vec!["?"; shops.len()].join(",");
         let list = numbers.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         let mut q = self.client.query(&format!(
-            "SELECT shop_id, pack_no, order_no, min(fetched_at) AS first_seen, argMax(claim_status, version) AS claim_status \
+            "SELECT shop_id, pack_no, order_no, argMax(claim_status, version) AS claim_status \
              FROM order_versions WHERE shop_id IN ({placeholders}) AND pack_no IN ({list}) GROUP BY shop_id, pack_no, order_no"
         ));
         for shop in &shops {
@@ -339,25 +360,25 @@ impl Store {
             .map_err(self.err("read active orders"))
     }
 
-    /// Active lines of a shop in these statuses, ordered on these JST days, stored before
-    /// `before_version` (candidates for `order_vanished`).
+    /// Active lines of a shop in these statuses, ordered between these instants (both
+    /// included), stored before `before_version` (candidates for `order_vanished`).
     pub async fn known_lines(
         &self,
         shop: &str,
         statuses: &[u8],
-        from: chrono::NaiveDate,
-        to: chrono::NaiveDate,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
         before_version: u64,
     ) -> Result<Vec<OrderRow>, StoreError> {
         let list = statuses.iter().map(u8::to_string).collect::<Vec<_>>().join(",");
         self.client
             .query(&format!(
                 "SELECT ?fields FROM orders FINAL WHERE shop_id = ? AND claim_status = 0 AND qoo10_status IN ({list}) \
-                 AND toDate(toTimeZone(ordered_at, 'Asia/Tokyo')) BETWEEN toDate(?) AND toDate(?) AND version < ?"
+                 AND ordered_at BETWEEN toDateTime(?) AND toDateTime(?) AND version < ?"
             ))
             .bind(shop)
-            .bind(from.to_string())
-            .bind(to.to_string())
+            .bind(from.timestamp())
+            .bind(to.timestamp())
             .bind(before_version)
             .fetch_all::<OrderRow>()
             .await

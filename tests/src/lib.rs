@@ -245,7 +245,20 @@ impl Deployment {
     /// One of our binaries with this deployment's config. The config file names the servers; the
     /// environment must not override it.
     fn command(&self, name: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(bin(name));
+        self.command_at(name, args, 0)
+    }
+
+    /// [`Deployment::command`] with the process's clock `days` ahead of the real one
+    /// (`faketime`, from Debian's package; monotonic time is left alone, so timers and timeouts
+    /// run as usual).
+    fn command_at(&self, name: &str, args: &[&str], days: i64) -> Command {
+        let mut command = if days == 0 {
+            Command::new(bin(name))
+        } else {
+            let mut c = Command::new("faketime");
+            c.arg("-f").arg(format!("{days:+}d")).arg(bin(name)).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            c
+        };
         command
             .arg("--config")
             .arg(&self.config_path)
@@ -358,41 +371,70 @@ impl Deployment {
 
     /// [`Deployment::run`] with more environment variables (`RUST_LOG`, ...).
     pub fn run_env(&self, name: &str, args: &[&str], env: &[(&str, &str)], limit: Duration) -> anyhow::Result<Output> {
-        let mut child = self
-            .command(name, args)
-            // Tests run many services at once: each serves /metrics on a free port.
-            .env("HTTP_LISTEN", "127.0.0.1:0")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("start {name}"))?;
-        // Drain both pipes while the child runs: a chatty child would block on a full pipe.
-        let drain = |mut r: Box<dyn std::io::Read + Send>| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = r.read_to_end(&mut buf);
-                buf
-            })
-        };
-        let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
-        let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                let stderr = err.join().unwrap_or_default();
-                bail!("{name} did not finish within {limit:?}; stderr:\n{}", String::from_utf8_lossy(&stderr));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+        let mut command = self.command(name, args);
+        command.envs(env.iter().copied());
+        run_limited(command, name, limit)
     }
 
+    /// Runs one of our binaries `days` ahead of today (its clock moved by `faketime`) and
+    /// requires exit code 0.
+    pub fn run_ok_at(&self, name: &str, args: &[&str], days: i64) -> anyhow::Result<Output> {
+        let out = run_limited(self.command_at(name, args, days), name, Duration::from_secs(120))?;
+        if !out.status.success() {
+            bail!(
+                "{name} {args:?} (day {days}) exited with {}; stderr:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(out)
+    }
+
+    /// Fetcher once, then normalizer and sink until idle, `days` ahead of today.
+    pub fn run_pipeline_once_at(&self, days: i64) -> anyhow::Result<()> {
+        self.run_ok_at("fetcher", &["--once"], days)?;
+        self.run_ok_at("normalizer", &["--until-idle"], days)?;
+        self.run_ok_at("sink", &["--until-idle"], days)?;
+        Ok(())
+    }
+}
+
+/// Runs `command` to its end (at most `limit`), its output captured.
+fn run_limited(mut command: Command, name: &str, limit: Duration) -> anyhow::Result<Output> {
+    let mut child = command
+        // Tests run many services at once: each serves /metrics on a free port.
+        .env("HTTP_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {name}"))?;
+    // Drain both pipes while the child runs: a chatty child would block on a full pipe.
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = err.join().unwrap_or_default();
+            bail!("{name} did not finish within {limit:?}; stderr:\n{}", String::from_utf8_lossy(&stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+}
+
+impl Deployment {
     /// Runs and requires exit code 0.
     pub fn run_ok(&self, name: &str, args: &[&str]) -> anyhow::Result<Output> {
         let out = self.run(name, args, Duration::from_secs(120))?;

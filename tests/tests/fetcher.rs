@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use e2e::{Deployment, Sandbox, bin};
 use serde_json::{Value, json};
 
@@ -171,8 +172,8 @@ async fn limits_hold_for_500_shops_with_injected_5xx() -> anyhow::Result<()> {
     assert!(stats["max_requests_of_one_shop_in_a_second"].as_u64().unwrap() <= per_shop, "{stats}");
     assert_eq!(
         stats["requests"],
-        json!(500 * 3 + 200),
-        "a certification and two calls per shop, plus the retried 503s"
+        json!(500 * 4 + 200),
+        "a certification and three calls per shop (2 and 3 by order date, 2–3 by payment date), plus the retried 503s"
     );
     Ok(())
 }
@@ -196,13 +197,37 @@ async fn ten_polls_of_an_unchanged_sandbox_publish_each_row_once() -> anyhow::Re
     println!("raw messages after 1 poll: {after_one}, after 10 polls: {after_ten}");
     assert_eq!(after_ten, after_one);
 
-    // Every poll reported what it saw: 5 statuses + 12 claim codes, one window, per shop.
+    // Every poll reported what it saw, call by call, and ended with one closing summary. A first
+    // import makes 18 calls (statuses 1–3, 4 and 5 by order date, 4 by ship date, 2–3 by
+    // payment date, 5 by delivered date, 12 claim calls); the polls right after it make the 5
+    // of every interval (the slower families are not due yet).
     let summaries: Vec<Value> =
         dep.stream_messages("QOO10_POLLS").await?.iter().map(|m| serde_json::from_slice(&m.payload).unwrap()).collect();
-    assert_eq!(summaries.len(), 10 * 2 * 17);
+    let polls: std::collections::BTreeSet<&str> = summaries.iter().filter_map(|s| s["poll_id"].as_str()).collect();
+    assert_eq!(polls.len(), 20);
     assert_eq!(summaries.iter().filter(|s| s["last_in_poll"] == json!(true)).count(), 20);
-    let seen: usize = summaries.iter().take(17 * 2).map(|s| s["order_nos"].as_array().unwrap().len()).sum();
-    assert_eq!(seen, after_one, "the first poll's summaries list every row it published");
+    assert_eq!(summaries.len(), 2 * (18 + 1) + 9 * 2 * (5 + 1), "{summaries:#?}");
+    // A row may come back from several calls (by order date and by payment date, say); it is
+    // published once.
+    let seen: BTreeSet<(String, u64)> = summaries
+        .iter()
+        .take(19 * 2)
+        .flat_map(|s| {
+            let kind = s["kind"].as_str().unwrap_or_default().to_owned();
+            s["order_nos"].as_array().unwrap().iter().map(move |n| (kind.clone(), n.as_u64().unwrap()))
+        })
+        .collect();
+    let published: BTreeSet<(String, u64)> = dep
+        .stream_messages("QOO10_RAW")
+        .await?
+        .iter()
+        .map(|m| {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            let no = v["row"]["OrderNo"].as_u64().or(v["row"]["orderNo"].as_u64()).unwrap();
+            (v["kind"].as_str().unwrap().to_owned(), no)
+        })
+        .collect();
+    assert_eq!((seen.len(), &seen), (after_one, &published), "the first poll's summaries list every row it published");
     Ok(())
 }
 
@@ -279,13 +304,23 @@ async fn check_and_backfill_commands() -> anyhow::Result<()> {
     // The sandbox's clock and life cycle, seen through the fetcher: a ship date set in QSM moves
     // an order from 2 to 3.
     let orders = sandbox.get_json("/_sandbox/orders?shop=sandbox-1").await?;
-    let new = orders
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["status"] == json!(2) && o["claim_status"] == json!(0))
-        .expect("a status-2 order");
-    let no = new["order_no"].as_u64().unwrap();
+    let mut new = orders.as_array().unwrap()[0].clone();
+    let no = 1_019_999_999;
+    let ordered =
+        (Utc::now() + chrono::Duration::hours(9) - chrono::Duration::hours(2)).format("%Y-%m-%d %H:%M:%S").to_string();
+    for (k, v) in [
+        ("order_no", json!(no)),
+        ("pack_no", json!(819_999_999u64)),
+        ("status", json!(2)),
+        ("claim_status", json!(0)),
+        ("order_date", json!(ordered)),
+        ("payment_date", json!(ordered)),
+        ("est_ship_date", Value::Null),
+        ("hold", json!(true)),
+    ] {
+        new[k] = v;
+    }
+    sandbox.put_json("/_sandbox/orders", &json!([new])).await?;
     sandbox
         .post_json(&format!("/_sandbox/orders/sandbox-1/{no}/set_ship_date"), &json!({"date": "2026-12-24"}))
         .await?;
@@ -306,5 +341,61 @@ async fn check_and_backfill_commands() -> anyhow::Result<()> {
     assert!(text.contains("5 windows") && text.contains("85 calls"), "{text}");
     let log = sandbox.get_json("/_sandbox/requests").await?;
     assert!(log.as_array().unwrap().iter().all(|r| r["code"] != json!(-10003)), "no window over 90 days");
+    Ok(())
+}
+
+/// A key without a method's permission (`-90003`) is a state the seller must act on, not a
+/// poll failing silently: the poll goes on without the method, `credentials_invalid` names it,
+/// and nothing is called vanished meanwhile. A key nearing its first birthday warns 30 days
+/// ahead (`credentials_expiring`); both reach `alerts` and resolve when their cause ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_method_is_named_and_an_ageing_key_is_warned_of() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "30"]).await?;
+    let claims = "ShippingBasic.GetClaimInfo_V3";
+    let shop = |denied: &[&str]| {
+        json!({"id": "sandbox-1", "user_id": "sandbox-seller-1", "api_key": "sandbox-api-key-1",
+               "password": "sandbox-password-1", "denied_methods": denied})
+    };
+    sandbox.post_json("/_sandbox/shops", &shop(&[claims])).await?;
+    let issued = (Utc::now() + chrono::Duration::hours(9) - chrono::Duration::days(340)).date_naive();
+    let config = format!(
+        "{}{}",
+        qoo10_toml(&sandbox, ""),
+        shop_toml("s", 1, "sandbox-password-1", &format!("api_key_issued_on = \"{issued}\""))
+    );
+    let dep = Deployment::new(&config).await?;
+    dep.run_pipeline_once()?;
+    let alerts = "SELECT kind, state, visitParamExtractString(details, 'method') FROM alerts FINAL WHERE order_no = 0 ORDER BY kind";
+    let row = |k: &str, s: &str, m: &str| vec![k.to_owned(), s.to_owned(), m.to_owned()];
+    assert_eq!(
+        dep.query(alerts).await?,
+        vec![row("credentials_expiring", "open", ""), row("credentials_invalid", "open", claims)]
+    );
+    assert!(dep.count("SELECT count() FROM orders").await > 0, "the orders still come in");
+    let summaries = dep.stream_messages("QOO10_POLLS").await?;
+    let last: Value = serde_json::from_slice(&summaries.last().unwrap().payload)?;
+    assert_eq!((last["last_in_poll"].clone(), last["refused_methods"].clone()), (json!(true), json!([claims])));
+    let expiring = dep.query("SELECT message_ja FROM alerts FINAL WHERE kind = 'credentials_expiring'").await?;
+    let expiry = issued.checked_add_months(chrono::Months::new(12)).unwrap();
+    assert!(expiring[0][0].contains(&format!("{expiry} に発行から1年")), "{expiring:?}");
+
+    // Orders gone from the shop meanwhile are not accused: the poll could not see claims.
+    sandbox.delete_json("/_sandbox/orders").await?;
+    dep.run_pipeline_once()?;
+    assert_eq!(dep.count("SELECT count() FROM alerts WHERE kind = 'order_vanished'").await, 0);
+
+    // Qoo10 grants the permission, the seller renews the key: both resolve.
+    sandbox.post_json("/_sandbox/shops", &shop(&[])).await?;
+    let today = (Utc::now() + chrono::Duration::hours(9)).date_naive();
+    let renewed = config.replace(&issued.to_string(), &today.to_string());
+    std::fs::write(&dep.config_path, std::fs::read_to_string(&dep.config_path)?.replace(&config, &renewed))?;
+    dep.run_pipeline_once()?;
+    assert_eq!(
+        dep.query(alerts).await?,
+        vec![row("credentials_expiring", "resolved", ""), row("credentials_invalid", "resolved", claims)]
+    );
+    let payloads: Vec<Vec<u8>> = dep.stream_messages("ALERTS").await?.iter().map(|m| m.payload.to_vec()).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    assert_eq!(e2e::schema_violations("alert.schema.json", &refs), Vec::<String>::new());
     Ok(())
 }
