@@ -258,17 +258,17 @@ async fn prepare_two_hop(env: &Env, items: &[(String, Bytes)], prefix: &str) -> 
     publish_all(&js, items).await?;
     let first = runtime::nats::durable_consumer(
         &js,
-        &ns.stream(subjects::STREAM_RAW),
+        &ns.stream(subjects::Stream::Raw),
         "hop1",
-        ns.stream_subjects(subjects::STREAM_RAW),
+        ns.stream_subjects(subjects::Stream::Raw),
         Duration::from_secs(60),
     )
     .await?;
     let second = runtime::nats::durable_consumer(
         &js,
-        &ns.stream(subjects::STREAM_ORDERS),
+        &ns.stream(subjects::Stream::Orders),
         "hop2",
-        ns.stream_subjects(subjects::STREAM_ORDERS),
+        ns.stream_subjects(subjects::Stream::Orders),
         Duration::from_secs(60),
     )
     .await?;

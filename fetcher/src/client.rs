@@ -9,7 +9,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use governor::{DefaultDirectRateLimiter, Quota};
 use schemas::Secret;
 use schemas::config::{Qoo10Config, UrlStyle};
@@ -161,21 +161,11 @@ impl QapiClient {
         secrets: &[&Secret],
         shop_id: &str,
     ) -> Result<QapiResponse, CallError> {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(30))
-            .with_jitter()
-            .with_max_times(usize::MAX)
-            .with_total_delay(Some(self.retry_budget));
+        let backoff = runtime::retry::qapi(self.retry_budget);
         let attempt = || async {
             let waited = std::time::Instant::now();
             shop_gate.pass(&self.global).await;
-            self.metrics.add(
-                "qoo10_rate_limit_wait_seconds_total",
-                "Time QAPI calls waited for the rate limiters.",
-                &[],
-                waited.elapsed().as_secs_f64(),
-            );
+            self.metrics.add(crate::metrics::RATE_LIMIT_WAIT, &[], waited.elapsed().as_secs_f64());
             let result = self.attempt(method, key, params, secrets).await;
             let outcome = match &result {
                 Ok(r) => r.code.to_string(),
@@ -185,11 +175,7 @@ impl QapiClient {
                 Err(CallError::Response { source: ResponseError::Routing(_), .. }) => "routing".into(),
                 Err(CallError::Response { .. }) => "not_qapi".into(),
             };
-            self.metrics.inc(
-                "qoo10_requests_total",
-                "QAPI requests by method and outcome (result code, or the failure).",
-                &[("method", method), ("outcome", &outcome)],
-            );
+            self.metrics.inc(crate::metrics::REQUESTS, &[("method", method), ("outcome", &outcome)]);
             result
         };
         attempt

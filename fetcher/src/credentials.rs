@@ -9,7 +9,7 @@
 //!   fetcher saw with this key.
 
 use chrono::{DateTime, Duration, Months, NaiveDate, Utc};
-use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertState};
+use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertKind, AlertState, Severity};
 
 /// How long before the key's first birthday `credentials_expiring` opens.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -49,7 +49,7 @@ pub fn invalid(shop: &str, method: &str, code: i64, message: &str, not_permitted
     };
     let cause = if not_permitted { "permission" } else { "credentials" };
     shop_alert(
-        "credentials_invalid",
+        AlertKind::CredentialsInvalid,
         shop,
         format!("credentials_invalid:{shop}:{}", micros(now)),
         (en, ja),
@@ -74,7 +74,7 @@ pub fn expiring(shop: &str, expiry: NaiveDate, today: NaiveDate, now: DateTime<U
     let when =
         if days >= 0 { format!("in {days} days, on {expiry}") } else { format!("on {expiry}, {} days ago", -days) };
     shop_alert(
-        "credentials_expiring",
+        AlertKind::CredentialsExpiring,
         shop,
         format!("credentials_expiring:{shop}:{expiry}"),
         (
@@ -94,23 +94,23 @@ pub fn expiring(shop: &str, expiry: NaiveDate, today: NaiveDate, now: DateTime<U
 }
 
 fn shop_alert(
-    kind: &str,
+    kind: AlertKind,
     shop: &str,
     alert_id: String,
     texts: (String, String),
     details: serde_json::Value,
     now: DateTime<Utc>,
 ) -> Alert {
-    let severity = if kind == "credentials_invalid" { "critical" } else { "warning" };
+    let severity = if kind == AlertKind::CredentialsInvalid { Severity::Critical } else { Severity::Warning };
     Alert {
         schema_version: ALERT_SCHEMA_VERSION,
         alert_id,
-        kind: kind.into(),
+        kind,
         shop_id: shop.into(),
         order_no: 0,
         pack_no: 0,
         state: AlertState::Open,
-        severity: severity.into(),
+        severity,
         message: texts.0,
         message_ja: texts.1,
         details,
@@ -158,7 +158,7 @@ mod tests {
     fn a_refused_method_is_named() {
         let now = "2026-12-01T00:00:00Z".parse().unwrap();
         let a = invalid("s", "ShippingBasic.GetClaimInfo_V3", -90003, "You are not authorized for this.", true, now);
-        assert_eq!((a.kind.as_str(), a.severity.as_str()), ("credentials_invalid", "critical"));
+        assert_eq!((a.kind, a.severity), (AlertKind::CredentialsInvalid, Severity::Critical));
         assert_eq!(a.details["method"], "ShippingBasic.GetClaimInfo_V3");
         assert!(a.message_ja.contains("ShippingBasic.GetClaimInfo_V3 の権限がありません"));
         let r = resolved(a.clone(), now);

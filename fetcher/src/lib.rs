@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod credentials;
+pub mod metrics;
 pub mod plan;
 pub mod poll;
 pub mod state;

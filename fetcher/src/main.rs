@@ -9,10 +9,10 @@ use clap::{Parser, Subcommand};
 use fetcher::client::{CallError, QapiClient};
 use fetcher::plan::{self, Cadence};
 use fetcher::poll::{PollError, PollReport, ShopPoller, Sink};
+use runtime::service::{Service, Threads};
 use runtime::telemetry::Metrics;
 use schemas::config::{PipelineConfig, ShopConfig};
 use schemas::qapi::{ResponseError, code};
-use schemas::subjects::Namespace;
 use tokio::sync::Semaphore;
 
 /// Polls Qoo10 orders and claims per shop and publishes every row to NATS JetStream (QOO10_RAW).
@@ -59,37 +59,16 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    runtime::init_tracing();
-    // reqwest is built without a default TLS provider (see Cargo.toml); use ring.
-    runtime::install_crypto_provider();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("fetcher: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = rt.block_on(async {
-        runtime::install_shutdown_handler();
-        let config = PipelineConfig::load(args.config.as_deref())?;
-        if args.print_config {
-            print!("{}", config.to_toml());
+    runtime::service::main("fetcher", Threads::Many, || async {
+        let Some(config) = runtime::service::config(args.config.as_deref(), args.print_config)? else {
             return Ok(true);
-        }
+        };
         match args.command {
             Some(Command::Check { shop }) => check(&config, &shop).await,
             Some(Command::Backfill { shop, from, to }) => backfill(&config, &shop, from, to).await,
             None => run(&config, args.once, args.shop.as_deref()).await,
         }
-    });
-    match result {
-        Ok(true) => std::process::ExitCode::SUCCESS,
-        Ok(false) => std::process::ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("fetcher: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 fn find_shop<'a>(config: &'a PipelineConfig, id: &str) -> anyhow::Result<&'a ShopConfig> {
@@ -108,9 +87,10 @@ fn cadence(config: &PipelineConfig) -> Cadence {
     }
 }
 
-async fn connect(config: &PipelineConfig) -> anyhow::Result<(async_nats::Client, Sink)> {
-    let (nats, js) = runtime::nats::connect_jetstream(&config.nats, "fetcher").await?;
-    Ok((nats, Sink { js, ns: Namespace::from_config(&config.nats) }))
+async fn connect(config: &PipelineConfig) -> anyhow::Result<(Service, Sink)> {
+    let service = Service::connect(config, "fetcher").await?;
+    let sink = Sink { js: service.js.clone(), ns: service.ns.clone() };
+    Ok((service, sink))
 }
 
 async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow::Result<bool> {
@@ -124,16 +104,10 @@ async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow:
             config.source
         );
     }
-    let metrics = Metrics::new();
+    let (service, sink) = connect(config).await?;
+    service.serve(&config.fetcher.http_listen, "fetcher.http_listen", None, Default::default()).await?;
+    let (nats, metrics) = (service.client.clone(), service.metrics.clone());
     let client = Arc::new(QapiClient::new(&config.qoo10).context("HTTP client")?.with_metrics(metrics.clone()));
-    let (nats, sink) = connect(config).await?;
-    runtime::telemetry::serve(
-        &config.fetcher.http_listen,
-        metrics.clone(),
-        runtime::telemetry::nats_ready(nats.clone()),
-    )
-    .await
-    .with_context(|| format!("fetcher.http_listen {:?}", config.fetcher.http_listen))?;
     let limit = Arc::new(Semaphore::new(config.fetcher.max_concurrent_shops));
     let cadence = cadence(config);
     tracing::info!(shops = shops.len(), once, base_url = %config.qoo10.base_url, "fetcher started");
@@ -223,51 +197,28 @@ async fn poll_logged(
 ) -> Result<PollReport, PollError> {
     let started = std::time::Instant::now();
     let result = poller.poll(client, sink, Utc::now(), cadence).await;
-    let shop = [("shop", poller.shop.id.as_str())];
+    let id = poller.shop.id.as_str();
+    let now = Utc::now().timestamp() as f64;
     match &result {
         Ok(r) => {
-            metrics.add("fetcher_rows_total", "Rows Qoo10 returned, by shop.", &shop, r.rows as f64);
-            metrics.add(
-                "fetcher_published_total",
-                "New or changed rows published to QOO10_RAW, by shop.",
-                &shop,
-                r.published as f64,
-            );
-            metrics.add("fetcher_unchanged_total", "Rows skipped as unchanged, by shop.", &shop, r.unchanged as f64);
-            metrics.set(
-                "fetcher_last_success_timestamp_seconds",
-                "When the shop's last complete poll ended.",
-                &shop,
-                Utc::now().timestamp() as f64,
-            );
-            metrics.inc(
-                "fetcher_polls_total",
-                "Polls by shop and outcome.",
-                &[("shop", poller.shop.id.as_str()), ("outcome", "ok")],
+            use fetcher::metrics::{LAST_SUCCESS, POLLS, PUBLISHED, ROWS, UNCHANGED};
+            for (metric, n) in [(ROWS, r.rows), (PUBLISHED, r.published), (UNCHANGED, r.unchanged)] {
+                metrics.add(metric, &[("shop", id)], n as f64);
+            }
+            metrics.set(LAST_SUCCESS, &[("shop", id)], now);
+            metrics.inc(POLLS, &[("shop", id), ("outcome", "ok")]);
+            tracing::info!(
+                shop = %id, calls = r.calls, rows = r.rows, published = r.published, unchanged = r.unchanged,
+                duplicates = r.duplicates, refused = ?r.refused, elapsed_ms = started.elapsed().as_millis() as u64,
+                "poll complete"
             );
         }
         Err(e) => {
             let outcome = if matches!(e, PollError::Credentials { .. }) { "credentials" } else { "failed" };
-            metrics.inc(
-                "fetcher_polls_total",
-                "Polls by shop and outcome.",
-                &[("shop", poller.shop.id.as_str()), ("outcome", outcome)],
-            );
-            metrics.set(
-                "fetcher_last_error_timestamp_seconds",
-                "When the shop's last poll failed.",
-                &shop,
-                Utc::now().timestamp() as f64,
-            );
+            metrics.inc(fetcher::metrics::POLLS, &[("shop", id), ("outcome", outcome)]);
+            metrics.set(fetcher::metrics::LAST_ERROR, &[("shop", id)], now);
+            tracing::error!(shop = %id, error = %e, "poll failed");
         }
-    }
-    match &result {
-        Ok(r) => tracing::info!(
-            shop = %poller.shop.id, calls = r.calls, rows = r.rows, published = r.published,
-            unchanged = r.unchanged, duplicates = r.duplicates, refused = ?r.refused, elapsed_ms = started.elapsed().as_millis() as u64,
-            "poll complete"
-        ),
-        Err(e) => tracing::error!(shop = %poller.shop.id, error = %e, "poll failed"),
     }
     result
 }
@@ -288,7 +239,8 @@ async fn backfill(config: &PipelineConfig, id: &str, from: NaiveDate, to: NaiveD
     }
     let shop = find_shop(config, id)?.clone();
     let client = QapiClient::new(&config.qoo10).context("HTTP client")?;
-    let (nats, sink) = connect(config).await?;
+    let (service, sink) = connect(config).await?;
+    let nats = service.client.clone();
     let mut poller = ShopPoller::new(shop, config.qoo10.api_version, config.qoo10.requests_per_second);
     let windows = plan::split(from, to);
     let terminal = std::io::stderr().is_terminal();

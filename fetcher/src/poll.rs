@@ -524,7 +524,7 @@ async fn publish_summary(sink: &Sink, summary: &PollSummary) -> Result<(), PollE
 }
 
 async fn load_state(sink: &Sink, shop: &str) -> Result<FetchState, PollError> {
-    let stream_name = sink.ns.stream(schemas::subjects::STREAM_FETCH_STATE);
+    let stream_name = sink.ns.stream(schemas::subjects::Stream::FetchState);
     let stream = sink.js.get_stream(&stream_name).await.map_err(|e| PollError::State(e.to_string()))?;
     match stream.get_last_raw_message_by_subject(&sink.ns.fetch_state(shop)).await {
         Ok(msg) => FetchState::from_bytes(&msg.payload)

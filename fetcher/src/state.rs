@@ -53,11 +53,11 @@ impl Line {
 }
 
 fn day(d: NaiveDate) -> u16 {
-    u16::try_from((d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days()).unwrap_or(0)
+    u16::try_from(schemas::time::epoch_day(d)).unwrap_or(0)
 }
 
 fn date(d: u16) -> NaiveDate {
-    NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + Duration::days(i64::from(d))
+    schemas::time::from_epoch_day(i64::from(d))
 }
 
 /// How long a line that ended (delivered, cancelled, …) is remembered after a poll last returned

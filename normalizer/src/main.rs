@@ -5,14 +5,18 @@ use anyhow::Context;
 use async_nats::jetstream;
 use clap::Parser;
 use normalizer::normalize::normalize;
-use runtime::nats::{Outgoing, consumer_idle, dead_letter, durable_consumer, fetch_batch, publish_all};
-use runtime::telemetry::Metrics;
-use schemas::config::PipelineConfig;
+use runtime::nats::{Outgoing, consumer_idle, dead_letter, durable_on, fetch_batch, publish_all};
+use runtime::service::{Service, Threads};
+use runtime::telemetry::{CONSUMER_PENDING, DEAD_LETTERS, Metric, Metrics, REDELIVERIES};
+use schemas::dlq::Reason;
+use schemas::order::CanonicalOrder;
 use schemas::order::order_msg_id;
 use schemas::raw::RawEnvelope;
 use schemas::status::StatusMap;
-use schemas::subjects::{self, Namespace};
+use schemas::subjects::{self, Namespace, Stage, Stream};
 use serde_json::value::RawValue;
+
+const ORDERS: Metric = Metric::new("normalizer_orders_total", "Canonical orders published, by shop.");
 
 /// Raw payloads larger than this are dead letters (a Qoo10 row is about 1.5 KB).
 const MAX_RAW_BYTES: usize = 256 * 1024;
@@ -47,39 +51,17 @@ struct Counters {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    runtime::init_tracing();
-    let rt = runtime::batch_stage_runtime();
-    match rt.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("normalizer: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    runtime::service::main("normalizer", Threads::One, || run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    runtime::install_shutdown_handler();
-    let config = PipelineConfig::load(args.config.as_deref())?;
-    if args.print_config {
-        print!("{}", config.to_toml());
-        return Ok(());
-    }
-    let ns = Namespace::from_config(&config.nats);
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let Some(config) = runtime::service::config(args.config.as_deref(), args.print_config)? else { return Ok(true) };
     let statuses = config.normalizer.status_map();
-    let (client, js) = runtime::nats::connect_jetstream(&config.nats, "normalizer").await?;
-    let metrics = Metrics::new();
-    runtime::telemetry::serve(&config.normalizer.http_listen, metrics.clone(), runtime::telemetry::nats_ready(client))
-        .await
-        .with_context(|| format!("normalizer.http_listen {:?}", config.normalizer.http_listen))?;
-    let mut consumer = durable_consumer(
-        &js,
-        &ns.stream(subjects::STREAM_RAW),
-        subjects::CONSUMER_NORMALIZER,
-        ns.stream_subjects(subjects::STREAM_RAW),
-        Duration::from_secs(60),
-    )
-    .await?;
+    let service = Service::connect(&config, "normalizer").await?;
+    service.serve(&config.normalizer.http_listen, "normalizer.http_listen", None, Default::default()).await?;
+    let Service { js, ns, metrics, .. } = service;
+    let minute = Duration::from_secs(60);
+    let mut consumer = durable_on(&js, &ns, Stream::Raw, subjects::CONSUMER_NORMALIZER, None, minute).await?;
     tracing::info!(until_idle = args.until_idle, destination_status = %config.normalizer.destination_status, "normalizer started");
 
     let mut counters = Counters::default();
@@ -104,16 +86,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         lag_read = Instant::now();
         if let Ok(info) = consumer.info().await {
-            metrics.set(
-                "consumer_pending",
-                "Messages not yet delivered to the consumer (lag).",
-                &[("consumer", "normalizer")],
-                info.num_pending as f64,
-            );
+            metrics.set(CONSUMER_PENDING, &[("consumer", "normalizer")], info.num_pending as f64);
         }
     }
     tracing::info!(orders = counters.orders, dead_letters = counters.dead_letters, "normalizer stopped");
-    Ok(())
+    Ok(true)
+}
+
+/// A raw message's canonical order, or the shop and the reason it is a dead letter.
+fn canonical(msg: &jetstream::Message, seq: u64, statuses: &StatusMap) -> Result<CanonicalOrder, (String, Reason)> {
+    let subject_shop = || Namespace::shop_of(&msg.subject).to_owned();
+    if msg.payload.len() > MAX_RAW_BYTES {
+        return Err((subject_shop(), Reason::Oversized { bytes: msg.payload.len(), limit: MAX_RAW_BYTES }));
+    }
+    // The row stays borrowed from the payload (no copy): the order is built before the message
+    // is let go.
+    let env = serde_json::from_slice::<RawEnvelope<&RawValue>>(&msg.payload)
+        .map_err(|e| (subject_shop(), Reason::Unreadable { what: "a raw envelope", detail: e.to_string() }))?;
+    normalize(&env, seq, statuses).map_err(|e| (env.shop.clone(), Reason::Field(e)))
 }
 
 /// Publishes every message's outcome (order or dead letter), waits for all publish
@@ -134,28 +124,9 @@ async fn process_batch(
         let info = msg.info().ok();
         let seq = info.as_ref().map_or(0, |i| i.stream_sequence);
         if info.is_some_and(|i| i.delivered > 1) {
-            metrics.inc(
-                "consumer_redeliveries_total",
-                "Messages delivered more than once.",
-                &[("consumer", "normalizer")],
-            );
+            metrics.inc(REDELIVERIES, &[("consumer", "normalizer")]);
         }
-        let outcome = if msg.payload.len() > MAX_RAW_BYTES {
-            Err((
-                Namespace::shop_of(&msg.subject).to_owned(),
-                format!("payload of {} bytes exceeds {MAX_RAW_BYTES}", msg.payload.len()),
-            ))
-        } else {
-            // The row stays borrowed from the payload (no copy): the order is built before the
-            // message is let go.
-            match serde_json::from_slice::<RawEnvelope<&RawValue>>(&msg.payload) {
-                Err(e) => Err((Namespace::shop_of(&msg.subject).to_owned(), format!("not a raw envelope: {e}"))),
-                Ok(env) => match normalize(&env, seq, statuses) {
-                    Ok(order) => Ok(order),
-                    Err(e) => Err((env.shop.clone(), e.to_string())),
-                },
-            }
-        };
+        let outcome = canonical(msg, seq, statuses);
         match outcome {
             Ok(order) => {
                 if !order.source.unknown_keys.is_empty() {
@@ -173,12 +144,8 @@ async fn process_batch(
             }
             Err((shop, reason)) => {
                 tracing::warn!(shop = %shop, stream_seq = seq, reason = %reason, "dead letter");
-                metrics.inc(
-                    "dead_letters_total",
-                    "Messages sent to the DLQ, by stage and reason.",
-                    &[("stage", "normalizer"), ("reason", runtime::nats::dead_letter_reason_kind(&reason))],
-                );
-                outgoing.push(dead_letter(ns, subjects::STAGE_NORMALIZER, &shop, msg, &reason));
+                metrics.inc(DEAD_LETTERS, &[("stage", "normalizer"), ("reason", &reason.label())]);
+                outgoing.push(dead_letter(ns, Stage::Normalizer, &shop, msg, &reason));
                 is_order.push(false);
             }
         }
@@ -209,7 +176,7 @@ async fn process_batch(
         runtime::nats::ack(&msg).await;
     }
     for (shop, n) in &per_shop {
-        metrics.add("normalizer_orders_total", "Canonical orders published, by shop.", &[("shop", shop)], *n as f64);
+        metrics.add(ORDERS, &[("shop", shop)], *n as f64);
     }
     Ok(())
 }

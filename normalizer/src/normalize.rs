@@ -23,16 +23,11 @@ use schemas::time::{Qoo10Time, jst, parse_qoo10_time};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// Why a row cannot become a canonical order.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("field `{field}`: {problem}")]
-pub struct NormalizeError {
-    pub field: String,
-    pub problem: String,
-}
+/// Why a row cannot become a canonical order: the field, its value, what was expected.
+pub type NormalizeError = schemas::dlq::FieldError;
 
 fn err(field: &str, problem: impl Into<String>) -> NormalizeError {
-    NormalizeError { field: field.to_owned(), problem: problem.into() }
+    NormalizeError::new(field, problem)
 }
 
 /// A value as shown in an error: its JSON text, cut at 60 characters.
@@ -533,7 +528,7 @@ pub fn normalize<R: std::ops::Deref<Target = RawValue>>(
         shop_id: env.shop.clone(),
         order_no,
         pack_no,
-        status: status.to_owned(),
+        status,
         qoo10_status,
         claim_status,
         item_code: row.text(ITEM_CODE),
@@ -658,7 +653,7 @@ mod tests {
     #[test]
     fn v2_status3_date_without_seconds_and_ship_date() {
         let o = norm(RowKind::Order, fixture("shipping_info_v2_status3.json").remove(0)).unwrap();
-        assert_eq!(o.status, "awaiting_shipment");
+        assert_eq!(o.status.as_str(), "awaiting_shipment");
         assert_eq!(o.ordered_at.to_rfc3339(), "2026-11-20T23:02:00+00:00");
         assert_eq!(o.estimated_ship_date, NaiveDate::from_ymd_opt(2026, 11, 25));
         assert_eq!(o.shipping_rate, dec("600"));
@@ -690,10 +685,13 @@ mod tests {
     #[test]
     fn destination_status_is_configurable() {
         let rows = fixture("shipping_info_v2_status2.json");
-        let o =
-            normalize(&envelope(RowKind::Order, rows[0].clone()), 1, &StatusMap::with_destination("awaiting_shipment"))
-                .unwrap();
-        assert_eq!(o.status, "awaiting_shipment");
+        let o = normalize(
+            &envelope(RowKind::Order, rows[0].clone()),
+            1,
+            &StatusMap::with_destination(schemas::status::Status::AwaitingShipment),
+        )
+        .unwrap();
+        assert_eq!(o.status.as_str(), "awaiting_shipment");
     }
 
     #[test]

@@ -106,7 +106,7 @@ proptest! {
             Ok(o) => {
                 prop_assert!(o.quantity > 0);
                 prop_assert!(o.order_no > 0 && o.pack_no > 0);
-                prop_assert!(schemas::status::is_canonical(&o.status));
+                prop_assert!(schemas::status::is_canonical(o.status.as_str()));
             }
             Err(e) => prop_assert!(!e.field.is_empty() && !e.problem.is_empty()),
         }

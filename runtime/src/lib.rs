@@ -2,6 +2,8 @@
 //! durable consumers, idle detection and shutdown signals. Stage logic lives in the stage crates.
 
 pub mod nats;
+pub mod retry;
+pub mod service;
 pub mod telemetry;
 
 use std::io::IsTerminal;
@@ -46,14 +48,6 @@ pub async fn stopped() {
 /// more than one provider feature across crates, so rustls cannot pick one itself. Idempotent.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// The tokio runtime of the normalizer and the sink: one thread. Each works one batch at a time,
-/// so worker threads only added wake-ups and lock traffic between the NATS connection task and
-/// the batch (the benchmark measured the normalizer at 3.8 CPU s per 200k rows multi-threaded,
-/// 2.7 s on one thread; 30 % of its time had been futex wake-ups and context switches).
-pub fn batch_stage_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
 /// Sleeps `d`, or less if a stop is asked for meanwhile (for backoff between retries).

@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use schemas::config::NatsConfig;
-use schemas::subjects::{self, Namespace};
+use schemas::dlq::Reason;
+use schemas::subjects::{Namespace, Stage, Stream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -71,32 +72,21 @@ pub async fn connect_jetstream(
     Ok((client, js))
 }
 
-/// The streams of the contract and how long they keep messages.
-/// (stream, max age, messages kept per subject; -1 = no limit).
-const STREAMS: &[(&str, Duration, i64)] = &[
-    (subjects::STREAM_RAW, Duration::from_secs(14 * 86_400), -1),
-    (subjects::STREAM_ORDERS, Duration::from_secs(30 * 86_400), -1),
-    (subjects::STREAM_ALERTS, Duration::from_secs(90 * 86_400), -1),
-    (subjects::STREAM_OMS_EDITS, Duration::from_secs(90 * 86_400), -1),
-    (subjects::STREAM_DLQ, Duration::from_secs(90 * 86_400), -1),
-    (subjects::STREAM_FETCH_STATE, Duration::ZERO, 1),
-    (subjects::STREAM_POLLS, Duration::from_secs(14 * 86_400), -1),
-];
-
-/// Creates the contract's streams when missing (file storage, limits retention).
+/// Creates the contract's streams when missing (file storage, limits retention, each stream's
+/// own retention: [`Stream::max_age`]).
 pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result<(), NatsError> {
     let ns = Namespace::from_config(cfg);
-    for (base, max_age, per_subject) in STREAMS {
-        let name = ns.stream(base);
+    for stream in Stream::ALL {
+        let name = ns.stream(stream);
         let config = stream::Config {
             name: name.clone(),
-            subjects: vec![ns.stream_subjects(base)],
+            subjects: vec![ns.stream_subjects(stream)],
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             num_replicas: cfg.stream_replicas,
             duplicate_window: cfg.duplicate_window,
-            max_age: *max_age,
-            max_messages_per_subject: *per_subject,
+            max_age: stream.max_age(),
+            max_messages_per_subject: stream.per_subject(),
             ..Default::default()
         };
         jetstream_call(&format!("stream {name}"), || js.get_or_create_stream(config.clone()))
@@ -132,6 +122,20 @@ pub async fn durable_consumer(
         .map_err(|e| err(e.to_string()))
 }
 
+/// The durable pull consumer `durable` on a stream of this deployment, on the whole stream or
+/// on `filter` (one subject: nats-server 2.9 takes no more).
+pub async fn durable_on(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    stream: Stream,
+    durable: &str,
+    filter: Option<String>,
+    ack_wait: Duration,
+) -> Result<consumer::PullConsumer, NatsError> {
+    let filter = filter.unwrap_or_else(|| ns.stream_subjects(stream));
+    durable_consumer(js, &ns.stream(stream), durable, filter, ack_wait).await
+}
+
 /// A JetStream API call at start, retried for about 30 s: a cluster electing a new leader (a
 /// node just died) answers with timeouts for a few seconds. A lasting error still fails the
 /// start, with its reason.
@@ -142,11 +146,7 @@ where
     Fut: std::future::Future<Output = Result<T, E>>,
 {
     use backon::Retryable;
-    let backoff = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(250))
-        .with_max_delay(Duration::from_secs(5))
-        .with_max_times(10);
-    f.retry(backoff)
+    f.retry(crate::retry::at_start())
         .sleep(crate::sleep_unless_stopping)
         .when(|_| !crate::shutting_down())
         .notify(|e, d| tracing::warn!(what, error = %e, retry_in_ms = d.as_millis() as u64, "JetStream call failed; retrying"))
@@ -205,7 +205,12 @@ impl Outgoing {
 /// the same message id, so a repeat (a redelivered batch, a retried poll) is dropped by JetStream.
 pub fn alert_message(ns: &Namespace, alert: &schemas::alert::Alert) -> Outgoing {
     // An alert is about 1 KB.
-    Outgoing::json_with_id(ns.alerts(&alert.kind, &alert.shop_id), &schemas::alert::alert_msg_id(alert), alert, 1536)
+    Outgoing::json_with_id(
+        ns.alerts(alert.kind.as_str(), &alert.shop_id),
+        &schemas::alert::alert_msg_id(alert),
+        alert,
+        1536,
+    )
 }
 
 /// How many publishes [`publish_all`] has waiting for their acknowledgement at once, at most.
@@ -310,11 +315,11 @@ async fn try_fetch_batch(
 /// `msg` as a dead letter on `dlq.<stage>.<shop>`, for [`publish_all`]: its payload and headers
 /// verbatim, plus the `Dlq-*` headers saying why. The caller acks the original only once the
 /// dead letter's publish is acknowledged.
-pub fn dead_letter(ns: &Namespace, stage: &str, shop: &str, msg: &jetstream::Message, reason: &str) -> Outgoing {
+pub fn dead_letter(ns: &Namespace, stage: Stage, shop: &str, msg: &jetstream::Message, reason: &Reason) -> Outgoing {
     use schemas::dlq;
     let mut headers = msg.headers.clone().unwrap_or_default();
-    let one_line: String = reason.replace(['\n', '\r'], " ").chars().take(1000).collect();
-    headers.insert(dlq::STAGE, stage);
+    let one_line: String = reason.to_string().replace(['\n', '\r'], " ").chars().take(1000).collect();
+    headers.insert(dlq::STAGE, stage.as_str());
     headers.insert(dlq::ERROR, one_line.as_str());
     headers.insert(dlq::TIME, chrono::Utc::now().to_rfc3339().as_str());
     headers.insert(dlq::SUBJECT, msg.subject.as_str());
@@ -323,25 +328,10 @@ pub fn dead_letter(ns: &Namespace, stage: &str, shop: &str, msg: &jetstream::Mes
         // Keep the id unique per original message so redelivered dead letters de-duplicate.
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
-            format!("dlq:{stage}:{}:{}", info.stream, info.stream_sequence).as_str(),
+            format!("dlq:{}:{}:{}", stage.as_str(), info.stream, info.stream_sequence).as_str(),
         );
     }
     Outgoing { subject: ns.dlq(stage, &sanitize_token(shop)), headers, payload: msg.payload.clone() }
-}
-
-/// A short, bounded metric label for a dead-letter reason: the field it names (`field `x`: …`),
-/// `oversized`, or the words before the first `:` or space-separated detail.
-pub fn dead_letter_reason_kind(reason: &str) -> &str {
-    if let Some(rest) = reason.strip_prefix("field `") {
-        return rest.split('`').next().unwrap_or("field");
-    }
-    if reason.starts_with("payload of") {
-        return "oversized";
-    }
-    match reason.split_once(':') {
-        Some((head, _)) => head.trim(),
-        None => reason.split_whitespace().next().unwrap_or("other"),
-    }
 }
 
 /// A subject token from untrusted text: anything outside `[a-z0-9_-]` becomes `_`.
@@ -359,11 +349,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dead_letter_reasons_become_bounded_labels() {
-        assert_eq!(dead_letter_reason_kind("field `orderQty`: value -1 is not a positive whole quantity"), "orderQty");
-        assert_eq!(dead_letter_reason_kind("payload of 300000 bytes exceeds 262144"), "oversized");
-        assert_eq!(dead_letter_reason_kind("not a raw envelope: expected value at line 1"), "not a raw envelope");
-        assert_eq!(dead_letter_reason_kind("schema_version 2 is not 1"), "schema_version");
+    fn untrusted_text_becomes_a_subject_token() {
         assert_eq!(sanitize_token("shop.A*"), "shop___");
     }
 }

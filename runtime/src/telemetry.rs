@@ -39,6 +39,26 @@ pub struct Metrics {
     inner: Mutex<Registry>,
 }
 
+/// A metric, declared once with its help text (`pub const X: Metric = Metric::new(…)` next to
+/// the code that updates it); call sites name the constant, never the string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub help: &'static str,
+}
+
+impl Metric {
+    pub const fn new(name: &'static str, help: &'static str) -> Self {
+        Metric { name, help }
+    }
+}
+
+/// Consumer lag: messages not yet delivered (normalizer, sink).
+pub const CONSUMER_PENDING: Metric =
+    Metric::new("consumer_pending", "Messages not yet delivered to the consumer (lag).");
+pub const REDELIVERIES: Metric = Metric::new("consumer_redeliveries_total", "Messages delivered more than once.");
+pub const DEAD_LETTERS: Metric = Metric::new("dead_letters_total", "Messages sent to the DLQ, by stage and reason.");
+
 fn labels(pairs: &[(&str, &str)]) -> String {
     if pairs.is_empty() {
         return String::new();
@@ -55,38 +75,32 @@ impl Metrics {
         Arc::new(Metrics::default())
     }
 
-    pub fn add(&self, name: &str, help: &'static str, pairs: &[(&str, &str)], v: f64) {
+    pub fn add(&self, m: Metric, pairs: &[(&str, &str)], v: f64) {
         let mut r = self.inner.lock().expect("metrics lock");
-        r.help.entry(name.to_owned()).or_insert(help);
-        *r.counters.entry((name.to_owned(), labels(pairs))).or_default() += v;
+        r.help.entry(m.name.to_owned()).or_insert(m.help);
+        *r.counters.entry((m.name.to_owned(), labels(pairs))).or_default() += v;
     }
 
-    pub fn inc(&self, name: &str, help: &'static str, pairs: &[(&str, &str)]) {
-        self.add(name, help, pairs, 1.0);
+    pub fn inc(&self, m: Metric, pairs: &[(&str, &str)]) {
+        self.add(m, pairs, 1.0);
     }
 
-    pub fn set(&self, name: &str, help: &'static str, pairs: &[(&str, &str)], v: f64) {
+    pub fn set(&self, m: Metric, pairs: &[(&str, &str)], v: f64) {
         let mut r = self.inner.lock().expect("metrics lock");
-        r.help.entry(name.to_owned()).or_insert(help);
-        r.gauges.insert((name.to_owned(), labels(pairs)), v);
+        r.help.entry(m.name.to_owned()).or_insert(m.help);
+        r.gauges.insert((m.name.to_owned(), labels(pairs)), v);
     }
 
-    pub fn observe(&self, name: &str, help: &'static str, pairs: &[(&str, &str)], seconds: f64) {
-        self.observe_all(name, help, pairs, [seconds]);
+    pub fn observe(&self, m: Metric, pairs: &[(&str, &str)], seconds: f64) {
+        self.observe_all(m, pairs, [seconds]);
     }
 
     /// Several observations of one histogram under one lock and one lookup (a batch's
     /// latencies: one call per order had cost more than the rest of the bookkeeping).
-    pub fn observe_all(
-        &self,
-        name: &str,
-        help: &'static str,
-        pairs: &[(&str, &str)],
-        values: impl IntoIterator<Item = f64>,
-    ) {
+    pub fn observe_all(&self, m: Metric, pairs: &[(&str, &str)], values: impl IntoIterator<Item = f64>) {
         let mut r = self.inner.lock().expect("metrics lock");
-        r.help.entry(name.to_owned()).or_insert(help);
-        let h = r.histograms.entry((name.to_owned(), labels(pairs))).or_default();
+        r.help.entry(m.name.to_owned()).or_insert(m.help);
+        let h = r.histograms.entry((m.name.to_owned(), labels(pairs))).or_default();
         if h.counts.is_empty() {
             h.counts = vec![0; BUCKETS.len()];
         }
@@ -195,10 +209,11 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::default();
-        m.inc("rows_total", "Rows.", &[("shop", "a")]);
-        m.add("rows_total", "Rows.", &[("shop", "a")], 2.0);
-        m.set("lag", "Lag.", &[], 7.0);
-        m.observe("latency_seconds", "Latency.", &[("t", "x")], 0.03);
+        let rows = Metric::new("rows_total", "Rows.");
+        m.inc(rows, &[("shop", "a")]);
+        m.add(rows, &[("shop", "a")], 2.0);
+        m.set(Metric::new("lag", "Lag."), &[], 7.0);
+        m.observe(Metric::new("latency_seconds", "Latency."), &[("t", "x")], 0.03);
         let text = m.render();
         assert!(text.contains("# TYPE rows_total counter\nrows_total{shop=\"a\"} 3\n"), "{text}");
         assert!(text.contains("lag 7\n"), "{text}");

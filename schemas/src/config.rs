@@ -343,15 +343,16 @@ impl NormalizerConfig {
     /// The contract's table, with `destination_status` for status 2, then the overrides
     /// (validated at load time).
     pub fn status_map(&self) -> StatusMap {
-        let mut map = StatusMap::with_destination(&self.destination_status);
+        let parse = |s: &str| status::Status::parse(s).expect("validated at load time");
+        let mut map = StatusMap::with_destination(parse(&self.destination_status));
         for (code, status) in &self.shipping_status_map {
             if let Ok(c) = code.parse() {
-                map.shipping.insert(c, status.clone());
+                map.shipping.insert(c, parse(status));
             }
         }
         for (code, status) in &self.claim_status_map {
             if let Ok(c) = code.parse() {
-                map.claim.insert(c, status.clone());
+                map.claim.insert(c, parse(status));
             }
         }
         map
@@ -850,9 +851,10 @@ destination_status = "new"
     fn status_map_overrides_are_data() {
         let c = load_str("[normalizer]\ndestination_status = \"awaiting_shipment\"\n[normalizer.claim_status_map]\n\"14\" = \"returned\"\n").unwrap();
         let m = c.normalizer.status_map();
-        assert_eq!(m.canonical(Some(2), 0), Some("awaiting_shipment"));
-        assert_eq!(m.canonical(Some(5), 14), Some("returned"));
-        assert_eq!(m.canonical(Some(5), 15), Some("partially_refunded"));
+        let s = |shipping, claim| m.canonical(Some(shipping), claim).map(status::Status::as_str);
+        assert_eq!(s(2, 0), Some("awaiting_shipment"));
+        assert_eq!(s(5, 14), Some("returned"));
+        assert_eq!(s(5, 15), Some("partially_refunded"));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::dlq::FieldError;
+
 pub const EDIT_SCHEMA_VERSION: u32 = 1;
 
 /// Unknown fields are ignored (the format grows additively).
@@ -35,34 +37,32 @@ pub enum Change {
 
 impl OmsEdit {
     /// Checks what serde cannot; the reason names the field.
-    pub fn validate(&self, subject_shop: &str) -> Result<(), String> {
+    pub fn validate(&self, subject_shop: &str) -> Result<(), FieldError> {
+        let bad = |field: &str, problem: String| Err(FieldError::new(field, problem));
         if self.schema_version != EDIT_SCHEMA_VERSION {
-            return Err(format!("field `schema_version`: {} is not {EDIT_SCHEMA_VERSION}", self.schema_version));
+            return bad("schema_version", format!("{} is not {EDIT_SCHEMA_VERSION}", self.schema_version));
         }
         if self.edit_id.trim().is_empty() {
-            return Err("field `edit_id`: must not be empty".into());
+            return bad("edit_id", "must not be empty".into());
         }
         if self.shop_id != subject_shop {
-            return Err(format!(
-                "field `shop_id`: {:?} does not match the subject's shop {subject_shop:?}",
-                self.shop_id
-            ));
+            return bad("shop_id", format!("{:?} does not match the subject's shop {subject_shop:?}", self.shop_id));
         }
         match &self.change {
             Change::SetQuantity { order_no: 0, .. }
             | Change::SetShipDate { order_no: 0, .. }
-            | Change::RemoveItem { order_no: 0 } => Err("field `order_no`: must be a positive integer".into()),
+            | Change::RemoveItem { order_no: 0 } => bad("order_no", "must be a positive integer".into()),
             Change::SetQuantity { quantity: 0, .. } | Change::AddItem { quantity: 0, .. } => {
-                Err("field `quantity`: must be at least 1".into())
+                bad("quantity", "must be at least 1".into())
             }
-            Change::AddItem { pack_no: 0, .. } => Err("field `pack_no`: must be a positive integer".into()),
+            Change::AddItem { pack_no: 0, .. } => bad("pack_no", "must be a positive integer".into()),
             Change::AddItem { item_code, .. } if item_code.trim().is_empty() => {
-                Err("field `item_code`: must not be empty".into())
+                bad("item_code", "must not be empty".into())
             }
             Change::SetShipDate { ship_date, .. }
                 if !crate::order::PLAUSIBLE_YEARS.contains(&chrono::Datelike::year(ship_date)) =>
             {
-                Err(format!("field `ship_date`: {ship_date} is outside 2000..2100"))
+                bad("ship_date", format!("{ship_date} is outside 2000..2100"))
             }
             _ => Ok(()),
         }
@@ -92,9 +92,12 @@ mod tests {
         assert_eq!(e.change, Change::SetQuantity { order_no: 5, quantity: 3 });
         assert_eq!(e.validate("s"), Ok(()));
         assert_eq!(e.key(), "quantity:5");
-        assert!(e.validate("t").unwrap_err().contains("shop_id"));
-        let bad =
-            |text: &str| serde_json::from_str::<OmsEdit>(text).map_err(|e| e.to_string()).and_then(|e| e.validate("s"));
+        assert!(e.validate("t").unwrap_err().to_string().contains("shop_id"));
+        let bad = |text: &str| {
+            serde_json::from_str::<OmsEdit>(text)
+                .map_err(|e| e.to_string())
+                .and_then(|e| e.validate("s").map_err(|e| e.to_string()))
+        };
         assert!(bad(r#"{"schema_version":1,"edit_id":"e","shop_id":"s","action":"set_quantity","order_no":5,"made_at":"2026-11-29T01:00:00Z"}"#)
             .unwrap_err()
             .contains("quantity"));

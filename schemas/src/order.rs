@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::dlq::FieldError;
 use crate::raw::RowKind;
 
 pub const ORDER_SCHEMA_VERSION: u32 = 1;
@@ -23,8 +24,7 @@ pub struct CanonicalOrder {
     pub order_no: u64,
     /// Cart number: the lines paid together, shipped together.
     pub pack_no: u64,
-    /// Canonical status (see `status::CANONICAL_STATUSES`).
-    pub status: String,
+    pub status: crate::status::Status,
     /// Qoo10 ShippingStat (1..5); 0 when the source row did not say (claim rows).
     pub qoo10_status: u8,
     /// Qoo10 ClaimStat; 0 = no claim.
@@ -160,28 +160,26 @@ pub const PLAUSIBLE_YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
 impl CanonicalOrder {
     /// Checks what the types cannot, for orders arriving from outside the normalizer (anyone may
     /// publish on `orders.<shop>`); the reason names the field.
-    pub fn validate(&self, subject_shop: &str) -> Result<(), String> {
+    pub fn validate(&self, subject_shop: &str) -> Result<(), FieldError> {
         use chrono::Datelike;
+        let bad = |field: &str, problem: String| Err(FieldError::new(field, problem));
         if self.schema_version != ORDER_SCHEMA_VERSION {
-            return Err(format!("field `schema_version`: {} is not {ORDER_SCHEMA_VERSION}", self.schema_version));
+            return bad("schema_version", format!("{} is not {ORDER_SCHEMA_VERSION}", self.schema_version));
         }
         if self.shop_id != subject_shop {
-            return Err(format!(
-                "field `shop_id`: {:?} does not match the subject's shop {subject_shop:?}",
-                self.shop_id
-            ));
+            return bad("shop_id", format!("{:?} does not match the subject's shop {subject_shop:?}", self.shop_id));
         }
         if self.order_no == 0 {
-            return Err("field `order_no`: must be a positive integer".into());
+            return bad("order_no", "must be a positive integer".into());
         }
         if self.quantity == 0 {
-            return Err("field `quantity`: must be at least 1".into());
+            return bad("quantity", "must be at least 1".into());
         }
         if self.qoo10_status > 5 {
-            return Err(format!("field `qoo10_status`: {} is not a Qoo10 shipping status (0-5)", self.qoo10_status));
+            return bad("qoo10_status", format!("{} is not a Qoo10 shipping status (0-5)", self.qoo10_status));
         }
         if self.claim_status != 0 && !crate::status::CLAIM_STATUS_CODES.contains(&self.claim_status) {
-            return Err(format!("field `claim_status`: {} is not a Qoo10 claim status", self.claim_status));
+            return bad("claim_status", format!("{} is not a Qoo10 claim status", self.claim_status));
         }
         let instants = [
             ("ordered_at", Some(self.ordered_at)),
@@ -191,11 +189,11 @@ impl CanonicalOrder {
         ];
         for (field, t) in instants {
             if let Some(t) = t.filter(|t| !PLAUSIBLE_YEARS.contains(&t.year())) {
-                return Err(format!("field `{field}`: {t} is outside 2000..2100"));
+                return bad(field, format!("{t} is outside 2000..2100"));
             }
         }
         if let Some(d) = self.estimated_ship_date.filter(|d| !PLAUSIBLE_YEARS.contains(&d.year())) {
-            return Err(format!("field `estimated_ship_date`: {d} is outside 2000..2100"));
+            return bad("estimated_ship_date", format!("{d} is outside 2000..2100"));
         }
         Ok(())
     }

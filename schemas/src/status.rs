@@ -5,21 +5,76 @@
 
 use std::collections::BTreeMap;
 
-/// The canonical statuses of the contract, with their Japanese names.
-pub const CANONICAL_STATUSES: &[(&str, &str)] = &[
-    ("awaiting_payment", "入金待ち"),
-    ("new", "新規受付"),
-    ("awaiting_shipment", "発送待ち"),
-    ("shipped", "発送済み"),
-    ("delivered", "配送完了"),
-    ("cancel_requested", "キャンセル要請"),
-    ("cancelled", "キャンセル"),
-    ("return_requested", "返品要請"),
-    ("returned", "返品"),
-    ("exchange_requested", "交換"),
-    ("refunded", "返金"),
-    ("partially_refunded", "一部返金"),
-];
+/// The canonical statuses of the contract (`orders.status`), with their Japanese names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    AwaitingPayment,
+    New,
+    AwaitingShipment,
+    Shipped,
+    Delivered,
+    CancelRequested,
+    Cancelled,
+    ReturnRequested,
+    Returned,
+    ExchangeRequested,
+    Refunded,
+    PartiallyRefunded,
+}
+
+impl Status {
+    pub const ALL: [Status; 12] = [
+        Status::AwaitingPayment,
+        Status::New,
+        Status::AwaitingShipment,
+        Status::Shipped,
+        Status::Delivered,
+        Status::CancelRequested,
+        Status::Cancelled,
+        Status::ReturnRequested,
+        Status::Returned,
+        Status::ExchangeRequested,
+        Status::Refunded,
+        Status::PartiallyRefunded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        self.names().0
+    }
+
+    /// As QSM and GoQSystem users say it.
+    pub fn japanese(self) -> &'static str {
+        self.names().1
+    }
+
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Status::AwaitingPayment => ("awaiting_payment", "入金待ち"),
+            Status::New => ("new", "新規受付"),
+            Status::AwaitingShipment => ("awaiting_shipment", "発送待ち"),
+            Status::Shipped => ("shipped", "発送済み"),
+            Status::Delivered => ("delivered", "配送完了"),
+            Status::CancelRequested => ("cancel_requested", "キャンセル要請"),
+            Status::Cancelled => ("cancelled", "キャンセル"),
+            Status::ReturnRequested => ("return_requested", "返品要請"),
+            Status::Returned => ("returned", "返品"),
+            Status::ExchangeRequested => ("exchange_requested", "交換"),
+            Status::Refunded => ("refunded", "返金"),
+            Status::PartiallyRefunded => ("partially_refunded", "一部返金"),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Qoo10 ShippingStat codes that exist (1..=5).
 pub const SHIPPING_STATUS_CODES: &[u8] = &[1, 2, 3, 4, 5];
@@ -27,17 +82,47 @@ pub const SHIPPING_STATUS_CODES: &[u8] = &[1, 2, 3, 4, 5];
 pub const CLAIM_STATUS_CODES: &[u8] = &[1, 2, 3, 4, 5, 6, 11, 12, 13, 14, 15, 16];
 
 pub fn is_canonical(status: &str) -> bool {
-    CANONICAL_STATUSES.iter().any(|(s, _)| *s == status)
+    Status::parse(status).is_some()
 }
 
 pub fn japanese_name(status: &str) -> Option<&'static str> {
-    CANONICAL_STATUSES.iter().find(|(s, _)| *s == status).map(|(_, ja)| *ja)
+    Status::parse(status).map(Status::japanese)
+}
+
+/// What a claim is about. Codes within a group move on without a date of their own
+/// (1 → 2, 4 → 5, 11 → 12 → 13); between groups, never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimGroup {
+    /// 1, 2 requested; 3, 16 done.
+    Cancellation,
+    /// 4, 5 requested; 6 done.
+    Return,
+    /// 11, 12, 13.
+    Exchange,
+    /// 14 (full), 15 (partial): non-receipt refunds, done.
+    Refund,
+}
+
+impl ClaimGroup {
+    /// The group of a claim code; `None` for 0 (no claim) and codes Qoo10 does not have.
+    pub fn of(code: u8) -> Option<ClaimGroup> {
+        match code {
+            1 | 2 | 3 | 16 => Some(ClaimGroup::Cancellation),
+            4..=6 => Some(ClaimGroup::Return),
+            11..=13 => Some(ClaimGroup::Exchange),
+            14 | 15 => Some(ClaimGroup::Refund),
+            _ => None,
+        }
+    }
 }
 
 /// Claim codes that end a line's life: cancelled (3, 16), returned (6), refunded (14, 15).
 pub const TERMINAL_CLAIMS: &[u8] = &[3, 6, 14, 15, 16];
-/// Claim codes of a cancellation, requested or done.
-pub const CANCEL_CLAIMS: &[u8] = &[1, 2, 3, 16];
+
+/// A cancellation, requested or done.
+pub fn is_cancellation(claim_status: u8) -> bool {
+    ClaimGroup::of(claim_status) == Some(ClaimGroup::Cancellation)
+}
 
 /// A line is followed until it is delivered, cancelled, returned or refunded.
 pub fn is_terminal(shipping_status: u8, claim_status: u8) -> bool {
@@ -47,51 +132,48 @@ pub fn is_terminal(shipping_status: u8, claim_status: u8) -> bool {
 /// Qoo10 code → canonical status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusMap {
-    pub shipping: BTreeMap<u8, String>,
-    pub claim: BTreeMap<u8, String>,
+    pub shipping: BTreeMap<u8, Status>,
+    pub claim: BTreeMap<u8, Status>,
 }
 
 impl Default for StatusMap {
     fn default() -> Self {
-        let shipping =
-            [(1, "awaiting_payment"), (2, "new"), (3, "awaiting_shipment"), (4, "shipped"), (5, "delivered")];
+        use Status::*;
+        let shipping = [(1, AwaitingPayment), (2, New), (3, AwaitingShipment), (4, Shipped), (5, Delivered)];
         let claim = [
-            (1, "cancel_requested"),
-            (2, "cancel_requested"),
-            (3, "cancelled"),
-            (16, "cancelled"),
-            (4, "return_requested"),
-            (5, "return_requested"),
-            (6, "returned"),
-            (11, "exchange_requested"),
-            (12, "exchange_requested"),
-            (13, "exchange_requested"),
-            (14, "refunded"),
+            (1, CancelRequested),
+            (2, CancelRequested),
+            (3, Cancelled),
+            (16, Cancelled),
+            (4, ReturnRequested),
+            (5, ReturnRequested),
+            (6, Returned),
+            (11, ExchangeRequested),
+            (12, ExchangeRequested),
+            (13, ExchangeRequested),
+            (14, Refunded),
             // 未受取部分返金完了: part of the line was refunded; it is not a full refund.
-            (15, "partially_refunded"),
+            (15, PartiallyRefunded),
         ];
-        StatusMap {
-            shipping: shipping.into_iter().map(|(k, v)| (k, v.to_owned())).collect(),
-            claim: claim.into_iter().map(|(k, v)| (k, v.to_owned())).collect(),
-        }
+        StatusMap { shipping: shipping.into_iter().collect(), claim: claim.into_iter().collect() }
     }
 }
 
 impl StatusMap {
     /// The default table with shipping status 2 landing in `destination_status`.
-    pub fn with_destination(destination_status: &str) -> Self {
+    pub fn with_destination(destination_status: Status) -> Self {
         let mut map = StatusMap::default();
-        map.shipping.insert(2, destination_status.to_owned());
+        map.shipping.insert(2, destination_status);
         map
     }
 
     /// The canonical status of an order line. A claim (non-zero) overrides the shipping status.
     /// `None` when a code is not in the table: such a row is a dead letter, never a guess.
-    pub fn canonical(&self, shipping_status: Option<u8>, claim_status: u8) -> Option<&str> {
+    pub fn canonical(&self, shipping_status: Option<u8>, claim_status: u8) -> Option<Status> {
         if claim_status != 0 {
-            return self.claim.get(&claim_status).map(String::as_str);
+            return self.claim.get(&claim_status).copied();
         }
-        self.shipping.get(&shipping_status?).map(String::as_str)
+        self.shipping.get(&shipping_status?).copied()
     }
 }
 
@@ -126,6 +208,10 @@ pub fn shipping_label(code: u8) -> &'static str {
 mod tests {
     use super::*;
 
+    fn c(m: &StatusMap, shipping: Option<u8>, claim: u8) -> Option<&'static str> {
+        m.canonical(shipping, claim).map(Status::as_str)
+    }
+
     #[test]
     fn labels_parse_to_codes() {
         for (label, code) in [
@@ -146,26 +232,26 @@ mod tests {
     #[test]
     fn contract_table_and_claim_override() {
         let m = StatusMap::default();
-        assert_eq!(m.canonical(Some(1), 0), Some("awaiting_payment"));
-        assert_eq!(m.canonical(Some(2), 0), Some("new"));
-        assert_eq!(m.canonical(Some(5), 0), Some("delivered"));
-        assert_eq!(m.canonical(Some(3), 3), Some("cancelled"));
-        assert_eq!(m.canonical(None, 16), Some("cancelled"));
-        assert_eq!(m.canonical(Some(2), 12), Some("exchange_requested"));
-        assert_eq!(m.canonical(Some(2), 15), Some("partially_refunded"));
-        assert_eq!(m.canonical(Some(5), 14), Some("refunded"));
-        assert_eq!(m.canonical(Some(9), 0), None);
-        assert_eq!(m.canonical(Some(2), 7), None);
-        assert_eq!(m.canonical(None, 0), None);
+        assert_eq!(c(&m, Some(1), 0), Some("awaiting_payment"));
+        assert_eq!(c(&m, Some(2), 0), Some("new"));
+        assert_eq!(c(&m, Some(5), 0), Some("delivered"));
+        assert_eq!(c(&m, Some(3), 3), Some("cancelled"));
+        assert_eq!(c(&m, None, 16), Some("cancelled"));
+        assert_eq!(c(&m, Some(2), 12), Some("exchange_requested"));
+        assert_eq!(c(&m, Some(2), 15), Some("partially_refunded"));
+        assert_eq!(c(&m, Some(5), 14), Some("refunded"));
+        assert_eq!(c(&m, Some(9), 0), None);
+        assert_eq!(c(&m, Some(2), 7), None);
+        assert_eq!(c(&m, None, 0), None);
         for s in m.shipping.values().chain(m.claim.values()) {
-            assert!(is_canonical(s), "{s}");
+            assert!(is_canonical(s.as_str()), "{s}");
         }
     }
 
     #[test]
     fn destination_status_replaces_status_two_only() {
-        let m = StatusMap::with_destination("awaiting_shipment");
-        assert_eq!(m.canonical(Some(2), 0), Some("awaiting_shipment"));
-        assert_eq!(m.canonical(Some(1), 0), Some("awaiting_payment"));
+        let m = StatusMap::with_destination(Status::AwaitingShipment);
+        assert_eq!(c(&m, Some(2), 0), Some("awaiting_shipment"));
+        assert_eq!(c(&m, Some(1), 0), Some("awaiting_payment"));
     }
 }

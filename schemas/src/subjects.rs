@@ -7,23 +7,95 @@
 
 use crate::config::NatsConfig;
 
-pub const STREAM_RAW: &str = "QOO10_RAW";
-pub const STREAM_ORDERS: &str = "ORDERS";
-pub const STREAM_ALERTS: &str = "ALERTS";
-pub const STREAM_OMS_EDITS: &str = "OMS_EDITS";
-pub const STREAM_DLQ: &str = "DLQ";
-/// Poll summaries: which order numbers a complete call saw.
-pub const STREAM_POLLS: &str = "QOO10_POLLS";
-/// The fetcher's durable state: one message per shop (what it last published).
-pub const STREAM_FETCH_STATE: &str = "QOO10_FETCH_STATE";
+/// The streams of the contract: name, subjects and how long each keeps messages, in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// `qoo10.raw.<shop>`: Qoo10 rows as received.
+    Raw,
+    /// `orders.<shop>`: canonical orders.
+    Orders,
+    /// `alerts.<kind>.<shop>`: alert transitions.
+    Alerts,
+    /// `oms.edits.<shop>`: input from the OMS.
+    OmsEdits,
+    /// `dlq.<stage>.<shop>`: what a stage could not process.
+    Dlq,
+    /// `qoo10.polls.<shop>`: poll summaries (which order numbers a complete call saw).
+    Polls,
+    /// `qoo10.state.<shop>`: the fetcher's durable state, one message per shop.
+    FetchState,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 7] =
+        [Stream::Raw, Stream::Orders, Stream::Alerts, Stream::OmsEdits, Stream::Dlq, Stream::FetchState, Stream::Polls];
+
+    /// The contract's stream name (before a deployment's prefix).
+    pub fn base(self) -> &'static str {
+        match self {
+            Stream::Raw => "QOO10_RAW",
+            Stream::Orders => "ORDERS",
+            Stream::Alerts => "ALERTS",
+            Stream::OmsEdits => "OMS_EDITS",
+            Stream::Dlq => "DLQ",
+            Stream::Polls => "QOO10_POLLS",
+            Stream::FetchState => "QOO10_FETCH_STATE",
+        }
+    }
+
+    /// The wildcard subject it captures (before a deployment's prefix).
+    fn pattern(self) -> &'static str {
+        match self {
+            Stream::Raw => "qoo10.raw.>",
+            Stream::Orders => "orders.>",
+            Stream::Alerts => "alerts.>",
+            Stream::OmsEdits => "oms.edits.>",
+            Stream::Dlq => "dlq.>",
+            Stream::Polls => "qoo10.polls.>",
+            Stream::FetchState => "qoo10.state.>",
+        }
+    }
+
+    /// How long messages are kept when the services create the stream (zero: no limit).
+    pub fn max_age(self) -> std::time::Duration {
+        let days = |d: u64| std::time::Duration::from_secs(d * 86_400);
+        match self {
+            Stream::Raw | Stream::Polls => days(14),
+            Stream::Orders => days(30),
+            Stream::Alerts | Stream::OmsEdits | Stream::Dlq => days(90),
+            Stream::FetchState => std::time::Duration::ZERO,
+        }
+    }
+
+    /// Messages kept per subject (-1: no limit): the fetch state keeps the last one.
+    pub fn per_subject(self) -> i64 {
+        if self == Stream::FetchState { 1 } else { -1 }
+    }
+}
 
 /// Durable consumer names.
 pub const CONSUMER_NORMALIZER: &str = "normalizer";
 pub const CONSUMER_SINK: &str = "sink";
 
-/// Stage names used in `dlq.<stage>.<shop>`.
-pub const STAGE_NORMALIZER: &str = "normalizer";
-pub const STAGE_SINK: &str = "sink";
+/// The stages named in `dlq.<stage>.<shop>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Normalizer,
+    Sink,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Normalizer => "normalizer",
+            Stage::Sink => "sink",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Stage> {
+        [Stage::Normalizer, Stage::Sink].into_iter().find(|s| s.as_str() == text)
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Namespace {
@@ -40,7 +112,13 @@ impl Namespace {
         Namespace::new(&nats.subject_prefix)
     }
 
-    pub fn stream(&self, base: &str) -> String {
+    /// A stream's name in this deployment.
+    pub fn stream(&self, stream: Stream) -> String {
+        self.stream_named(stream.base())
+    }
+
+    /// The name in this deployment of the stream with this contract name (`ORDERS`).
+    pub fn stream_named(&self, base: &str) -> String {
         if self.prefix.is_empty() { base.to_owned() } else { format!("{}_{base}", self.prefix.to_ascii_uppercase()) }
     }
 
@@ -54,14 +132,15 @@ impl Namespace {
     pub fn orders(&self, shop: &str) -> String {
         self.subject(&format!("orders.{shop}"))
     }
+    /// `kind` is an [`crate::alert::AlertKind`]'s name, or `*`.
     pub fn alerts(&self, kind: &str, shop: &str) -> String {
         self.subject(&format!("alerts.{kind}.{shop}"))
     }
     pub fn oms_edits(&self, shop: &str) -> String {
         self.subject(&format!("oms.edits.{shop}"))
     }
-    pub fn dlq(&self, stage: &str, shop: &str) -> String {
-        self.subject(&format!("dlq.{stage}.{shop}"))
+    pub fn dlq(&self, stage: Stage, shop: &str) -> String {
+        self.subject(&format!("dlq.{}.{shop}", stage.as_str()))
     }
     pub fn polls(&self, shop: &str) -> String {
         self.subject(&format!("qoo10.polls.{shop}"))
@@ -70,19 +149,9 @@ impl Namespace {
         self.subject(&format!("qoo10.state.{shop}"))
     }
 
-    /// The wildcard subjects each stream captures.
-    pub fn stream_subjects(&self, base: &str) -> String {
-        let pattern = match base {
-            STREAM_RAW => "qoo10.raw.>",
-            STREAM_ORDERS => "orders.>",
-            STREAM_ALERTS => "alerts.>",
-            STREAM_OMS_EDITS => "oms.edits.>",
-            STREAM_DLQ => "dlq.>",
-            STREAM_FETCH_STATE => "qoo10.state.>",
-            STREAM_POLLS => "qoo10.polls.>",
-            other => panic!("unknown stream {other}"),
-        };
-        self.subject(pattern)
+    /// The wildcard subject a stream captures.
+    pub fn stream_subjects(&self, stream: Stream) -> String {
+        self.subject(stream.pattern())
     }
 
     /// The shop id is the last token of every subject we publish on.
@@ -98,20 +167,20 @@ mod tests {
     #[test]
     fn empty_prefix_is_the_contract() {
         let ns = Namespace::default();
-        assert_eq!(ns.stream(STREAM_RAW), "QOO10_RAW");
+        assert_eq!(ns.stream(Stream::Raw), "QOO10_RAW");
         assert_eq!(ns.raw("my-shop"), "qoo10.raw.my-shop");
         assert_eq!(ns.orders("my-shop"), "orders.my-shop");
         assert_eq!(ns.alerts("ship_date_missing", "s"), "alerts.ship_date_missing.s");
-        assert_eq!(ns.dlq("normalizer", "s"), "dlq.normalizer.s");
-        assert_eq!(ns.stream_subjects(STREAM_OMS_EDITS), "oms.edits.>");
+        assert_eq!(ns.dlq(Stage::Normalizer, "s"), "dlq.normalizer.s");
+        assert_eq!(ns.stream_subjects(Stream::OmsEdits), "oms.edits.>");
     }
 
     #[test]
     fn prefix_separates_deployments() {
         let ns = Namespace::new("t42");
-        assert_eq!(ns.stream(STREAM_ORDERS), "T42_ORDERS");
+        assert_eq!(ns.stream(Stream::Orders), "T42_ORDERS");
         assert_eq!(ns.raw("a"), "t42.qoo10.raw.a");
-        assert_eq!(ns.stream_subjects(STREAM_DLQ), "t42.dlq.>");
+        assert_eq!(ns.stream_subjects(Stream::Dlq), "t42.dlq.>");
         assert_eq!(Namespace::shop_of("t42.qoo10.raw.a-b"), "a-b");
     }
 }

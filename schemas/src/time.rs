@@ -12,6 +12,16 @@ pub fn today_jst(now: DateTime<Utc>) -> NaiveDate {
     now.with_timezone(&jst()).date_naive()
 }
 
+/// Days since 1970-01-01: how ClickHouse's `Date` and the fetcher's state hold a calendar date.
+pub fn epoch_day(d: NaiveDate) -> i64 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("1970-01-01 is a date")).num_days()
+}
+
+/// The calendar date `days` days after 1970-01-01 (the inverse of [`epoch_day`]).
+pub fn from_epoch_day(days: i64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("1970-01-01 is a date") + chrono::Duration::days(days)
+}
+
 /// What a Qoo10 date/time field held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Qoo10Time {

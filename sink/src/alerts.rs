@@ -7,12 +7,12 @@
 //! An alert's id is `<kind>:<shop>:<order_no>:<version that opened it>`: the same input always
 //! yields the same id, so redelivery and restarts cannot open a second one.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
-use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertState};
+use chrono::{DateTime, NaiveDate, Utc};
+use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertKind, AlertState, Severity};
 use schemas::calendar::BusinessDays;
 use serde_json::json;
 
-use crate::rows::OrderRow;
+use crate::rows::{OrderRow, date};
 
 /// Thresholds (from `[alerts]` in pipeline.toml).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -46,8 +46,8 @@ pub enum Verdict {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draft {
-    pub kind: &'static str,
-    pub severity: &'static str,
+    pub kind: AlertKind,
+    pub severity: Severity,
     pub message: String,
     pub message_ja: String,
     pub details: serde_json::Value,
@@ -60,10 +60,6 @@ pub struct Context {
     pub today_jst: NaiveDate,
     /// Another line of the same cart is still active (not cancelled).
     pub pack_has_active_sibling: bool,
-}
-
-fn date(d: Option<u16>) -> Option<NaiveDate> {
-    d.map(|d| NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + Duration::days(i64::from(d)))
 }
 
 fn fmt_date(d: Option<NaiveDate>) -> String {
@@ -80,7 +76,7 @@ fn settled(r: &OrderRow) -> bool {
 }
 
 fn cancelling(r: &OrderRow) -> bool {
-    schemas::status::CANCEL_CLAIMS.contains(&r.claim_status)
+    schemas::status::is_cancellation(r.claim_status)
 }
 
 /// A version of the shop's first import shows how things were when the pipeline first looked:
@@ -89,18 +85,36 @@ fn first_import(r: &OrderRow) -> bool {
     r.first_import != 0
 }
 
-/// Every rule for one new version of an order line. `prev` is the stored version before it.
-pub fn evaluate(
-    prev: Option<&OrderRow>,
-    row: &OrderRow,
-    ctx: &Context,
-    t: &Thresholds,
-) -> Vec<(&'static str, Verdict)> {
-    let no = row.order_no;
-    let title = &row.item_title;
-    let mut out = Vec::with_capacity(7);
+/// Every rule for one new version of an order line, in a fixed order of kinds. `prev` is the
+/// stored version before it.
+pub fn evaluate(prev: Option<&OrderRow>, row: &OrderRow, ctx: &Context, t: &Thresholds) -> Vec<(AlertKind, Verdict)> {
+    vec![
+        (AlertKind::ShipDateMissing, ship_date_missing(row, ctx, t)),
+        (AlertKind::SkippedNewStatus, skipped_new_status(prev, row)),
+        (AlertKind::QuantityChanged, quantity_changed(prev, row)),
+        (AlertKind::ShipDateChanged, ship_date_changed(prev, row)),
+        (AlertKind::ShipDateOverdue, ship_date_overdue(row, ctx, t)),
+        (AlertKind::ItemAdded, item_added(prev, row)),
+        (AlertKind::ItemRemoved, item_removed(prev, row, ctx)),
+    ]
+}
 
-    // ship_date_missing: paid, waiting in 配送要請 without 発送予定日.
+fn draft(
+    kind: AlertKind,
+    severity: Severity,
+    message: String,
+    message_ja: String,
+    details: serde_json::Value,
+) -> Verdict {
+    Verdict::Open(Draft { kind, severity, message, message_ja, details })
+}
+
+/// Paid, waiting in 配送要請 without 発送予定日 (after the configured business days).
+fn ship_date_missing(row: &OrderRow, ctx: &Context, t: &Thresholds) -> Verdict {
+    let waiting = row.qoo10_status == 2 && active(row) && row.estimated_ship_date.is_none();
+    if !waiting {
+        return Verdict::Resolve;
+    }
     let paid_long_enough = row
         .paid_at
         .and_then(|p| DateTime::from_timestamp(i64::from(p), 0))
@@ -109,140 +123,163 @@ pub fn evaluate(
             t.business_days_between(paid_day, ctx.today_jst) >= t.ship_date_missing_after_business_days
         })
         .unwrap_or(t.ship_date_missing_after_business_days == 0);
-    out.push(("ship_date_missing", if row.qoo10_status == 2 && active(row) && row.estimated_ship_date.is_none() && paid_long_enough {
-        Verdict::Open(Draft {
-            kind: "ship_date_missing",
-            severity: "warning",
-            message: format!(
-                "Order {no} ({title}, cart {}) has no estimated shipping date (発送予定日). Set it in QSM (配送管理 → 発送予定日), \
-                 or through QAPI (SetSellerCheckYN_V2): the pipeline's write-back sets it where the shop enables it.",
-                row.pack_no
-            ),
-            message_ja: format!(
-                "注文 {no} の発送予定日が未設定です。QSMで発送予定日を設定してください（QAPIでも設定できます：ショップでwrite-backを有効にするとパイプラインが設定します）。"
-            ),
-            details: json!({"field": "estimated_ship_date", "qoo10_status": row.qoo10_status}),
-        })
-    } else if row.qoo10_status == 2 && active(row) && row.estimated_ship_date.is_none() {
-        Verdict::Keep
-    } else {
-        Verdict::Resolve
-    }));
+    if !paid_long_enough {
+        return Verdict::Keep;
+    }
+    let (no, title) = (row.order_no, &row.item_title);
+    draft(
+        AlertKind::ShipDateMissing,
+        Severity::Warning,
+        format!(
+            "Order {no} ({title}, cart {}) has no estimated shipping date (発送予定日). Set it in QSM (配送管理 → 発送予定日), \
+             or through QAPI (SetSellerCheckYN_V2): the pipeline's write-back sets it where the shop enables it.",
+            row.pack_no
+        ),
+        format!(
+            "注文 {no} の発送予定日が未設定です。QSMで発送予定日を設定してください（QAPIでも設定できます：ショップでwrite-backを有効にするとパイプラインが設定します）。"
+        ),
+        json!({"field": "estimated_ship_date", "qoo10_status": row.qoo10_status}),
+    )
+}
 
-    // skipped_new_status: first seen already in 配送準備 (3), after the shop's first import.
-    out.push(("skipped_new_status", match prev {
-        None if row.qoo10_status == 3 && active(row) && !first_import(row) => Verdict::Open(Draft {
-            kind: "skipped_new_status",
-            severity: "warning",
-            message: format!(
-                "Order {no} ({title}) was first seen already in 配送準備 (status 3): its ship date was set before it was imported. \
-                 Check that it is in the OMS; an importer that reads only 配送要請 misses it."
+/// First seen already in 配送準備 (3), after the shop's first import.
+fn skipped_new_status(prev: Option<&OrderRow>, row: &OrderRow) -> Verdict {
+    let no = row.order_no;
+    match prev {
+        None if row.qoo10_status == 3 && active(row) && !first_import(row) => draft(
+            AlertKind::SkippedNewStatus,
+            Severity::Warning,
+            format!(
+                "Order {no} ({}) was first seen already in 配送準備 (status 3): its ship date was set before it was imported. \
+                 Check that it is in the OMS; an importer that reads only 配送要請 misses it.",
+                row.item_title
             ),
-            message_ja: format!(
+            format!(
                 "注文 {no} は取込前に発送予定日が設定され、配送準備（ステータス3）で初めて取得されました。\
                  OMSに取り込まれているか確認してください（配送要請だけを取得する設定では取りこぼします）。"
             ),
-            details: json!({"first_seen_status": 3, "estimated_ship_date": fmt_date(date(row.estimated_ship_date))}),
-        }),
+            json!({"first_seen_status": 3, "estimated_ship_date": fmt_date(date(row.estimated_ship_date))}),
+        ),
         _ if settled(row) => Verdict::Resolve,
         _ => Verdict::Keep,
-    }));
+    }
+}
 
-    // quantity_changed: the quantity differs from the previous version.
-    out.push(("quantity_changed", match prev {
-        Some(p) if p.quantity != row.quantity && !settled(row) && !first_import(row) => Verdict::Open(Draft {
-            kind: "quantity_changed",
-            severity: "warning",
-            message: format!(
+/// The quantity differs from the previous version.
+fn quantity_changed(prev: Option<&OrderRow>, row: &OrderRow) -> Verdict {
+    let (no, title) = (row.order_no, &row.item_title);
+    match prev {
+        Some(p) if p.quantity != row.quantity && !settled(row) && !first_import(row) => draft(
+            AlertKind::QuantityChanged,
+            Severity::Warning,
+            format!(
                 "The quantity of order {no} ({title}) changed from {} to {}. Make both sides agree: change it in the OMS and in QSM.",
                 p.quantity, row.quantity
             ),
-            message_ja: format!(
+            format!(
                 "注文 {no}（{title}）の数量が {} から {} に変更されました。OMSとQoo10（QSM）の両方で数量を合わせてください。",
                 p.quantity, row.quantity
             ),
-            details: json!({"field": "quantity", "from": p.quantity, "to": row.quantity}),
-        }),
+            json!({"field": "quantity", "from": p.quantity, "to": row.quantity}),
+        ),
         _ if settled(row) => Verdict::Resolve,
         _ => Verdict::Keep,
-    }));
+    }
+}
 
-    // ship_date_changed: 発送予定日 moved.
-    out.push(("ship_date_changed", match prev {
-        Some(p) if p.estimated_ship_date.is_some() && row.estimated_ship_date.is_some() && p.estimated_ship_date != row.estimated_ship_date && !settled(row) && !first_import(row) => {
+/// 発送予定日 moved.
+fn ship_date_changed(prev: Option<&OrderRow>, row: &OrderRow) -> Verdict {
+    let (no, title) = (row.order_no, &row.item_title);
+    match prev {
+        Some(p)
+            if p.estimated_ship_date.is_some()
+                && row.estimated_ship_date.is_some()
+                && p.estimated_ship_date != row.estimated_ship_date
+                && !settled(row)
+                && !first_import(row) =>
+        {
             let (from, to) = (fmt_date(date(p.estimated_ship_date)), fmt_date(date(row.estimated_ship_date)));
-            Verdict::Open(Draft {
-                kind: "ship_date_changed",
-                severity: "info",
-                message: format!("The estimated shipping date of order {no} ({title}) moved from {from} to {to}. Inform the buyer and update the OMS."),
-                message_ja: format!("注文 {no} の発送予定日が {from} から {to} に変更されました。購入者とOMSに反映してください。"),
-                details: json!({"field": "estimated_ship_date", "from": from, "to": to}),
-            })
+            draft(
+                AlertKind::ShipDateChanged,
+                Severity::Info,
+                format!(
+                    "The estimated shipping date of order {no} ({title}) moved from {from} to {to}. Inform the buyer and update the OMS."
+                ),
+                format!("注文 {no} の発送予定日が {from} から {to} に変更されました。購入者とOMSに反映してください。"),
+                json!({"field": "estimated_ship_date", "from": from, "to": to}),
+            )
         }
         _ if settled(row) => Verdict::Resolve,
         _ => Verdict::Keep,
-    }));
+    }
+}
 
-    // ship_date_overdue: in 配送準備, the ship date (JST) has passed, no tracking number.
+/// In 配送準備, 発送予定日 (JST) has passed, no tracking number.
+fn ship_date_overdue(row: &OrderRow, ctx: &Context, t: &Thresholds) -> Verdict {
     let overdue = date(row.estimated_ship_date).is_some_and(|d| {
         d < ctx.today_jst && t.business_days_between(d, ctx.today_jst) >= t.overdue_grace_business_days
     });
-    out.push(("ship_date_overdue", if row.qoo10_status == 3 && active(row) && overdue && row.tracking_no.is_empty() {
-        let d = fmt_date(date(row.estimated_ship_date));
-        Verdict::Open(Draft {
-            kind: "ship_date_overdue",
-            severity: "critical",
-            message: format!(
-                "Order {no} ({title}) was due to ship on {d} (JST) and has no tracking number. Ship it and register the tracking number, \
-                 or update 発送予定日 in QSM."
-            ),
-            message_ja: format!("注文 {no} の発送予定日 {d} を過ぎましたが、送り状番号が登録されていません。発送して送り状番号を登録するか、QSMで発送予定日を更新してください。"),
-            details: json!({"field": "estimated_ship_date", "estimated_ship_date": d, "today_jst": ctx.today_jst.to_string()}),
-        })
-    } else {
-        Verdict::Resolve
-    }));
+    if !(row.qoo10_status == 3 && active(row) && overdue && row.tracking_no.is_empty()) {
+        return Verdict::Resolve;
+    }
+    let (no, title, d) = (row.order_no, &row.item_title, fmt_date(date(row.estimated_ship_date)));
+    draft(
+        AlertKind::ShipDateOverdue,
+        Severity::Critical,
+        format!(
+            "Order {no} ({title}) was due to ship on {d} (JST) and has no tracking number. Ship it and register the tracking number, \
+             or update 発送予定日 in QSM."
+        ),
+        format!(
+            "注文 {no} の発送予定日 {d} を過ぎましたが、送り状番号が登録されていません。発送して送り状番号を登録するか、QSMで発送予定日を更新してください。"
+        ),
+        json!({"field": "estimated_ship_date", "estimated_ship_date": d, "today_jst": ctx.today_jst.to_string()}),
+    )
+}
 
-    // item_added: a line new to the pipeline in a cart an earlier complete poll already showed
-    // (the fetcher's evidence, not the time between sightings).
-    out.push((
-        "item_added",
-        match prev {
-            None if row.new_in_known_cart != 0 && !settled(row) && !first_import(row) => Verdict::Open(Draft {
-                kind: "item_added",
-                severity: "warning",
-                message: format!(
-                    "Cart {} gained a line: order {no}, {title} × {}. Add it in the OMS as well.",
-                    row.pack_no, row.quantity
-                ),
-                message_ja: format!(
-                    "カート {} に商品が追加されました（注文 {no}、{title} × {}）。OMSにも追加してください。",
-                    row.pack_no, row.quantity
-                ),
-                details: json!({"pack_no": row.pack_no, "item_code": row.item_code, "quantity": row.quantity}),
-            }),
-            _ if settled(row) && !cancelling(row) => Verdict::Resolve,
-            _ => Verdict::Keep,
-        },
-    ));
-
-    // item_removed: one line of a cart with other active lines is being cancelled.
-    let newly_cancelling = cancelling(row) && prev.is_none_or(|p| !cancelling(p));
-    out.push(("item_removed", if newly_cancelling && ctx.pack_has_active_sibling && !first_import(row) {
-        Verdict::Open(Draft {
-            kind: "item_removed",
-            severity: "warning",
-            message: format!(
-                "Cart {} lost a line: order {no}, {title} × {} is cancelled on Qoo10 while the rest of the cart stays. Remove it in the OMS as well.",
+/// A line new to the pipeline in a cart an earlier complete poll already showed (the fetcher's
+/// evidence, not the time between sightings).
+fn item_added(prev: Option<&OrderRow>, row: &OrderRow) -> Verdict {
+    let (no, title) = (row.order_no, &row.item_title);
+    match prev {
+        None if row.new_in_known_cart != 0 && !settled(row) && !first_import(row) => draft(
+            AlertKind::ItemAdded,
+            Severity::Warning,
+            format!(
+                "Cart {} gained a line: order {no}, {title} × {}. Add it in the OMS as well.",
                 row.pack_no, row.quantity
             ),
-            message_ja: format!("カート {} から商品が削除されました（注文 {no}、{title} × {} がキャンセル）。OMSからも削除してください。", row.pack_no, row.quantity),
-            details: json!({"pack_no": row.pack_no, "item_code": row.item_code, "claim_status": row.claim_status}),
-        })
-    } else {
-        Verdict::Keep
-    }));
-    out
+            format!(
+                "カート {} に商品が追加されました（注文 {no}、{title} × {}）。OMSにも追加してください。",
+                row.pack_no, row.quantity
+            ),
+            json!({"pack_no": row.pack_no, "item_code": row.item_code, "quantity": row.quantity}),
+        ),
+        _ if settled(row) && !cancelling(row) => Verdict::Resolve,
+        _ => Verdict::Keep,
+    }
+}
+
+/// One line of a cart with other active lines is being cancelled.
+fn item_removed(prev: Option<&OrderRow>, row: &OrderRow, ctx: &Context) -> Verdict {
+    let newly_cancelling = cancelling(row) && prev.is_none_or(|p| !cancelling(p));
+    if !(newly_cancelling && ctx.pack_has_active_sibling && !first_import(row)) {
+        return Verdict::Keep;
+    }
+    let (no, title) = (row.order_no, &row.item_title);
+    draft(
+        AlertKind::ItemRemoved,
+        Severity::Warning,
+        format!(
+            "Cart {} lost a line: order {no}, {title} × {} is cancelled on Qoo10 while the rest of the cart stays. Remove it in the OMS as well.",
+            row.pack_no, row.quantity
+        ),
+        format!(
+            "カート {} から商品が削除されました（注文 {no}、{title} × {} がキャンセル）。OMSからも削除してください。",
+            row.pack_no, row.quantity
+        ),
+        json!({"pack_no": row.pack_no, "item_code": row.item_code, "claim_status": row.claim_status}),
+    )
 }
 
 /// Qoo10's Japanese name of a shipping status (as QSM shows it).
@@ -275,8 +312,8 @@ pub fn vanished<'a>(
             (
                 r,
                 Draft {
-                    kind: "order_vanished",
-                    severity: "critical",
+                    kind: AlertKind::OrderVanished,
+                    severity: Severity::Critical,
                     message: format!(
                         "Order {no} ({title}) is no longer returned by Qoo10 in status {} ({label}) and no claim explains it. \
                          Check in QSM whether it was cancelled; if this shop does not fetch every status, it may have moved to one it does not fetch.",
@@ -298,12 +335,12 @@ pub fn open(draft: &Draft, row: &OrderRow, now: DateTime<Utc>) -> Alert {
     Alert {
         schema_version: ALERT_SCHEMA_VERSION,
         alert_id: format!("{}:{}:{}:{}", draft.kind, row.shop_id, row.order_no, row.version),
-        kind: draft.kind.to_owned(),
+        kind: draft.kind,
         shop_id: row.shop_id.clone(),
         order_no: row.order_no,
         pack_no: row.pack_no,
         state: AlertState::Open,
-        severity: draft.severity.to_owned(),
+        severity: draft.severity,
         message: draft.message.clone(),
         message_ja: draft.message_ja.clone(),
         details: draft.details.clone(),
@@ -360,11 +397,11 @@ mod tests {
     }
 
     /// The kinds a set of verdicts opens.
-    fn opened(v: &[(&'static str, Verdict)]) -> Vec<&'static str> {
-        v.iter().filter_map(|(_, v)| if let Verdict::Open(d) = v { Some(d.kind) } else { None }).collect()
+    fn opened(v: &[(AlertKind, Verdict)]) -> Vec<&'static str> {
+        v.iter().filter_map(|(_, v)| if let Verdict::Open(d) = v { Some(d.kind.as_str()) } else { None }).collect()
     }
 
-    fn verdict<'a>(v: &'a [(&'static str, Verdict)], kind_index: usize) -> &'a Verdict {
+    fn verdict(v: &[(AlertKind, Verdict)], kind_index: usize) -> &Verdict {
         &v[kind_index].1
     }
 
@@ -379,7 +416,7 @@ mod tests {
     #[test]
     fn kinds_are_tagged_in_order() {
         let v = evaluate(None, &row(2, 0), &ctx(), &Thresholds::default());
-        let kinds: Vec<&str> = v.iter().map(|(k, _)| *k).collect();
+        let kinds: Vec<&str> = v.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             kinds,
             [

@@ -1,16 +1,12 @@
 //! OMS edits as expectations of Qoo10's data: does Qoo10 show the change yet, and what must
 //! the seller do in QSM until it does. Pure.
 
-use chrono::NaiveDate;
+use schemas::alert::{AlertKind, Severity};
 use schemas::edit::{Change, OmsEdit};
 use serde_json::json;
 
 use crate::alerts::Draft;
-use crate::rows::OrderRow;
-
-fn date(d: Option<u16>) -> Option<NaiveDate> {
-    d.map(|d| NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(i64::from(d)))
-}
+use crate::rows::{OrderRow, date};
 
 /// Does this order line show the edit? `None` when the line is not the one the edit is about.
 pub fn satisfied_by(edit: &OmsEdit, row: &OrderRow) -> Option<bool> {
@@ -20,7 +16,7 @@ pub fn satisfied_by(edit: &OmsEdit, row: &OrderRow) -> Option<bool> {
             (row.order_no == *order_no).then_some(date(row.estimated_ship_date) == Some(*ship_date))
         }
         Change::RemoveItem { order_no } => {
-            (row.order_no == *order_no).then_some(schemas::status::CANCEL_CLAIMS.contains(&row.claim_status))
+            (row.order_no == *order_no).then_some(schemas::status::is_cancellation(row.claim_status))
         }
         Change::AddItem { pack_no, item_code, quantity } => (row.pack_no == *pack_no
             && (row.item_code == *item_code || row.seller_item_code == *item_code))
@@ -39,12 +35,12 @@ pub fn target(edit: &OmsEdit) -> (Option<u64>, Option<u64>) {
 }
 
 /// The change alert that a satisfied edit makes redundant (the seller did what the OMS said).
-pub fn predicted_kind(edit: &OmsEdit) -> &'static str {
+pub fn predicted_kind(edit: &OmsEdit) -> AlertKind {
     match edit.change {
-        Change::SetQuantity { .. } => "quantity_changed",
-        Change::SetShipDate { .. } => "ship_date_changed",
-        Change::RemoveItem { .. } => "item_removed",
-        Change::AddItem { .. } => "item_added",
+        Change::SetQuantity { .. } => AlertKind::QuantityChanged,
+        Change::SetShipDate { .. } => AlertKind::ShipDateChanged,
+        Change::RemoveItem { .. } => AlertKind::ItemRemoved,
+        Change::AddItem { .. } => AlertKind::ItemAdded,
     }
 }
 
@@ -99,7 +95,7 @@ pub fn correction(edit: &OmsEdit, current: Option<&OrderRow>) -> Draft {
     let mut details = details;
     details["edit_id"] = json!(edit.edit_id);
     details["edit_key"] = json!(edit.key());
-    Draft { kind: "qoo10_correction_required", severity: "warning", message, message_ja, details }
+    Draft { kind: AlertKind::Qoo10CorrectionRequired, severity: Severity::Warning, message, message_ja, details }
 }
 
 #[cfg(test)]
@@ -145,7 +141,8 @@ mod tests {
         assert_eq!(satisfied_by(&a, &line(9, 1, 0)), Some(false));
         let mut d = line(1, 2, 0);
         d.estimated_ship_date = Some(20_788); // 2026-12-01
-        let s = edit(Change::SetShipDate { order_no: 1, ship_date: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap() });
+        let s =
+            edit(Change::SetShipDate { order_no: 1, ship_date: chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap() });
         assert_eq!(satisfied_by(&s, &d), Some(true));
     }
 
@@ -158,7 +155,8 @@ mod tests {
             "OMSで注文 1 の数量が 3 に変更されましたが、Qoo10では 2 です。QSMでも同じ変更をしてください。"
         );
         assert_eq!(d.details["edit_key"], json!("quantity:1"));
-        let s = edit(Change::SetShipDate { order_no: 1, ship_date: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap() });
+        let s =
+            edit(Change::SetShipDate { order_no: 1, ship_date: chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap() });
         assert!(
             correction(&s, Some(&line(1, 2, 0)))
                 .message_ja

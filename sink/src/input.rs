@@ -1,6 +1,7 @@
 //! What the sink accepts on its input subjects (`orders.<shop>`, `oms.edits.<shop>`), and the
 //! precise reason when it does not: anyone with publish rights can put anything there.
 
+use schemas::dlq::{FieldError, Reason};
 use schemas::edit::{Change, OmsEdit};
 use schemas::order::CanonicalOrder;
 use serde::de::DeserializeOwned;
@@ -9,14 +10,14 @@ use serde::de::DeserializeOwned;
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// A canonical order from `orders.<subject_shop>`, or why not.
-pub fn order(payload: &[u8], subject_shop: &str) -> Result<CanonicalOrder, String> {
+pub fn order(payload: &[u8], subject_shop: &str) -> Result<CanonicalOrder, Reason> {
     let order: CanonicalOrder = parse(payload, "a canonical order")?;
     order.validate(subject_shop)?;
     Ok(order)
 }
 
 /// An OMS edit from `oms.edits.<subject_shop>`, or why not.
-pub fn edit(payload: &[u8], subject_shop: &str) -> Result<OmsEdit, String> {
+pub fn edit(payload: &[u8], subject_shop: &str) -> Result<OmsEdit, Reason> {
     // Read flat first: `OmsEdit` flattens a tagged enum, through which serde loses the path of
     // a bad field ("invalid type: string, expected u32" without saying which).
     let f: FlatEdit = parse(payload, "an OMS edit")?;
@@ -37,9 +38,9 @@ pub fn edit(payload: &[u8], subject_shop: &str) -> Result<OmsEdit, String> {
             quantity: need(f.quantity, "quantity", action)?,
         },
         other => {
-            return Err(format!(
-                "field `action`: unknown action {other:?} (expected set_quantity, set_ship_date, remove_item or add_item)"
-            ));
+            let problem =
+                format!("unknown action {other:?} (expected set_quantity, set_ship_date, remove_item or add_item)");
+            return Err(FieldError::new("action", problem).into());
         }
     };
     let edit = OmsEdit {
@@ -68,25 +69,26 @@ struct FlatEdit {
     made_at: chrono::DateTime<chrono::Utc>,
 }
 
-fn need<T>(value: Option<T>, field: &str, action: &str) -> Result<T, String> {
-    value.ok_or_else(|| format!("missing field `{field}` (action {action})"))
+fn need<T>(value: Option<T>, field: &'static str, action: &str) -> Result<T, Reason> {
+    value.ok_or_else(|| Reason::Missing { field, action: action.to_owned() })
 }
 
 /// JSON with the path of the offending field in the reason (`field `quantity`: invalid type …`).
-fn parse<T: DeserializeOwned>(payload: &[u8], what: &str) -> Result<T, String> {
+fn parse<T: DeserializeOwned>(payload: &[u8], what: &'static str) -> Result<T, Reason> {
     if payload.len() > MAX_MESSAGE_BYTES {
-        return Err(format!("payload of {} bytes exceeds {MAX_MESSAGE_BYTES}", payload.len()));
+        return Err(Reason::Oversized { bytes: payload.len(), limit: MAX_MESSAGE_BYTES });
     }
     // The fast parser first; the path-tracking one only to explain a failure.
     serde_json::from_slice(payload).map_err(|_| {
         let de = &mut serde_json::Deserializer::from_slice(payload);
-        match serde_path_to_error::deserialize::<_, T>(de) {
-            Ok(_) => format!("not {what}"),
+        let detail = match serde_path_to_error::deserialize::<_, T>(de) {
+            Ok(_) => "unreadable".to_owned(),
             Err(e) => match e.path().to_string().as_str() {
-                "." | "" => format!("not {what}: {}", e.inner()),
-                path => format!("not {what}: field `{path}`: {}", e.inner()),
+                "." | "" => e.inner().to_string(),
+                path => format!("field `{path}`: {}", e.inner()),
             },
-        }
+        };
+        Reason::Unreadable { what, detail }
     })
 }
 
@@ -96,13 +98,13 @@ mod tests {
 
     #[test]
     fn reasons_name_the_field() {
-        let e = edit(br#"{"schema_version":1,"edit_id":"e","shop_id":"s","action":"set_quantity","order_no":1,"quantity":"3","made_at":"2026-11-29T00:00:00Z"}"#, "s").unwrap_err();
+        let e = edit(br#"{"schema_version":1,"edit_id":"e","shop_id":"s","action":"set_quantity","order_no":1,"quantity":"3","made_at":"2026-11-29T00:00:00Z"}"#, "s").unwrap_err().to_string();
         assert!(e.starts_with("not an OMS edit: field `quantity`: invalid type"), "{e}");
-        let e = edit(br#"{"schema_version":1,"edit_id":"e","shop_id":"s","action":"set_ship_date","order_no":1,"ship_date":"1900-01-01","made_at":"2026-11-29T00:00:00Z"}"#, "s").unwrap_err();
+        let e = edit(br#"{"schema_version":1,"edit_id":"e","shop_id":"s","action":"set_ship_date","order_no":1,"ship_date":"1900-01-01","made_at":"2026-11-29T00:00:00Z"}"#, "s").unwrap_err().to_string();
         assert_eq!(e, "field `ship_date`: 1900-01-01 is outside 2000..2100");
-        let e = order(b"\xff\xfe{", "s").unwrap_err();
+        let e = order(b"\xff\xfe{", "s").unwrap_err().to_string();
         assert!(e.starts_with("not a canonical order: "), "{e}");
-        let e = order(&vec![b' '; MAX_MESSAGE_BYTES + 1], "s").unwrap_err();
+        let e = order(&vec![b' '; MAX_MESSAGE_BYTES + 1], "s").unwrap_err().to_string();
         assert_eq!(e, format!("payload of {} bytes exceeds {MAX_MESSAGE_BYTES}", MAX_MESSAGE_BYTES + 1));
     }
 }

@@ -1,15 +1,28 @@
-//! The sink: canonical orders (`ORDERS`) into ClickHouse, in batches, acknowledged only after
-//! ClickHouse confirmed every insert they caused.
+//! The sink: canonical orders (`ORDERS`) into ClickHouse, and the alerts they call for.
 //!
-//! - [`rows`]: canonical order → table rows, and the merge rule between row kinds (pure).
-//! - [`store`]: ClickHouse IO (migrations, lookups, inserts).
-//! - [`input`]: what the input subjects may carry, and dead-letter reasons (pure).
+//! Where to look first:
+//! - [`engine`]: the alert engine, synchronous and pure: input plus lookups in, a plan out;
+//! - [`alerts`]: the rules, one function per kind (pure, table-tested);
+//! - [`consumer`]: the IO around the engine and the commit order (alerts and expectations
+//!   before rows, publish before store, acknowledge last, the engine's state changed last).
+//!
+//! Beside them: [`rows`] (canonical order → rows, the merge rule between row kinds), [`open`]
+//! (the open alerts, compact), [`keys`], [`known`] (fingerprints of stored lines), [`edits`]
+//! (OMS edits as expectations, pure), [`input`] (what the input subjects may carry), [`store`]
+//! (ClickHouse), [`webhook`], [`commands`] (operator commands), [`page`] and [`status`] (the
+//! status page).
 
 pub mod alerts;
+pub mod commands;
+pub mod consumer;
 pub mod edits;
+pub mod engine;
 pub mod input;
+pub mod keys;
 pub mod known;
+pub mod metrics;
 pub mod open;
+pub mod page;
 pub mod rows;
 pub mod status;
 pub mod store;

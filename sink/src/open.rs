@@ -7,48 +7,16 @@
 //! Indexed by (kind, shop) as well: the rules that look for "every open X of this shop" (a
 //! shipped line settling its cart's `item_removed`, a poll bringing back `order_vanished` lines)
 //! read a handful of entries instead of scanning every open alert for every row.
+//!
+//! [`Pending`] is the same set as a plan sees it while it is being made: changes are recorded
+//! beside it, and applied ([`OpenAlerts::apply`]) only once what they caused is durable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::DateTime;
-use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertState};
+use schemas::alert::{ALERT_SCHEMA_VERSION, Alert, AlertKind, AlertState, Severity};
 
-/// (kind, shop, subject): the subject is the order number, or `edit:<key>` for
-/// `qoo10_correction_required`.
-pub type Key = (String, String, String);
-
-/// The key an alert is held under.
-pub fn key_of(a: &Alert) -> Key {
-    let subject = match a.details.get("edit_key").and_then(|k| k.as_str()) {
-        Some(k) if a.kind == "qoo10_correction_required" => format!("edit:{k}"),
-        _ => a.order_no.to_string(),
-    };
-    (a.kind.clone(), a.shop_id.clone(), subject)
-}
-
-/// What identifies an open alert within its (kind, shop): the order number, held as a number,
-/// or any other subject (`edit:<key>`).
-#[derive(Debug, PartialEq, Eq, Hash)]
-enum Subject {
-    Order(u64),
-    Other(Box<str>),
-}
-
-impl Subject {
-    fn of(s: &str) -> Subject {
-        match s.parse::<u64>() {
-            Ok(n) if n.to_string() == s => Subject::Order(n),
-            _ => Subject::Other(s.into()),
-        }
-    }
-
-    fn text(&self) -> String {
-        match self {
-            Subject::Order(n) => n.to_string(),
-            Subject::Other(s) => s.to_string(),
-        }
-    }
-}
+use crate::keys::{AlertKey, Subject};
 
 /// 40 bytes. The id is not held when it is the one [`crate::alerts::open`] derives
 /// (`kind:shop:order:version`), which is every alert but `qoo10_correction_required`.
@@ -60,64 +28,60 @@ struct Slim {
     other_id: Option<Box<str>>,
 }
 
-fn derived_id(kind: &str, shop: &str, order_no: u64, version: u64) -> String {
+fn derived_id(kind: AlertKind, shop: &str, order_no: u64, version: u64) -> String {
     format!("{kind}:{shop}:{order_no}:{version}")
 }
 
-/// Open alerts by "kind\u{1f}shop", then by subject: one table answers "is it open?", "remove
-/// it" and "every open X of this shop". About 70 bytes per open alert.
+/// Open alerts by (kind, shop), then by subject: one table answers "is it open?", "remove it"
+/// and "every open X of this shop". About 70 bytes per open alert.
 #[derive(Debug, Default)]
 pub struct OpenAlerts {
-    groups: HashMap<Box<str>, HashMap<Subject, Slim>>,
+    groups: HashMap<(AlertKind, Box<str>), HashMap<Subject, Slim>>,
 }
 
-fn joined(kind: &str, shop: &str) -> String {
-    format!("{kind}\u{1f}{shop}")
-}
-
-/// True for an alert handed out by [`OpenAlerts::remove`]: its texts, severity, details and
-/// opening time are to be read back from ClickHouse before it is published or stored.
+/// True for an alert handed out without its texts (by [`OpenAlerts::get`]): its texts,
+/// severity, details and opening time are to be read back from ClickHouse before it is published
+/// or stored.
 pub fn needs_texts(a: &Alert) -> bool {
     a.message.is_empty() && a.message_ja.is_empty() && a.details.is_null()
 }
 
 impl OpenAlerts {
-    pub fn contains_key(&self, key: &Key) -> bool {
-        self.groups.get(joined(&key.0, &key.1).as_str()).is_some_and(|g| g.contains_key(&Subject::of(&key.2)))
+    fn group(&self, key: &AlertKey) -> Option<&HashMap<Subject, Slim>> {
+        self.groups.get(&(key.kind, key.shop.as_str().into()))
     }
 
-    pub fn insert(&mut self, key: Key, alert: &Alert) {
-        let derived = derived_id(&key.0, &key.1, alert.order_no, alert.version);
+    pub fn contains_key(&self, key: &AlertKey) -> bool {
+        self.group(key).is_some_and(|g| g.contains_key(&key.subject))
+    }
+
+    pub fn insert(&mut self, key: AlertKey, alert: &Alert) {
+        let derived = derived_id(key.kind, &key.shop, alert.order_no, alert.version);
         let slim = Slim {
             order_no: alert.order_no,
             pack_no: alert.pack_no,
             version: alert.version,
             other_id: (alert.alert_id != derived).then(|| alert.alert_id.as_str().into()),
         };
-        self.groups.entry(joined(&key.0, &key.1).into()).or_default().insert(Subject::of(&key.2), slim);
+        self.groups.entry((key.kind, key.shop.into())).or_default().insert(key.subject, slim);
     }
 
-    /// The alert, without its texts (see [`needs_texts`]), if it was open.
-    pub fn remove(&mut self, key: &Key) -> Option<Alert> {
-        let name = joined(&key.0, &key.1);
-        let group = self.groups.get_mut(name.as_str())?;
-        let slim = group.remove(&Subject::of(&key.2))?;
-        if group.is_empty() {
-            self.groups.remove(name.as_str());
-        }
-        let alert_id = match slim.other_id {
-            Some(id) => id.into(),
-            None => derived_id(&key.0, &key.1, slim.order_no, slim.version),
+    /// The open alert, without its texts (see [`needs_texts`]).
+    pub fn get(&self, key: &AlertKey) -> Option<Alert> {
+        let slim = self.group(key)?.get(&key.subject)?;
+        let alert_id = match &slim.other_id {
+            Some(id) => id.to_string(),
+            None => derived_id(key.kind, &key.shop, slim.order_no, slim.version),
         };
         Some(Alert {
             schema_version: ALERT_SCHEMA_VERSION,
             alert_id,
-            kind: key.0.clone(),
-            shop_id: key.1.clone(),
+            kind: key.kind,
+            shop_id: key.shop.clone(),
             order_no: slim.order_no,
             pack_no: slim.pack_no,
             state: AlertState::Open,
-            severity: String::new(),
+            severity: Severity::Warning,
             message: String::new(),
             message_ja: String::new(),
             details: serde_json::Value::Null,
@@ -127,10 +91,23 @@ impl OpenAlerts {
         })
     }
 
+    pub fn remove(&mut self, key: &AlertKey) {
+        let name = (key.kind, Box::<str>::from(key.shop.as_str()));
+        if let Some(group) = self.groups.get_mut(&name) {
+            group.remove(&key.subject);
+            if group.is_empty() {
+                self.groups.remove(&name);
+            }
+        }
+    }
+
     /// The open alerts of one kind for one shop: their keys and carts.
-    pub fn of(&self, kind: &str, shop: &str) -> Vec<(Key, u64)> {
-        let Some(group) = self.groups.get(joined(kind, shop).as_str()) else { return Vec::new() };
-        group.iter().map(|(s, slim)| ((kind.to_owned(), shop.to_owned(), s.text()), slim.pack_no)).collect()
+    pub fn of(&self, kind: AlertKind, shop: &str) -> Vec<(AlertKey, u64)> {
+        let Some(group) = self.groups.get(&(kind, shop.into())) else { return Vec::new() };
+        group
+            .iter()
+            .map(|(s, slim)| (AlertKey { kind, shop: shop.to_owned(), subject: s.clone() }, slim.pack_no))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -140,13 +117,88 @@ impl OpenAlerts {
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
+
+    /// What a plan decided, now that it is durable: resolutions first, then openings (an alert
+    /// can resolve and another open under the same key in one plan).
+    pub fn apply(&mut self, changes: AlertChanges) {
+        for key in &changes.closed {
+            self.remove(key);
+        }
+        for (key, alert) in changes.opened {
+            self.insert(key, &alert);
+        }
+    }
+}
+
+/// The open-alert changes a plan made, not yet applied.
+#[derive(Debug, Default)]
+pub struct AlertChanges {
+    opened: Vec<(AlertKey, Alert)>,
+    closed: HashSet<AlertKey>,
+}
+
+/// The open alerts as a plan being made sees them: the engine's set, with the plan's own
+/// openings and resolutions on top. Nothing here changes the set itself.
+#[derive(Debug)]
+pub struct Pending<'a> {
+    open: &'a OpenAlerts,
+    changes: AlertChanges,
+}
+
+impl<'a> Pending<'a> {
+    pub fn new(open: &'a OpenAlerts) -> Self {
+        Pending { open, changes: AlertChanges::default() }
+    }
+
+    pub fn contains(&self, key: &AlertKey) -> bool {
+        self.changes.opened.iter().any(|(k, _)| k == key)
+            || (!self.changes.closed.contains(key) && self.open.contains_key(key))
+    }
+
+    /// Records an opening.
+    pub fn open(&mut self, key: AlertKey, alert: &Alert) {
+        self.changes.opened.push((key, alert.clone()));
+    }
+
+    /// Records a resolution and hands out the alert it resolves: whole when this plan opened it,
+    /// else without its texts (see [`needs_texts`]).
+    pub fn close(&mut self, key: &AlertKey) -> Option<Alert> {
+        if let Some(i) = self.changes.opened.iter().position(|(k, _)| k == key) {
+            let (_, alert) = self.changes.opened.remove(i);
+            return Some(alert);
+        }
+        if self.changes.closed.contains(key) {
+            return None;
+        }
+        let alert = self.open.get(key)?;
+        self.changes.closed.insert(key.clone());
+        Some(alert)
+    }
+
+    /// The open alerts of one kind for one shop, with their carts.
+    pub fn of(&self, kind: AlertKind, shop: &str) -> Vec<(AlertKey, u64)> {
+        let mut out: Vec<(AlertKey, u64)> =
+            self.open.of(kind, shop).into_iter().filter(|(k, _)| !self.changes.closed.contains(k)).collect();
+        out.extend(
+            self.changes
+                .opened
+                .iter()
+                .filter(|(k, _)| k.kind == kind && k.shop == shop)
+                .map(|(k, a)| (k.clone(), a.pack_no)),
+        );
+        out
+    }
+
+    pub fn into_changes(self) -> AlertChanges {
+        self.changes
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn alert(kind: &str, shop: &str, order_no: u64) -> Alert {
+    fn alert(kind: AlertKind, shop: &str, order_no: u64) -> Alert {
         serde_json::from_value(serde_json::json!({
             "schema_version": 1, "alert_id": format!("{kind}:{shop}:{order_no}:1"), "kind": kind, "shop_id": shop,
             "order_no": order_no, "pack_no": 7, "state": "open", "severity": "warning", "message": "m",
@@ -159,36 +211,62 @@ mod tests {
     #[test]
     fn keeps_what_decisions_need_and_indexes_by_kind_and_shop() {
         let mut open = OpenAlerts::default();
-        for a in [alert("item_removed", "a", 1), alert("item_removed", "a", 2), alert("x", "a", 3)] {
-            open.insert(key_of(&a), &a);
+        for a in [
+            alert(AlertKind::ItemRemoved, "a", 1),
+            alert(AlertKind::ItemRemoved, "a", 2),
+            alert(AlertKind::ItemAdded, "a", 3),
+        ] {
+            open.insert(AlertKey::of(&a), &a);
         }
-        assert_eq!(open.of("item_removed", "a").len(), 2);
-        assert!(open.of("item_removed", "b").is_empty());
-        let k = key_of(&alert("item_removed", "a", 1));
+        assert_eq!(open.of(AlertKind::ItemRemoved, "a").len(), 2);
+        assert!(open.of(AlertKind::ItemRemoved, "b").is_empty());
+        let k = AlertKey::of(&alert(AlertKind::ItemRemoved, "a", 1));
         assert!(open.contains_key(&k));
-        let stub = open.remove(&k).expect("was open");
-        assert!(needs_texts(&stub) && !needs_texts(&alert("x", "a", 3)));
+        let stub = open.get(&k).expect("was open");
+        assert!(needs_texts(&stub) && !needs_texts(&alert(AlertKind::ItemAdded, "a", 3)));
         assert_eq!((stub.alert_id.as_str(), stub.pack_no, stub.version), ("item_removed:a:1:1", 7, 1));
-        assert!(open.remove(&k).is_none() && !open.contains_key(&k));
-        assert_eq!(open.of("item_removed", "a"), vec![(("item_removed".into(), "a".into(), "2".into()), 7)]);
+        open.remove(&k);
+        assert!(open.get(&k).is_none() && !open.contains_key(&k));
+        assert_eq!(open.of(AlertKind::ItemRemoved, "a"), vec![(AlertKey::order(AlertKind::ItemRemoved, "a", 2), 7)]);
         assert_eq!(open.len(), 2);
     }
 
     #[test]
     fn ids_not_derived_from_the_key_are_kept() {
         let mut open = OpenAlerts::default();
-        let mut edit = alert("qoo10_correction_required", "a", 5);
+        let mut edit = alert(AlertKind::Qoo10CorrectionRequired, "a", 5);
         edit.alert_id = "qoo10_correction_required:a:5:e-1".into();
-        edit.details = serde_json::json!({"edit_key": "5"});
-        let key = key_of(&edit);
-        assert_eq!(key.2, "edit:5");
+        edit.details = serde_json::json!({"edit_key": "quantity:5"});
+        let key = AlertKey::of(&edit);
+        assert_eq!(key.subject, Subject::Edit("quantity:5".into()));
         open.insert(key.clone(), &edit);
-        // An order number with a leading zero is not the number: it stays text.
-        let odd: Key = ("x".into(), "a".into(), "007".into());
-        open.insert(odd.clone(), &alert("x", "a", 7));
-        assert!(open.contains_key(&odd) && !open.contains_key(&("x".into(), "a".into(), "7".into())));
-        assert_eq!(open.remove(&key).expect("open").alert_id, "qoo10_correction_required:a:5:e-1");
-        assert_eq!(open.of("x", "a")[0].0.2, "007");
+        assert_eq!(open.get(&key).expect("open").alert_id, "qoo10_correction_required:a:5:e-1");
         assert_eq!((open.len(), open.is_empty()), (1, false));
+    }
+
+    /// A plan sees its own changes; the set changes only when the plan is applied.
+    #[test]
+    fn a_pending_plan_changes_nothing_until_applied() {
+        let mut open = OpenAlerts::default();
+        let old = alert(AlertKind::ShipDateMissing, "a", 1);
+        open.insert(AlertKey::of(&old), &old);
+        let new = alert(AlertKind::ItemAdded, "a", 2);
+        let mut p = Pending::new(&open);
+        assert!(p.close(&AlertKey::of(&old)).is_some_and(|a| needs_texts(&a)));
+        assert!(p.close(&AlertKey::of(&old)).is_none(), "resolved once");
+        p.open(AlertKey::of(&new), &new);
+        assert!(p.contains(&AlertKey::of(&new)) && !p.contains(&AlertKey::of(&old)));
+        assert_eq!(p.of(AlertKind::ItemAdded, "a").len(), 1);
+        let changes = p.into_changes();
+        assert!(open.contains_key(&AlertKey::of(&old)) && !open.contains_key(&AlertKey::of(&new)), "not applied yet");
+        open.apply(changes);
+        assert!(!open.contains_key(&AlertKey::of(&old)) && open.contains_key(&AlertKey::of(&new)));
+        // Opened and resolved within one plan: whole, and nothing left open.
+        let mut p = Pending::new(&open);
+        let brief = alert(AlertKind::QuantityChanged, "a", 3);
+        p.open(AlertKey::of(&brief), &brief);
+        assert!(p.close(&AlertKey::of(&brief)).is_some_and(|a| !needs_texts(&a)));
+        open.apply(p.into_changes());
+        assert!(!open.contains_key(&AlertKey::of(&brief)));
     }
 }

@@ -163,30 +163,29 @@ impl AlertRow {
     /// The row of an alert transition (taking its texts over: no copy of them).
     pub fn from_alert(a: schemas::alert::Alert) -> Self {
         AlertRow {
-            state: match a.state {
-                schemas::alert::AlertState::Open => "open".into(),
-                schemas::alert::AlertState::Resolved => "resolved".into(),
-            },
+            state: a.state.as_str().into(),
             details: a.details.to_string(),
             opened_at: u32::try_from(a.opened_at.timestamp()).unwrap_or(0),
             updated_at: u32::try_from(a.updated_at.timestamp()).unwrap_or(0),
             alert_id: a.alert_id,
-            kind: a.kind,
+            kind: a.kind.as_str().into(),
             shop_id: a.shop_id,
             order_no: a.order_no,
             pack_no: a.pack_no,
-            severity: a.severity,
+            severity: a.severity.as_str().into(),
             message: a.message,
             message_ja: a.message_ja,
             version: a.version,
         }
     }
 
-    pub fn to_alert(&self) -> schemas::alert::Alert {
-        schemas::alert::Alert {
+    /// The alert this row stores; `None` for a kind or severity this build does not know (a row
+    /// written by another service or a later version).
+    pub fn to_alert(&self) -> Option<schemas::alert::Alert> {
+        Some(schemas::alert::Alert {
             schema_version: schemas::alert::ALERT_SCHEMA_VERSION,
             alert_id: self.alert_id.clone(),
-            kind: self.kind.clone(),
+            kind: schemas::alert::AlertKind::parse(&self.kind)?,
             shop_id: self.shop_id.clone(),
             order_no: self.order_no,
             pack_no: self.pack_no,
@@ -195,23 +194,19 @@ impl AlertRow {
             } else {
                 schemas::alert::AlertState::Resolved
             },
-            severity: self.severity.clone(),
+            severity: schemas::alert::Severity::parse(&self.severity)?,
             message: self.message.clone(),
             message_ja: self.message_ja.clone(),
             details: serde_json::from_str(&self.details).unwrap_or_default(),
             opened_at: DateTime::from_timestamp(i64::from(self.opened_at), 0).unwrap_or_default(),
             updated_at: DateTime::from_timestamp(i64::from(self.updated_at), 0).unwrap_or_default(),
             version: self.version,
-        }
+        })
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("field `{field}`: {problem}")]
-pub struct RowError {
-    pub field: &'static str,
-    pub problem: String,
-}
+/// A value that does not fit its column.
+pub type RowError = schemas::dlq::FieldError;
 
 /// Decimal(18,2) as its scaled integer. Rounds half away from zero to cents.
 pub fn money(field: &'static str, d: Option<Decimal>) -> Result<i64, RowError> {
@@ -220,22 +215,27 @@ pub fn money(field: &'static str, d: Option<Decimal>) -> Result<i64, RowError> {
         * Decimal::from(100))
     .to_i64()
     .filter(|v| v.unsigned_abs() < 10u64.pow(18))
-    .ok_or_else(|| RowError { field, problem: format!("{d} does not fit Decimal(18,2)") })?;
+    .ok_or_else(|| RowError::new(field, format!("{d} does not fit Decimal(18,2)")))?;
     Ok(scaled)
 }
 
 pub fn seconds(field: &'static str, t: DateTime<Utc>) -> Result<u32, RowError> {
-    u32::try_from(t.timestamp()).map_err(|_| RowError { field, problem: format!("{t} is outside DateTime's range") })
+    u32::try_from(t.timestamp()).map_err(|_| RowError::new(field, format!("{t} is outside DateTime's range")))
 }
 
 fn opt_seconds(field: &'static str, t: Option<DateTime<Utc>>) -> Result<Option<u32>, RowError> {
     t.map(|t| seconds(field, t)).transpose()
 }
 
+/// A `Date` column's value (days since 1970-01-01) as a calendar date: the inverse of [`days`].
+pub fn date(d: Option<u16>) -> Option<NaiveDate> {
+    d.map(|d| schemas::time::from_epoch_day(i64::from(d)))
+}
+
 pub fn days(field: &'static str, d: Option<NaiveDate>) -> Result<Option<u16>, RowError> {
     d.map(|d| {
-        let n = (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days();
-        u16::try_from(n).map_err(|_| RowError { field, problem: format!("{d} is outside Date's range") })
+        let n = schemas::time::epoch_day(d);
+        u16::try_from(n).map_err(|_| RowError::new(field, format!("{d} is outside Date's range")))
     })
     .transpose()
 }
@@ -272,7 +272,7 @@ pub fn rows(o: CanonicalOrder) -> Result<(OrderRow, Option<ContactRow>), RowErro
         shop_id: o.shop_id,
         order_no: o.order_no,
         pack_no: o.pack_no,
-        status: o.status,
+        status: o.status.as_str().to_owned(),
         qoo10_status: o.qoo10_status,
         claim_status: o.claim_status,
         item_code: o.item_code,
@@ -342,7 +342,7 @@ pub fn merge(stored: Option<&OrderRow>, incoming: OrderRow, kind: RowKind, statu
     };
     let shipping = (row.qoo10_status != 0).then_some(row.qoo10_status);
     if let Some(status) = statuses.canonical(shipping, row.claim_status) {
-        row.status = status.to_owned();
+        row.status = status.as_str().to_owned();
     }
     row
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use schemas::config::ClickHouseConfig;
 use schemas::sql::{MIGRATIONS, MIGRATIONS_TABLE};
 
+use crate::keys::{CartKey, LineKey};
 use crate::rows::{AlertRow, ContactRow, OrderRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -189,26 +190,26 @@ impl Store {
 
     /// The latest stored row of each of these order lines (those that exist). One query for the
     /// whole batch (shops and numbers as two IN lists; the pairs are picked out here).
-    pub async fn latest(&self, keys: &[(String, u64)]) -> Result<HashMap<(String, u64), OrderRow>, StoreError> {
+    pub async fn latest(&self, keys: &[LineKey]) -> Result<HashMap<LineKey, OrderRow>, StoreError> {
         let rows = self.rows_of("orders", keys).await.map_err(self.err("read latest orders"))?;
-        Ok(rows.into_iter().map(|r| ((r.shop_id.clone(), r.order_no), r)).collect())
+        Ok(rows.into_iter().map(|r| (LineKey::new(&r.shop_id, r.order_no), r)).collect())
     }
 
     /// Every stored version of these order lines, oldest first.
-    pub async fn history(&self, keys: &[(String, u64)]) -> Result<HashMap<(String, u64), Vec<OrderRow>>, StoreError> {
+    pub async fn history(&self, keys: &[LineKey]) -> Result<HashMap<LineKey, Vec<OrderRow>>, StoreError> {
         let mut rows = self.rows_of("order_versions", keys).await.map_err(self.err("read order history"))?;
         rows.sort_by_key(|r| r.version);
-        let mut out: HashMap<(String, u64), Vec<OrderRow>> = HashMap::new();
+        let mut out: HashMap<LineKey, Vec<OrderRow>> = HashMap::new();
         for r in rows {
-            out.entry((r.shop_id.clone(), r.order_no)).or_default().push(r);
+            out.entry(LineKey::new(&r.shop_id, r.order_no)).or_default().push(r);
         }
         Ok(out)
     }
 
     /// The rows of `table FINAL` for these keys (one query for all of them).
-    async fn rows_of(&self, table: &str, keys: &[(String, u64)]) -> Result<Vec<OrderRow>, clickhouse::error::Error> {
-        let shops: std::collections::BTreeSet<&str> = keys.iter().map(|(s, _)| s.as_str()).collect();
-        let numbers: std::collections::BTreeSet<u64> = keys.iter().map(|(_, n)| *n).collect();
+    async fn rows_of(&self, table: &str, keys: &[LineKey]) -> Result<Vec<OrderRow>, clickhouse::error::Error> {
+        let shops: std::collections::BTreeSet<&str> = keys.iter().map(|k| k.shop.as_str()).collect();
+        let numbers: std::collections::BTreeSet<u64> = keys.iter().map(|k| k.order_no).collect();
         let placeholders = vec!["?"; shops.len()].join(",");
         let list = numbers.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         let mut q = self.client.query(&format!(
@@ -217,7 +218,8 @@ impl Store {
         for shop in &shops {
             q = q.bind(*shop);
         }
-        let wanted: std::collections::HashSet<(&str, u64)> = keys.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        let wanted: std::collections::HashSet<(&str, u64)> =
+            keys.iter().map(|k| (k.shop.as_str(), k.order_no)).collect();
         let rows = q.fetch_all::<OrderRow>().await?;
         Ok(rows.into_iter().filter(|r| wanted.contains(&(r.shop_id.as_str(), r.order_no))).collect())
     }
@@ -295,8 +297,12 @@ impl Store {
             .fetch::<AlertRow>()
             .map_err(self.err("read open alerts"))?;
         while let Some(row) = cursor.next().await.map_err(self.err("read open alerts"))? {
-            let alert = row.to_alert();
-            open.insert(crate::open::key_of(&alert), &alert);
+            match row.to_alert() {
+                Some(alert) => open.insert(crate::keys::AlertKey::of(&alert), &alert),
+                None => {
+                    tracing::warn!(alert_id = %row.alert_id, kind = %row.kind, "an open alert of a kind this build does not know; left alone")
+                }
+            }
         }
         Ok(open)
     }
@@ -312,9 +318,9 @@ impl Store {
     }
 
     /// Per line of these carts: its latest claim status. One query for the whole batch.
-    pub async fn pack_lines(&self, packs: &[(String, u64)]) -> Result<Vec<PackLine>, StoreError> {
-        let shops: std::collections::BTreeSet<&str> = packs.iter().map(|(s, _)| s.as_str()).collect();
-        let numbers: std::collections::BTreeSet<u64> = packs.iter().map(|(_, n)| *n).collect();
+    pub async fn pack_lines(&self, packs: &[CartKey]) -> Result<Vec<PackLine>, StoreError> {
+        let shops: std::collections::BTreeSet<&str> = packs.iter().map(|k| k.shop.as_str()).collect();
+        let numbers: std::collections::BTreeSet<u64> = packs.iter().map(|k| k.pack_no).collect();
         let placeholders = vec!["?"; shops.len()].join(",");
         let list = numbers.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         let mut q = self.client.query(&format!(
@@ -324,7 +330,8 @@ impl Store {
         for shop in &shops {
             q = q.bind(*shop);
         }
-        let wanted: std::collections::HashSet<(&str, u64)> = packs.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        let wanted: std::collections::HashSet<(&str, u64)> =
+            packs.iter().map(|k| (k.shop.as_str(), k.pack_no)).collect();
         let rows = q.fetch_all::<PackLine>().await.map_err(self.err("read cart lines"))?;
         Ok(rows.into_iter().filter(|l| wanted.contains(&(l.shop_id.as_str(), l.pack_no))).collect())
     }

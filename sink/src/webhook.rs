@@ -6,10 +6,11 @@
 //! and counted, and the pipeline never waits for the webhook.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use runtime::telemetry::Metrics;
+
+use backon::Retryable;
 use schemas::Secret;
 use schemas::alert::{Alert, AlertState};
 use tokio::sync::mpsc;
@@ -25,20 +26,19 @@ pub fn text(a: &Alert) -> String {
     format!("[{state}] {} — {}{order}\n{}\n{}", a.kind, a.shop_id, a.message_ja, a.message)
 }
 
+/// Counted in `webhook_notifications_total{outcome}`: `sent`, `failed` (retries gave up) and
+/// `dropped` (the queue was full).
 #[derive(Debug)]
 pub struct Webhook {
     tx: mpsc::Sender<Alert>,
     task: JoinHandle<()>,
-    pub dropped: Arc<AtomicU64>,
-    pub failed: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Webhook {
-    pub fn start(url: Secret, queue: usize) -> Self {
+    pub fn start(url: Secret, queue: usize, metrics: Arc<Metrics>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Alert>(queue);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let failures = failed.clone();
+        let counts = metrics.clone();
         let task = tokio::spawn(async move {
             let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("HTTP client");
             while let Some(alert) = rx.recv().await {
@@ -48,30 +48,28 @@ impl Webhook {
                         http.post(url.expose()).json(&body).send().await.map_err(|e| e.without_url().to_string())?;
                     if r.status().is_success() { Ok(()) } else { Err(format!("HTTP {}", r.status())) }
                 };
-                let backoff = ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(10))
-                    .with_jitter()
-                    .with_max_times(usize::MAX)
-                    .with_total_delay(Some(Duration::from_secs(60)));
+                let backoff = runtime::retry::webhook();
                 let result = send
                     .retry(backoff)
                     .sleep(tokio::time::sleep)
                     .notify(|e, d| tracing::warn!(alert_id = %alert.alert_id, error = %e, retry_in_ms = d.as_millis() as u64, "webhook failed; retrying"))
                     .await;
-                if let Err(e) = result {
-                    failures.fetch_add(1, Ordering::Relaxed);
+                let outcome = if let Err(e) = result {
                     tracing::error!(alert_id = %alert.alert_id, error = %e, "webhook gave up on this alert");
-                }
+                    "failed"
+                } else {
+                    "sent"
+                };
+                counts.inc(crate::metrics::WEBHOOK, &[("outcome", outcome)]);
             }
         });
-        Webhook { tx, task, dropped, failed }
+        Webhook { tx, task, metrics }
     }
 
     /// Queues a notification; never waits.
     pub fn notify(&self, alert: &Alert) {
         if self.tx.try_send(alert.clone()).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.inc(crate::metrics::WEBHOOK, &[("outcome", "dropped")]);
             tracing::warn!(alert_id = %alert.alert_id, "webhook queue full; notification dropped");
         }
     }

@@ -312,16 +312,11 @@ impl Deployment {
             tokio::time::sleep(Duration::from_millis(300)).await;
             last.clear();
             let mut busy = false;
-            for base in [
-                schemas::subjects::STREAM_RAW,
-                schemas::subjects::STREAM_ORDERS,
-                schemas::subjects::STREAM_ALERTS,
-                schemas::subjects::STREAM_POLLS,
-                schemas::subjects::STREAM_OMS_EDITS,
-            ] {
+            use schemas::subjects::Stream;
+            for base in [Stream::Raw, Stream::Orders, Stream::Alerts, Stream::Polls, Stream::OmsEdits] {
                 let Ok(stream) = js.get_stream(ns.stream(base)).await else {
                     busy = true;
-                    last.push_str(&format!("{base}: unreachable; "));
+                    last.push_str(&format!("{}: unreachable; ", base.base()));
                     continue;
                 };
                 let names: Vec<String> = {
@@ -330,7 +325,7 @@ impl Deployment {
                         Ok(n) => n,
                         Err(e) => {
                             busy = true;
-                            last.push_str(&format!("{base}: {e}; "));
+                            last.push_str(&format!("{}: {e}; ", base.base()));
                             continue;
                         }
                     }
@@ -484,7 +479,7 @@ impl Deployment {
         base: &str,
     ) -> anyhow::Result<Vec<async_nats::jetstream::message::StreamMessage>> {
         let js = self.nats().await?;
-        let name = schemas::subjects::Namespace::new(&self.prefix).stream(base);
+        let name = schemas::subjects::Namespace::new(&self.prefix).stream_named(base);
         let mut stream = match js.get_stream(&name).await {
             Ok(s) => s,
             // Not created yet: no service of this deployment has started.
@@ -516,7 +511,7 @@ impl Drop for Deployment {
             let url = format!("{}/", self.servers.clickhouse_url);
             let sql = format!("DROP DATABASE IF EXISTS {}", self.database);
             let nats_url = self.shared_nats.then(|| self.servers.nats_url.clone());
-            let streams = schemas::subjects::Namespace::new(&self.prefix).stream("");
+            let streams = schemas::subjects::Namespace::new(&self.prefix).stream_named("");
             let _ = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
                 rt.block_on(async {

@@ -365,7 +365,7 @@ async fn fetcher_alerts_are_recorded_and_replaying_orders_raises_nothing_twice()
     let alerts_before = s.dep.stream_messages("ALERTS").await?.len();
     let orders_before = s.dep.query("SELECT count(), sum(quantity) FROM orders FINAL").await?;
     let js = s.dep.nats().await?;
-    let stream = js.get_stream(schemas::subjects::Namespace::new(&s.dep.prefix).stream("ORDERS")).await?;
+    let stream = js.get_stream(schemas::subjects::Namespace::new(&s.dep.prefix).stream_named("ORDERS")).await?;
     stream.delete_consumer("sink").await?;
     s.dep.run_ok("sink", &["--until-idle"])?;
     assert_eq!(s.dep.stream_messages("ALERTS").await?.len(), alerts_before, "no alert published twice");

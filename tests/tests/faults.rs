@@ -57,7 +57,7 @@ fn stable_columns() -> String {
 
 async fn stream_len(dep: &Deployment, base: &str) -> u64 {
     let Ok(js) = dep.nats().await else { return 0 };
-    let name = schemas::subjects::Namespace::new(&dep.prefix).stream(base);
+    let name = schemas::subjects::Namespace::new(&dep.prefix).stream_named(base);
     match js.get_stream(&name).await {
         Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
         Err(_) => 0,

@@ -261,15 +261,10 @@ async fn secrets_never_appear_in_logs_errors_messages_or_tables() -> anyhow::Res
         .await?;
     let js = async_nats::jetstream::new(client);
     let ns = schemas::subjects::Namespace::new(&dep.prefix);
-    for base in [
-        schemas::subjects::STREAM_RAW,
-        schemas::subjects::STREAM_ORDERS,
-        schemas::subjects::STREAM_ALERTS,
-        schemas::subjects::STREAM_DLQ,
-        schemas::subjects::STREAM_FETCH_STATE,
-        schemas::subjects::STREAM_POLLS,
-    ] {
-        let Ok(mut stream) = js.get_stream(ns.stream(base)).await else { continue };
+    // Every stream of the deployment (the list is the contract's, so a new stream is covered).
+    for stream_kind in schemas::subjects::Stream::ALL {
+        let base = stream_kind.base();
+        let Ok(mut stream) = js.get_stream(ns.stream(stream_kind)).await else { continue };
         let state = stream.info().await?.state.clone();
         if state.messages == 0 {
             continue;

@@ -1,0 +1,184 @@
+//! Plans made durable, dead letters, and the retries that hold a batch while NATS or ClickHouse
+//! is away.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use backon::Retryable;
+use runtime::nats::publish_all;
+use runtime::telemetry::DEAD_LETTERS;
+use schemas::alert::{Alert, AlertState};
+use schemas::dlq::Reason;
+use schemas::subjects::Stage;
+
+use super::Consumer;
+use crate::engine::{Delta, Plan};
+use crate::open::needs_texts;
+use crate::rows::AlertRow;
+
+impl Consumer {
+    /// Makes a plan's alerts and expectations durable: transitions published (JetStream
+    /// de-duplicates their ids) then stored, expectation rows stored. Returns the delta to apply
+    /// once whatever else the plan's input caused (rows) is durable too.
+    pub(super) async fn commit(&mut self, plan: Plan, held: &[&jetstream::Message]) -> anyhow::Result<Delta> {
+        let Plan { mut transitions, expectations, delta } = plan;
+        if !transitions.is_empty() {
+            self.fill_texts(&mut transitions, held).await?;
+            // Every transition published, the acknowledgements pipelined. Retried whole while NATS
+            // is away: the message ids make a repeat a no-op.
+            retry_held("publish alerts", held, || async {
+                let outgoing = transitions.iter().map(|alert| runtime::nats::alert_message(&self.ns, alert));
+                for acked in publish_all(&self.js, outgoing).await {
+                    acked?;
+                }
+                Ok::<(), async_nats::Error>(())
+            })
+            .await?;
+            self.count(&transitions);
+            let rows: Vec<AlertRow> = transitions.into_iter().map(AlertRow::from_alert).collect();
+            retry_held("insert alerts", held, || self.store.write_alerts(&rows)).await?;
+        }
+        retry_held("insert expectations", held, || self.store.write_expectations(&expectations)).await?;
+        Ok(delta)
+    }
+
+    /// Counted per kind and state and added to the metric once each: a first import raises
+    /// thousands of alerts per batch, and each metric update takes the registry's lock.
+    fn count(&mut self, transitions: &[Alert]) {
+        let mut counted: HashMap<(&str, &str), u64> = HashMap::new();
+        for alert in transitions {
+            match alert.state {
+                AlertState::Open => self.stats.alerts_opened += 1,
+                AlertState::Resolved => self.stats.alerts_resolved += 1,
+            }
+            *counted.entry((alert.kind.as_str(), alert.state.as_str())).or_default() += 1;
+            tracing::info!(kind = %alert.kind, shop = %alert.shop_id, order_no = alert.order_no, state = ?alert.state, alert_id = %alert.alert_id, "alert");
+            if let Some(w) = &self.webhook {
+                w.notify(alert);
+            }
+        }
+        for ((kind, state), n) in counted {
+            self.metrics.add(crate::metrics::ALERTS, &[("kind", kind), ("state", state)], n as f64);
+        }
+    }
+
+    /// Resolutions of alerts held without their texts (`crate::open`) get them back: from the
+    /// opening transition when it is in the same list, else from `alerts FINAL`.
+    async fn fill_texts(&mut self, transitions: &mut [Alert], held: &[&jetstream::Message]) -> anyhow::Result<()> {
+        if !transitions.iter().any(needs_texts) {
+            return Ok(());
+        }
+        let mut texts: HashMap<String, Alert> = transitions
+            .iter()
+            .filter(|a| a.state == AlertState::Open && !needs_texts(a))
+            .map(|a| (a.alert_id.clone(), a.clone()))
+            .collect();
+        let missing: Vec<String> = transitions
+            .iter()
+            .filter(|a| needs_texts(a) && !texts.contains_key(&a.alert_id))
+            .map(|a| a.alert_id.clone())
+            .collect();
+        if !missing.is_empty() {
+            let stored = retry_held("read alert texts", held, || self.store.alerts_by_id(&missing)).await?;
+            texts.extend(stored.into_iter().filter_map(|r| r.to_alert()).map(|a| (a.alert_id.clone(), a)));
+        }
+        for a in transitions.iter_mut().filter(|a| needs_texts(a)) {
+            match texts.get(&a.alert_id) {
+                Some(t) => {
+                    a.severity = t.severity;
+                    a.message = t.message.clone();
+                    a.message_ja = t.message_ja.clone();
+                    a.details = t.details.clone();
+                    a.opened_at = t.opened_at;
+                }
+                None => {
+                    tracing::warn!(alert_id = %a.alert_id, "open alert not found in ClickHouse; resolved without its texts")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends each message to `dlq.sink.<shop>` with its reason, the publish acknowledgements
+    /// pipelined; a message is acknowledged only once JetStream has its dead letter, otherwise
+    /// handed back (NAK) so it is neither lost nor processed as valid.
+    pub(super) async fn dead_letters(&mut self, dead: &[(&jetstream::Message, &str, &Reason)]) {
+        let outgoing = dead.iter().map(|&(msg, shop, reason)| {
+            tracing::warn!(shop = %shop, reason = %reason, "dead letter");
+            runtime::nats::dead_letter(&self.ns, Stage::Sink, shop, msg, reason)
+        });
+        let stored = publish_all(&self.js, outgoing).await;
+        for (&(msg, _, reason), stored) in dead.iter().zip(stored) {
+            if stored.is_err() {
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                continue;
+            }
+            self.stats.dead_letters += 1;
+            self.metrics.inc(DEAD_LETTERS, &[("stage", "sink"), ("reason", &reason.label())]);
+            runtime::nats::ack(msg).await;
+        }
+    }
+}
+
+/// A start-up read: retried while ClickHouse is unreachable, failed at once on an error waiting
+/// cannot cure. `None` when the service was asked to stop meanwhile (a clean exit).
+pub async fn at_start<T, F, Fut>(op: &str, f: F) -> anyhow::Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+{
+    let result = f
+        .retry(runtime::retry::while_held())
+        .sleep(runtime::sleep_unless_stopping)
+        .when(|e| e.is_transient() && !runtime::shutting_down())
+        .notify(|e, delay| {
+            tracing::warn!(op, error = %e, retry_in_ms = delay.as_millis() as u64, "ClickHouse unreachable at start; waiting (not ready)");
+        })
+        .await;
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_transient() && runtime::shutting_down() => {
+            tracing::info!(op, "stopped before start-up finished");
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("ClickHouse {op}"))),
+    }
+}
+
+/// Retries an operation until it succeeds ([`runtime::retry::while_held`]). Meanwhile the
+/// batch's messages are kept unacknowledged and told "in progress", so JetStream neither
+/// redelivers them nor sends more: memory stays bounded by one batch during an outage. Once the
+/// service is asked to stop, it retries no more and hands the batch back (NAK), so it is
+/// redelivered at once to the next sink.
+pub(super) async fn retry_held<T, E, F, Fut>(op: &str, held: &[&jetstream::Message], f: F) -> anyhow::Result<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let result = f
+        .retry(runtime::retry::while_held())
+        .sleep(runtime::sleep_unless_stopping)
+        .when(|_| !runtime::shutting_down())
+        .notify(|e, delay| {
+            tracing::warn!(op, error = %e, retry_in_ms = delay.as_millis() as u64, held = held.len(), "failed; retrying");
+            for m in held {
+                let m = (*m).clone();
+                tokio::spawn(async move {
+                    let _ = m.ack_with(AckKind::Progress).await;
+                });
+            }
+        })
+        .await;
+    match result {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            // Stopping: hand the batch back now rather than after ack_wait.
+            for m in held {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+            }
+            Err(anyhow::anyhow!("{op}: {e} (stopping: the batch is handed back to JetStream)"))
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The sink's low-volume consumers (poll summaries, OMS edits, the fetcher's alerts) and the
+//! time-dependent sweep.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use chrono::Utc;
+use runtime::nats::fetch_batch;
+use schemas::alert::Alert;
+use schemas::dlq::Reason;
+use schemas::poll::PollSummary;
+use schemas::subjects::Namespace;
+
+use super::Consumer;
+use super::commit::retry_held;
+use crate::edits;
+use crate::engine::polls::{coverage, poll_started};
+use crate::keys::LineKey;
+use crate::rows::{AlertRow, OrderRow};
+
+impl Consumer {
+    /// Time-dependent rules (grace periods, overdue ship dates) on the active lines.
+    pub(super) async fn sweep(&mut self) -> anyhow::Result<()> {
+        let rows = retry_held("read active orders", &[], || self.store.active_orders()).await?;
+        let plan = self.engine.sweep(&rows, Utc::now());
+        let delta = self.commit(plan, &[]).await?;
+        self.engine.apply(delta);
+        Ok(())
+    }
+
+    /// Collects poll summaries; a poll is evaluated when its closing summary arrives. Returns how
+    /// many summaries arrived.
+    pub(super) async fn record_polls(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
+        let batch = fetch_batch(consumer, 500, Duration::from_millis(50)).await;
+        let count = batch.len();
+        for msg in batch {
+            let summary = match serde_json::from_slice::<PollSummary>(&msg.payload) {
+                Ok(s) => s,
+                Err(e) => {
+                    let reason = Reason::Unreadable { what: "a poll summary", detail: e.to_string() };
+                    self.dead_letters(&[(&msg, Namespace::shop_of(&msg.subject), &reason)]).await;
+                    continue;
+                }
+            };
+            self.abandon_older_polls(&summary).await;
+            let (last, id) = (summary.last_in_poll, summary.poll_id.clone());
+            let entry = self.polls.entry(id.clone()).or_default();
+            entry.0.push(msg);
+            entry.1.push(summary);
+            if last {
+                let (msgs, summaries) = self.polls.remove(&id).expect("just inserted");
+                self.evaluate_poll(&msgs, &summaries).await?;
+            }
+        }
+        Ok(count)
+    }
+
+    /// A newer poll of the shop abandons an older one that never completed (its fetch failed).
+    async fn abandon_older_polls(&mut self, summary: &PollSummary) {
+        let stale: Vec<String> = self
+            .polls
+            .iter()
+            .filter(|(id, (_, s))| {
+                **id != summary.poll_id
+                    && s[0].shop == summary.shop
+                    && poll_started(id) < poll_started(&summary.poll_id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            if let Some((msgs, _)) = self.polls.remove(&id) {
+                tracing::info!(poll_id = %id, "incomplete poll abandoned");
+                for m in msgs {
+                    let _ = m.ack().await;
+                }
+            }
+        }
+    }
+
+    /// `order_vanished` for one complete poll, committed; then its summaries acknowledged.
+    async fn evaluate_poll(&mut self, msgs: &[jetstream::Message], summaries: &[PollSummary]) -> anyhow::Result<()> {
+        let held: Vec<&jetstream::Message> = msgs.iter().collect();
+        let cov = coverage(summaries);
+        let mut known = Vec::new();
+        for (statuses, from, to) in &cov.windows {
+            let before = cov.started_version;
+            known.extend(
+                retry_held("read known lines", &held, || {
+                    self.store.known_lines(&cov.shop, statuses, *from, *to, before)
+                })
+                .await?,
+            );
+        }
+        let plan = self.engine.evaluate_poll(&cov, known, Utc::now());
+        let delta = self.commit(plan, &held).await?;
+        self.engine.apply(delta);
+        for m in msgs {
+            runtime::nats::ack(m).await;
+        }
+        Ok(())
+    }
+
+    /// Takes OMS edits: each becomes an expectation and, while Qoo10 does not show it,
+    /// `qoo10_correction_required`. Invalid edits go to `dlq.sink.<shop>`.
+    pub(super) async fn record_edits(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
+        let batch = fetch_batch(consumer, 100, Duration::from_millis(50)).await;
+        for msg in &batch {
+            let shop = Namespace::shop_of(&msg.subject).to_owned();
+            let edit = match self.engine.read_edit(&msg.payload, &shop) {
+                Ok(e) => e,
+                Err(reason) => {
+                    self.dead_letters(&[(msg, &shop, &reason)]).await;
+                    continue;
+                }
+            };
+            let held = [msg];
+            let rows = self.edit_target(&shop, &edit, &held).await?;
+            let version = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let delta = self.commit(self.engine.evaluate_edit(&edit, &rows, version, Utc::now()), &held).await?;
+            self.engine.apply(delta);
+            runtime::nats::ack(msg).await;
+        }
+        Ok(batch.len())
+    }
+
+    /// Qoo10's latest data for what an edit is about: its line, or its cart's lines.
+    async fn edit_target(
+        &self,
+        shop: &str,
+        edit: &schemas::edit::OmsEdit,
+        held: &[&jetstream::Message],
+    ) -> anyhow::Result<Vec<OrderRow>> {
+        Ok(match edits::target(edit) {
+            (Some(order_no), _) => {
+                let keys = [LineKey::new(shop, order_no)];
+                retry_held("read order", held, || self.store.latest(&keys)).await?.into_values().collect()
+            }
+            (_, Some(pack_no)) => retry_held("read cart", held, || self.store.pack_rows(shop, pack_no)).await?,
+            _ => Vec::new(),
+        })
+    }
+
+    /// Stores alerts other services published; returns how many arrived.
+    pub(super) async fn record_external(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
+        let batch = fetch_batch(consumer, 100, Duration::from_millis(50)).await;
+        let (mut rows, mut good) = (Vec::with_capacity(batch.len()), Vec::with_capacity(batch.len()));
+        for msg in &batch {
+            match serde_json::from_slice::<Alert>(&msg.payload) {
+                Ok(a) => {
+                    rows.push(AlertRow::from_alert(a));
+                    good.push(msg);
+                }
+                Err(e) => {
+                    let reason = Reason::Unreadable { what: "an alert", detail: e.to_string() };
+                    self.dead_letters(&[(msg, Namespace::shop_of(&msg.subject), &reason)]).await;
+                }
+            }
+        }
+        retry_held("insert alerts", &good, || self.store.write_alerts(&rows)).await?;
+        for msg in good {
+            runtime::nats::ack(msg).await;
+        }
+        Ok(batch.len())
+    }
+}
