@@ -56,7 +56,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     let Some(config) = runtime::service::config(args.config.as_deref(), args.print_config)? else { return Ok(true) };
-    let statuses = config.normalizer.status_map();
+    let statuses = config.status_map.clone();
     let service = Service::connect(&config, "normalizer").await?;
     service.serve(&config.normalizer.http_listen, "normalizer.http_listen", None, Default::default()).await?;
     let Service { js, ns, metrics, .. } = service;

@@ -42,6 +42,43 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A secret as a configuration gives it: inline, as an environment variable's name, or as a
+/// file's path (`<name>`, `<name>_env`, `<name>_file`). Exactly one may be set.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretRef<'a> {
+    /// The dotted key (`nats.password`), for errors.
+    pub name: &'a str,
+    pub value: Option<&'a Secret>,
+    pub env: Option<&'a str>,
+    pub file: Option<&'a std::path::Path>,
+}
+
+impl SecretRef<'_> {
+    /// The secret (`None` when none of the three is set), or the key at fault and why.
+    pub fn resolve(self) -> Result<Option<Secret>, (String, String)> {
+        let name = self.name;
+        let set = self.value.is_some() as u8 + self.env.is_some() as u8 + self.file.is_some() as u8;
+        if set > 1 {
+            return Err((name.to_owned(), format!("set only one of {name}, {name}_env, {name}_file")));
+        }
+        if let Some(v) = self.value {
+            return Ok(Some(v.clone()));
+        }
+        if let Some(var) = self.env {
+            return match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+                _ => Err((format!("{name}_env"), format!("environment variable {var} is not set"))),
+            };
+        }
+        let Some(path) = self.file else { return Ok(None) };
+        match std::fs::read_to_string(path) {
+            Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim_end_matches(['\n', '\r'])))),
+            Ok(_) => Err((format!("{name}_file"), format!("{} is empty", path.display()))),
+            Err(e) => Err((format!("{name}_file"), format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+}
+
 /// Replaces every occurrence of each secret in `text` (and its URL-encoded form) with `<redacted>`.
 /// Used on error texts that come from libraries which may echo a request URL back.
 pub fn scrub(text: &str, secrets: &[&Secret]) -> String {

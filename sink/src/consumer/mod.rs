@@ -112,7 +112,7 @@ impl Consumer {
                 Some((ExpectationKey { shop: r.shop_id.clone(), edit_key: r.edit_key.clone() }, (edit, r.version)))
             })
             .collect();
-        let engine = Engine::new(config.normalizer.status_map(), thresholds(config), open, expectations, known);
+        let engine = Engine::new(config.status_map.clone(), thresholds(config), open, expectations, known);
         tracing::info!(database = %config.clickhouse.database, open_alerts = engine.open_alerts().len(), "sink started");
         let webhook = config.alerts.webhook().cloned().map(|url| Webhook::start(url, 10_000, metrics.clone()));
         let consumer =

@@ -1,0 +1,469 @@
+//! `pipeline.toml`: one file shared by every service; each reads its sections.
+//!
+//! Loading is strict and happens once: the file is read as written ([`file`]: unknown keys are
+//! errors, each one's exact path known), environment overrides are applied, and each section is
+//! validated into the types below, secrets resolved. So a mistake stops the service at start with
+//! one line naming the file, the key and what to change, and a service holding a
+//! [`PipelineConfig`] holds a valid one: nothing is checked, or resolved, later.
+
+pub mod file;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+use crate::status::{Status, StatusMap};
+
+pub const DEFAULT_QAPI_BASE_URL: &str = "https://api.qoo10.jp/GMKT.INC.Front.QAPIService/ebayjapan.qapi";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {reason}")]
+    Read { file: String, reason: String },
+    #[error("{file}: {reason}")]
+    Parse { file: String, reason: String },
+    #[error("{file}: `{key}`: {reason}")]
+    Invalid { file: String, key: String, reason: String },
+}
+
+/// The validated configuration (see the module docs). Serialized, it is what `--print-config`
+/// shows: the effective configuration, secrets redacted, itself a valid file.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineConfig {
+    pub nats: NatsConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub qoo10: Qoo10Config,
+    pub fetcher: FetcherConfig,
+    pub shops: Vec<ShopConfig>,
+    pub normalizer: NormalizerConfig,
+    pub sink: SinkConfig,
+    pub alerts: AlertsConfig,
+    /// The contract's status table with `[normalizer]`'s destination and overrides.
+    #[serde(skip)]
+    pub status_map: StatusMap,
+    /// Where the configuration came from (a file path, or "built-in defaults").
+    #[serde(skip)]
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NatsConfig {
+    /// One server, or several separated by commas (seeds of a cluster: any live one will do).
+    pub url: String,
+    /// User/password authentication.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// Token authentication.
+    pub token: Option<Secret>,
+    /// A `.creds` file (user JWT and NKey seed) for decentralized authentication.
+    pub credentials_file: Option<PathBuf>,
+    /// Require TLS (also implied by a `tls://` URL or any `tls_*` file).
+    pub tls_required: bool,
+    /// PEM CA bundle that signed the server certificate (default: the system's roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients (`verify: true`).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Empty in production. A prefix (`[a-z0-9_]+`) puts all streams and subjects of this
+    /// deployment in their own namespace (`<prefix>.orders.<shop>`, stream `<PREFIX>_ORDERS`).
+    pub subject_prefix: String,
+    /// Replicas of each stream when the services create it (3 on a NATS cluster).
+    pub stream_replicas: usize,
+    /// JetStream de-duplication window for `Nats-Msg-Id`.
+    #[serde(with = "duration_text")]
+    pub duplicate_window: Duration,
+}
+
+impl NatsConfig {
+    /// The servers named by `url`.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+    }
+
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+
+    pub fn token(&self) -> Option<&Secret> {
+        self.token.as_ref()
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            user: None,
+            password: None,
+            token: None,
+            credentials_file: None,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            subject_prefix: String::new(),
+            stream_replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClickHouseConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    /// `password` / `password_env` / `password_file`, or `CLICKHOUSE_PASSWORD`.
+    pub password: Option<Secret>,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig { url: "http://127.0.0.1:8123".into(), database: "qoo10".into(), user: "default".into(), password: None }
+    }
+}
+
+impl ClickHouseConfig {
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiVersion {
+    V2,
+    V3,
+}
+
+/// How requests name the QAPI method: `path` (`.../ebayjapan.qapi/Class.Method` with the
+/// `GiosisCertificationKey` header) or `query` (`method=Class.Method&key=...&v=1.0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UrlStyle {
+    Path,
+    Query,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Qoo10Config {
+    pub base_url: String,
+    /// Per shop.
+    pub requests_per_second: f64,
+    /// All shops together, in this process.
+    pub global_requests_per_second: f64,
+    /// `GetShippingInfo_v3` (documented) or `_v2` (older, still served).
+    pub api_version: ApiVersion,
+    pub url_style: UrlStyle,
+    /// Timeout of one HTTP request.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// How long transient failures of one call are retried before the poll fails.
+    #[serde(with = "duration_text")]
+    pub retry_budget: Duration,
+}
+
+impl Default for Qoo10Config {
+    fn default() -> Self {
+        Qoo10Config {
+            base_url: DEFAULT_QAPI_BASE_URL.into(),
+            requests_per_second: 1.0,
+            global_requests_per_second: 10.0,
+            api_version: ApiVersion::V3,
+            url_style: UrlStyle::Path,
+            timeout: Duration::from_secs(30),
+            retry_budget: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetcherConfig {
+    /// Shops polled at the same time.
+    pub max_concurrent_shops: usize,
+    /// Where /metrics, /healthz and /readyz are served ("" = nowhere; `HTTP_LISTEN` overrides).
+    pub http_listen: String,
+    /// How often the calls that can wait are made: late payments, deliveries, returns,
+    /// exchanges and refunds (new orders, shipments and cancellations go every `interval`).
+    #[serde(with = "duration_text")]
+    pub slow_calls_every: Duration,
+    /// How often order-date windows older than the look-back are asked again (an order
+    /// confirmed long after payment has no date of its own).
+    #[serde(with = "duration_text")]
+    pub long_windows_every: Duration,
+    /// Windows by a transition's date start this long before the last good call ended.
+    #[serde(with = "duration_text")]
+    pub window_overlap: Duration,
+    /// How far back the long windows reach at most (days): a line older than this that has
+    /// not shipped is no longer followed.
+    pub follow_days: u32,
+}
+
+impl Default for FetcherConfig {
+    fn default() -> Self {
+        FetcherConfig {
+            max_concurrent_shops: 64,
+            http_listen: "127.0.0.1:9464".into(),
+            slow_calls_every: Duration::from_secs(3 * 3600),
+            long_windows_every: Duration::from_secs(24 * 3600),
+            window_overlap: Duration::from_secs(3600),
+            follow_days: 365,
+        }
+    }
+}
+
+/// A Qoo10 shop, its secrets resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShopConfig {
+    /// `[a-z0-9_-]{1,64}`; appears in subjects and keys.
+    pub id: String,
+    pub api_key: Secret,
+    /// The QSM login ID.
+    pub user_id: String,
+    pub password: Secret,
+    /// Qoo10 ShippingStat codes to fetch.
+    pub statuses: Vec<u8>,
+    pub lookback_days: u32,
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+    /// Also poll the claim API (cancellations, returns).
+    pub claims: bool,
+    /// When the shop's API key was issued (JST date): `credentials_expiring` opens 30 days before
+    /// it turns one year old. Without it, the first successful certification counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_issued_on: Option<chrono::NaiveDate>,
+}
+
+impl ShopConfig {
+    pub fn api_key(&self) -> &Secret {
+        &self.api_key
+    }
+    pub fn password(&self) -> &Secret {
+        &self.password
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NormalizerConfig {
+    /// Where new paid orders (Qoo10 status 2) land. GoQSystem calls it 新規受付.
+    pub destination_status: String,
+    /// Overrides of the contract's status table: Qoo10 ShippingStat code → canonical status.
+    pub shipping_status_map: std::collections::BTreeMap<String, String>,
+    /// Overrides of the contract's status table: Qoo10 ClaimStat code → canonical status.
+    pub claim_status_map: std::collections::BTreeMap<String, String>,
+    /// Messages fetched from the consumer at once.
+    pub batch_size: usize,
+    /// Where /metrics, /healthz and /readyz are served ("" = nowhere; `HTTP_LISTEN` overrides).
+    pub http_listen: String,
+}
+
+impl Default for NormalizerConfig {
+    fn default() -> Self {
+        NormalizerConfig {
+            destination_status: "new".into(),
+            shipping_status_map: Default::default(),
+            claim_status_map: Default::default(),
+            batch_size: 500,
+            http_listen: "127.0.0.1:9465".into(),
+        }
+    }
+}
+
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Largest batch written in one INSERT per table.
+    pub batch_size: usize,
+    /// A batch is written at least this often.
+    #[serde(with = "duration_text")]
+    pub flush_interval: Duration,
+    /// Where /metrics, /healthz and /readyz are served ("" = nowhere; `HTTP_LISTEN` overrides).
+    pub http_listen: String,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig { batch_size: 5000, flush_interval: Duration::from_secs(1), http_listen: "127.0.0.1:9466".into() }
+    }
+}
+
+/// Thresholds of the alert rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertsConfig {
+    /// `ship_date_missing` opens once this many business days (JST) have passed since payment
+    /// (0: at once). Qoo10 penalises shipping later than 3 business days after payment.
+    pub ship_date_missing_after_business_days: u32,
+    /// `ship_date_overdue` opens when 発送予定日 has passed and at least this many business days
+    /// (JST) have gone by since (0: the day after).
+    pub overdue_grace_business_days: u32,
+    /// Days that are not business days besides Saturdays, Sundays and Japanese national
+    /// holidays (built in): the shop's own closing days, as JST dates.
+    pub holidays: Vec<chrono::NaiveDate>,
+    /// No longer used: `item_added` is decided by the poll that first showed the cart, not by
+    /// time between sightings. Accepted so that existing files still load.
+    #[serde(with = "duration_text")]
+    pub item_added_after: Duration,
+    /// How often time-dependent rules (overdue, grace periods) are re-checked.
+    #[serde(with = "duration_text")]
+    pub sweep_interval: Duration,
+    /// Optional webhook (Slack-compatible `{"text": …}` body) for every alert transition. A URL
+    /// often embeds a token, so it is a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<Secret>,
+}
+
+impl AlertsConfig {
+    pub fn webhook(&self) -> Option<&Secret> {
+        self.webhook_url.as_ref()
+    }
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            ship_date_missing_after_business_days: 0,
+            overdue_grace_business_days: 0,
+            holidays: Vec::new(),
+            item_added_after: Duration::from_secs(600),
+            sweep_interval: Duration::from_secs(60),
+            webhook_url: None,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Loads `explicit`, else `$PIPELINE_CONFIG`, else `./pipeline.toml`, with the environment's
+    /// overrides. Only when no file was named and `./pipeline.toml` does not exist are the
+    /// built-in defaults used.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let env_path = std::env::var_os("PIPELINE_CONFIG").map(PathBuf::from);
+        let named = explicit.map(Path::to_path_buf).or(env_path);
+        let path = named.clone().unwrap_or_else(|| PathBuf::from("pipeline.toml"));
+        let source = path.display().to_string();
+        let raw = match std::fs::read_to_string(&path) {
+            Ok(text) => file::PipelineFile::parse(&text, &source)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && named.is_none() => {
+                return Self::build(file::PipelineFile::default(), "built-in defaults", |k| std::env::var(k).ok());
+            }
+            Err(e) => return Err(ConfigError::Read { file: source, reason: e.to_string() }),
+        };
+        Self::build(raw, &source, |k| std::env::var(k).ok())
+    }
+
+    /// The file `raw` read from `source`, with the overrides `env` gives, validated section by
+    /// section.
+    pub fn build(mut raw: file::PipelineFile, source: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        raw.apply_env(env);
+        let invalid = |(key, reason): file::Bad| ConfigError::Invalid { file: source.to_owned(), key, reason };
+        let mut shops = Vec::with_capacity(raw.shops.len());
+        for (i, s) in raw.shops.iter().enumerate() {
+            let shop = s.validate(i).map_err(invalid)?;
+            if shops.iter().any(|o: &ShopConfig| o.id == shop.id) {
+                return Err(invalid((format!("shops[{i}].id"), format!("{:?} is used by two shops", shop.id))));
+            }
+            shops.push(shop);
+        }
+        raw.qoo10.validate().map_err(invalid)?;
+        raw.fetcher.validate().map_err(invalid)?;
+        raw.normalizer.validate().map_err(invalid)?;
+        raw.sink.validate().map_err(invalid)?;
+        Ok(PipelineConfig {
+            nats: raw.nats.validate().map_err(invalid)?,
+            clickhouse: raw.clickhouse.validate().map_err(invalid)?,
+            alerts: raw.alerts.validate().map_err(invalid)?,
+            status_map: status_map(&raw.normalizer),
+            qoo10: raw.qoo10,
+            fetcher: raw.fetcher,
+            shops,
+            normalizer: raw.normalizer,
+            sink: raw.sink,
+            source: source.to_owned(),
+        })
+    }
+
+    /// Parses and validates TOML text (no environment overrides): for tests and tools.
+    pub fn from_text(text: &str, source: &str) -> Result<Self, ConfigError> {
+        Self::build(file::PipelineFile::parse(text, source)?, source, |_| None)
+    }
+
+    /// The effective configuration as TOML (environment overrides applied), secrets redacted:
+    /// what `--print-config` shows.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+        format!("# effective configuration from {} (secrets redacted)\n{body}", self.source)
+    }
+
+    pub fn shop(&self, id: &str) -> Option<&ShopConfig> {
+        self.shops.iter().find(|s| s.id == id)
+    }
+}
+
+/// The contract's table with `destination_status` for status 2, then the overrides (all
+/// checked by [`NormalizerConfig::validate`] before this runs).
+fn status_map(n: &NormalizerConfig) -> StatusMap {
+    let parse = |s: &str| Status::parse(s).unwrap_or(Status::New);
+    let mut map = StatusMap::with_destination(parse(&n.destination_status));
+    for (code, status) in &n.shipping_status_map {
+        map.shipping.extend(code.parse().ok().map(|c| (c, parse(status))));
+    }
+    for (code, status) in &n.claim_status_map {
+        map.claim.extend(code.parse().ok().map(|c| (c, parse(status))));
+    }
+    map
+}
+
+impl file::PipelineFile {
+    /// Reads TOML text as the file format, naming the exact key of a wrong value.
+    pub fn parse(text: &str, source: &str) -> Result<Self, ConfigError> {
+        let de = toml::de::Deserializer::parse(text).map_err(|e| parse_error(text, source, None, &e))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            parse_error(text, source, Some(path), e.inner())
+        })
+    }
+}
+
+/// One line: `file:line: \`key\`: reason`.
+fn parse_error(text: &str, source: &str, path: Option<String>, e: &toml::de::Error) -> ConfigError {
+    let reason = e.message().trim().replace('\n', " ");
+    let file = match e.span() {
+        Some(span) => format!("{source}:{}", text[..span.start].matches('\n').count() + 1),
+        None => source.to_owned(),
+    };
+    // serde_path_to_error's path ends with the unknown key itself; toml's own errors have none.
+    let unknown = reason.strip_prefix("unknown field `").and_then(|r| r.split('`').next());
+    let key = match (path.filter(|p| p != "."), unknown) {
+        (None, Some(field)) => Some(field.to_owned()),
+        (p, _) => p,
+    };
+    match key {
+        Some(key) => ConfigError::Invalid { file, key, reason },
+        None => ConfigError::Parse { file, reason },
+    }
+}
+
+/// Durations written as text: `"30m"`, `"1s"`, `"500ms"`, `"1h 30m"`.
+pub mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"30m\" or \"5s\": {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests;

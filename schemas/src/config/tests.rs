@@ -1,0 +1,136 @@
+//! The configuration's loading rules, checked on text.
+
+use super::*;
+use crate::status;
+
+fn load_str(text: &str) -> Result<PipelineConfig, ConfigError> {
+    PipelineConfig::from_text(text, "pipeline.toml")
+}
+
+fn defaults() -> PipelineConfig {
+    load_str("").unwrap()
+}
+
+#[test]
+fn the_contract_example_parses() {
+    let c = load_str(
+        r#"
+[nats]
+url = "nats://127.0.0.1:4222"
+[clickhouse]
+url = "http://127.0.0.1:8123"
+database = "qoo10"
+user = "default"
+[qoo10]
+base_url = "https://api.qoo10.jp/GMKT.INC.Front.QAPIService/ebayjapan.qapi"
+requests_per_second = 1
+global_requests_per_second = 10
+[[shops]]
+id = "my-shop"
+api_key = "k"
+user_id = "my-qsm-login"
+password_env = "PATH" # any variable that is set
+statuses = [1, 2, 3, 4, 5]
+lookback_days = 7
+interval = "30m"
+claims = true
+[normalizer]
+destination_status = "new"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.shops[0].interval, Duration::from_secs(1800));
+    assert_eq!(c.shops[0].api_key().expose(), "k");
+    assert_eq!(c.shops[0].password().expose(), std::env::var("PATH").unwrap());
+    assert_eq!(c.qoo10.requests_per_second, 1.0);
+}
+
+#[test]
+fn mistakes_name_the_key() {
+    let cases = [
+        ("[nats]\nurl2 = \"x\"\n", "nats.url2"),
+        ("[nats]\nurl = 5\n", "nats.url"),
+        ("[[shops]]\nid = \"Bad Shop\"\nuser_id = \"u\"\napi_key = \"k\"\npassword = \"p\"\n", "shops[0].id"),
+        (
+            "[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\npassword = \"p\"\ninterval = \"soon\"\n",
+            "shops[0].interval",
+        ),
+        (
+            "[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\npassword_env = \"TEST_CFG_SURELY_UNSET\"\n",
+            "shops[0].password_env",
+        ),
+        ("[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\n", "shops[0].password"),
+        (
+            "[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\npassword = \"p\"\nstatuses = [7]\n",
+            "shops[0].statuses",
+        ),
+        ("[normalizer]\ndestination_status = \"shinki\"\n", "normalizer.destination_status"),
+        ("[clickhouse]\ndatabase = \"a.b\"\n", "clickhouse.database"),
+        ("[normalizer.claim_status_map]\n\"7\" = \"cancelled\"\n", "normalizer.claim_status_map.7"),
+        ("[normalizer.shipping_status_map]\n\"3\" = \"ready\"\n", "normalizer.shipping_status_map.3"),
+    ];
+    for (text, key) in cases {
+        let err = load_str(text).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`:")), "{err:?} should name {key}");
+        assert!(err.starts_with("pipeline.toml"), "{err:?} should name the file");
+        println!("{err}");
+        assert!(!err.contains('\n'), "{err:?} should be one line");
+    }
+}
+
+#[test]
+fn status_map_overrides_are_data() {
+    let c = load_str("[normalizer]\ndestination_status = \"awaiting_shipment\"\n[normalizer.claim_status_map]\n\"14\" = \"returned\"\n").unwrap();
+    let m = &c.status_map;
+    let s = |shipping, claim| m.canonical(Some(shipping), claim).map(status::Status::as_str);
+    assert_eq!(s(2, 0), Some("awaiting_shipment"));
+    assert_eq!(s(5, 14), Some("returned"));
+    assert_eq!(s(5, 15), Some("partially_refunded"));
+}
+
+#[test]
+fn print_config_redacts_secrets_and_round_trips() {
+    let c = load_str("[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"KEY-123\"\npassword = \"PW-456\"\ninterval = \"90s\"\n").unwrap();
+    let text = c.to_toml();
+    assert!(!text.contains("KEY-123") && !text.contains("PW-456"), "{text}");
+    assert!(text.contains("api_key = \"<redacted>\"") && text.contains("interval = \"1m 30s\""), "{text}");
+    // What it prints is itself a valid configuration (with the secrets to fill in).
+    let back = PipelineConfig::from_text(&text.replace("<redacted>", "x"), "printed").unwrap();
+    assert_eq!(back.shops[0].interval, Duration::from_secs(90));
+}
+
+#[test]
+fn secrets_never_show_in_debug() {
+    let c =
+        load_str("[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"KEY-123\"\npassword = \"PW-456\"\n").unwrap();
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("KEY-123") && !dbg.contains("PW-456"), "{dbg}");
+}
+
+#[test]
+fn env_overrides_connection_settings() {
+    let c = PipelineConfig::build(file::PipelineFile::default(), "env", |k| match k {
+        "NATS_URL" => Some("nats://10.0.0.1:4222".into()),
+        "CLICKHOUSE_DATABASE" => Some("t1".into()),
+        "CLICKHOUSE_PASSWORD" => Some("pw".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(c.nats.url, "nats://10.0.0.1:4222");
+    assert_eq!(c.clickhouse.database, "t1");
+    assert_eq!(c.clickhouse.password().unwrap().expose(), "pw");
+}
+
+/// The documented example is a valid configuration (with its commented shop left out).
+#[test]
+fn pipeline_toml_example_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../pipeline.toml.example");
+    let text = std::fs::read_to_string(path).unwrap();
+    let c = PipelineConfig::from_text(&text, path).unwrap();
+    let d = defaults();
+    assert_eq!(c.qoo10.requests_per_second, d.qoo10.requests_per_second);
+    assert_eq!(c.qoo10.retry_budget, d.qoo10.retry_budget);
+    assert_eq!(c.sink.flush_interval, d.sink.flush_interval);
+    assert_eq!(c.nats.duplicate_window, d.nats.duplicate_window);
+    assert_eq!(c.normalizer.batch_size, d.normalizer.batch_size);
+}
