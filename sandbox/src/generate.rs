@@ -2,7 +2,7 @@
 //! the same world, byte for byte, on every machine (a hand-written SplitMix64, so no crate
 //! upgrade can change the sequence).
 
-use chrono::{Duration, NaiveDateTime};
+use chrono::{Duration, NaiveDate, NaiveDateTime};
 use rust_decimal::Decimal;
 
 use crate::model::{Order, Shop};
@@ -157,15 +157,47 @@ pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64
     let base_pack = 800_000_000 + u64::from(shop_index) * 10_000_000;
     let span_minutes = (days * 24 * 60).max(1) as u64;
     let mut pack_seq = 0;
+    // The draws happen in a fixed order (cart, then its lines): the same seed is the same world.
     while out.len() < count {
         pack_seq += 1;
-        let pack_no = base_pack + pack_seq;
         let lines = match rng.below(10) {
             0..=5 => 1,
             6..=8 => 2,
             _ => 3,
         }
         .min(count - out.len());
+        let cart = Cart::draw(&mut rng, base_pack + pack_seq, now, span_minutes);
+        for line in 0..lines {
+            let order_no = base_order + out.len() as u64 + 1;
+            out.push(cart.line(&mut rng, shop_id, order_no, line, now));
+        }
+    }
+    out
+}
+
+/// What the lines of one cart share: dates, status, claim, buyer and address.
+struct Cart {
+    pack_no: u64,
+    order_date: NaiveDateTime,
+    status: u8,
+    lead_days: u32,
+    cart_discount_seller: Decimal,
+    cart_discount_qoo10: Decimal,
+    name: (String, String),
+    zip: &'static str,
+    place: &'static str,
+    addr2: String,
+    payment_method: &'static str,
+    carrier: &'static str,
+    paid: Option<NaiveDateTime>,
+    est: Option<NaiveDate>,
+    shipped: Option<NaiveDateTime>,
+    delivered: Option<NaiveDateTime>,
+    claim_status: u8,
+}
+
+impl Cart {
+    fn draw(rng: &mut Rng, pack_no: u64, now: NaiveDateTime, span_minutes: u64) -> Cart {
         let order_date = now - Duration::minutes(rng.below(span_minutes) as i64 + 1);
         let age_hours = (now - order_date).num_hours();
         let lead_days: u32 = if rng.chance(2) { 30 } else { 0 };
@@ -186,7 +218,6 @@ pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64
         let (place, zip) = *rng.pick(PLACES);
         let town = *rng.pick(TOWNS);
         let addr2 = format!("{town}{}-{}-{}", 1 + rng.below(9), 1 + rng.below(20), 1 + rng.below(30));
-        let n = pack_no % 10_000;
         let payment_method = *rng.pick(PAYMENTS);
         let carrier = *rng.pick(CARRIERS);
         let paid = (status >= 2).then(|| order_date + Duration::minutes(1 + rng.below(30) as i64));
@@ -196,84 +227,104 @@ pub fn orders(seed: u64, shop_index: u32, shop_id: &str, count: usize, days: i64
         });
         let shipped = (status >= 4).then(|| order_date + Duration::hours(30 + rng.below(24) as i64));
         let delivered = (status >= 5).then(|| order_date + Duration::hours(60 + rng.below(24) as i64));
-        let claim_status = if rng.chance(6) {
-            match status {
-                1 => 16,
-                2 | 3 => *rng.pick(&[1, 3]),
-                4 => 1,
-                _ => *rng.pick(&[4, 6, 15]),
-            }
-        } else {
-            0
-        };
-        for line in 0..lines {
-            let order_no = base_order + out.len() as u64 + 1;
-            let (item_code, seller_code, title, price, options) = *rng.pick(ITEMS);
-            let (option, option_code, surcharge) = if options.is_empty() { ("", "", 0) } else { *rng.pick(options) };
-            let quantity = 1 + (rng.below(10) / 7) as u32 + u32::from(rng.chance(5)) * 2;
-            let unit_price = Decimal::from(price);
-            let discount = if rng.chance(20) {
-                (unit_price * Decimal::from(quantity) / Decimal::from(10)).floor()
-            } else {
-                Decimal::ZERO
-            };
-            let shipping_rate = if line == 0 && price < 2000 { Decimal::from(600) } else { Decimal::ZERO };
-            out.push(Order {
-                shop: shop_id.to_owned(),
-                order_no,
-                pack_no,
-                status,
-                claim_status,
-                order_date,
-                payment_date: paid,
-                est_ship_date: est,
-                available_ship_date: paid.map(|p| (p + Duration::days(i64::from(lead_days.max(2)))).date()),
-                lead_days,
-                shipping_date: shipped,
-                delivered_date: delivered,
-                claim_request_date: (claim_status != 0).then(|| now - Duration::hours(2)),
-                claim_done_date: matches!(claim_status, 3 | 6 | 15 | 16).then(|| now - Duration::hours(1)),
-                claim_reason: if claim_status != 0 { "お客様都合".into() } else { String::new() },
-                buyer: format!("{sur} {given}"),
-                buyer_kana: format!("{sur_kana} {given_kana}"),
-                buyer_tel: String::new(),
-                buyer_mobile: format!("+81-90-0000-{n:04}"),
-                buyer_email: format!("buyer{pack_no}@example.invalid"),
-                receiver: format!("{sur} {given}"),
-                receiver_kana: format!("{sur_kana} {given_kana}"),
-                receiver_tel: String::new(),
-                receiver_mobile: format!("+81-90-0000-{n:04}"),
-                zip_code: zip.into(),
-                addr1: place.into(),
-                addr2: addr2.clone(),
-                item_code: item_code.into(),
-                seller_item_code: seller_code.into(),
-                item_title: title.into(),
-                option: option.into(),
-                option_code: option_code.into(),
-                unit_price,
-                option_price: Decimal::from(surcharge),
-                quantity,
-                discount,
-                shipping_rate,
-                cart_discount_seller,
-                cart_discount_qoo10,
-                refund_quantity: u32::from(claim_status == 15),
-                refund_amount: if claim_status == 15 { unit_price } else { Decimal::ZERO },
-                payment_method: payment_method.into(),
-                carrier: if status >= 4 { carrier.into() } else { String::new() },
-                tracking_no: if status >= 4 {
-                    format!("{:04}-{:04}-{:04}", n, order_no % 10_000, rng.below(10_000))
-                } else {
-                    String::new()
-                },
-                message: if rng.chance(15) { "置き配希望".into() } else { String::new() },
-                numbers_as_strings: rng.chance(10),
-                hold: false,
-            });
+        let claim_status = if rng.chance(6) { claim_for(rng, status) } else { 0 };
+        let name = (format!("{sur} {given}"), format!("{sur_kana} {given_kana}"));
+        Cart {
+            pack_no,
+            order_date,
+            status,
+            lead_days,
+            cart_discount_seller,
+            cart_discount_qoo10,
+            name,
+            zip,
+            place,
+            addr2,
+            payment_method,
+            carrier,
+            paid,
+            est,
+            shipped,
+            delivered,
+            claim_status,
         }
     }
-    out
+
+    /// Line `line` (0-based) of the cart: its item, quantity, price and tracking number.
+    fn line(&self, rng: &mut Rng, shop_id: &str, order_no: u64, line: usize, now: NaiveDateTime) -> Order {
+        let (item_code, seller_code, title, price, options) = *rng.pick(ITEMS);
+        let (option, option_code, surcharge) = if options.is_empty() { ("", "", 0) } else { *rng.pick(options) };
+        let quantity = 1 + (rng.below(10) / 7) as u32 + u32::from(rng.chance(5)) * 2;
+        let unit_price = Decimal::from(price);
+        let discount = if rng.chance(20) {
+            (unit_price * Decimal::from(quantity) / Decimal::from(10)).floor()
+        } else {
+            Decimal::ZERO
+        };
+        let shipping_rate = if line == 0 && price < 2000 { Decimal::from(600) } else { Decimal::ZERO };
+        let (n, claim_status, shipped) = (self.pack_no % 10_000, self.claim_status, self.status >= 4);
+        let tracking_no =
+            if shipped { format!("{:04}-{:04}-{:04}", n, order_no % 10_000, rng.below(10_000)) } else { String::new() };
+        Order {
+            shop: shop_id.to_owned(),
+            order_no,
+            pack_no: self.pack_no,
+            status: self.status,
+            claim_status,
+            order_date: self.order_date,
+            payment_date: self.paid,
+            est_ship_date: self.est,
+            available_ship_date: self.paid.map(|p| (p + Duration::days(i64::from(self.lead_days.max(2)))).date()),
+            lead_days: self.lead_days,
+            shipping_date: self.shipped,
+            delivered_date: self.delivered,
+            claim_request_date: (claim_status != 0).then(|| now - Duration::hours(2)),
+            claim_done_date: matches!(claim_status, 3 | 6 | 15 | 16).then(|| now - Duration::hours(1)),
+            claim_reason: if claim_status != 0 { "お客様都合".into() } else { String::new() },
+            buyer: self.name.0.clone(),
+            buyer_kana: self.name.1.clone(),
+            buyer_tel: String::new(),
+            buyer_mobile: format!("+81-90-0000-{n:04}"),
+            buyer_email: format!("buyer{}@example.invalid", self.pack_no),
+            receiver: self.name.0.clone(),
+            receiver_kana: self.name.1.clone(),
+            receiver_tel: String::new(),
+            receiver_mobile: format!("+81-90-0000-{n:04}"),
+            zip_code: self.zip.into(),
+            addr1: self.place.into(),
+            addr2: self.addr2.clone(),
+            item_code: item_code.into(),
+            seller_item_code: seller_code.into(),
+            item_title: title.into(),
+            option: option.into(),
+            option_code: option_code.into(),
+            unit_price,
+            option_price: Decimal::from(surcharge),
+            quantity,
+            discount,
+            shipping_rate,
+            cart_discount_seller: self.cart_discount_seller,
+            cart_discount_qoo10: self.cart_discount_qoo10,
+            refund_quantity: u32::from(claim_status == 15),
+            refund_amount: if claim_status == 15 { unit_price } else { Decimal::ZERO },
+            payment_method: self.payment_method.into(),
+            carrier: if shipped { self.carrier.into() } else { String::new() },
+            tracking_no,
+            message: if rng.chance(15) { "置き配希望".into() } else { String::new() },
+            numbers_as_strings: rng.chance(10),
+            hold: false,
+        }
+    }
+}
+
+/// A claim that fits the cart's status: cancel before shipping, return or refund after.
+fn claim_for(rng: &mut Rng, status: u8) -> u8 {
+    match status {
+        1 => 16,
+        2 | 3 => *rng.pick(&[1, 3]),
+        4 => 1,
+        _ => *rng.pick(&[4, 6, 15]),
+    }
 }
 
 #[cfg(test)]
