@@ -8,7 +8,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use schemas::config::ClickHouseConfig;
 use schemas::raw::RawEnvelope;
-use schemas::subjects::{self, Namespace};
+use schemas::subjects::{Namespace, Stream};
 
 use crate::env::{Env, connect, cpu_of_all, cpu_times, tenths, used, wait_for_quiet};
 use crate::load::{publish_all, under_prefix};
@@ -96,22 +96,8 @@ async fn prepare_two_hop(env: &Env, items: &[(String, Bytes)], prefix: &str) -> 
     let (js, cfg) = connect(env, prefix).await?;
     let ns = Namespace::from_config(&cfg);
     publish_all(&js, items).await?;
-    let first = runtime::nats::durable_consumer(
-        &js,
-        &ns.stream(subjects::Stream::Raw),
-        "hop1",
-        ns.stream_subjects(subjects::Stream::Raw),
-        Duration::from_secs(60),
-    )
-    .await?;
-    let second = runtime::nats::durable_consumer(
-        &js,
-        &ns.stream(subjects::Stream::Orders),
-        "hop2",
-        ns.stream_subjects(subjects::Stream::Orders),
-        Duration::from_secs(60),
-    )
-    .await?;
+    let hop = |stream, name| runtime::nats::durable_on(&js, &ns, stream, name, None, Duration::from_secs(60));
+    let (first, second) = (hop(Stream::Raw, "hop1").await?, hop(Stream::Orders, "hop2").await?);
     Ok(TwoHop { js, first, second, target: ns.orders("bench"), n: items.len() })
 }
 

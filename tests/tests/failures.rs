@@ -74,8 +74,7 @@ async fn bad_raw_messages_become_dead_letters_with_reasons() -> anyhow::Result<(
     // Streams are created by any service at start; the normalizer run below does it, but we
     // publish first, so create them the same way.
     let js = dep.nats().await?;
-    let mut cfg = schemas::config::NatsConfig::default();
-    cfg.subject_prefix = dep.prefix.clone();
+    let cfg = schemas::config::NatsConfig { subject_prefix: dep.prefix.clone(), ..Default::default() };
     runtime::nats::ensure_streams(&js, &cfg).await?;
     let subject = format!("{}.qoo10.raw.shop-x", dep.prefix);
     let good_row =

@@ -385,8 +385,7 @@ async fn nats_permissions_confine_a_consumer_to_its_shop() -> anyhow::Result<()>
         .connect(node.url())
         .await?;
     let js = async_nats::jetstream::new(pipeline);
-    let mut cfg = schemas::config::NatsConfig::default();
-    cfg.subject_prefix = p.into();
+    let cfg = schemas::config::NatsConfig { subject_prefix: p.into(), ..Default::default() };
     runtime::nats::ensure_streams(&js, &cfg).await?;
     for shop in ["shop-a", "shop-b"] {
         js.publish(format!("{p}.orders.{shop}"), format!("order of {shop}").into()).await?.await?;

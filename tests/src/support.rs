@@ -1,0 +1,95 @@
+//! Small helpers: our binaries (built fresh), free ports, an HTTP client, temporary directories,
+//! JSON Schema checks.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where cargo put our binaries (next to this test executable's `deps/` directory).
+///
+/// `cargo test` does not (re)build other packages' binaries, and a nested `cargo build` from
+/// here would resolve features differently and rebuild half the workspace. So the binaries are
+/// built beforehand (`./scripts/test.sh` does `cargo build --workspace --bins`), and this refuses
+/// a binary older than any source file rather than test stale code.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    let path = dir.join(name);
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| {
+        panic!("{} is missing: run `cargo build --workspace --bins` (./scripts/test.sh does it)", path.display())
+    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let krate = if name == "qoo10-sandbox" { "sandbox" } else { name };
+    if let Some(newer) = newest_source(root, krate).filter(|(t, _)| *t > built) {
+        panic!("{} is older than {}: run `cargo build --workspace --bins` first", path.display(), newer.1.display());
+    }
+    path
+}
+
+/// The newest source file of `krate` and of the crates every binary depends on.
+fn newest_source(root: &Path, krate: &str) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for dir in ["schemas", "runtime", krate] {
+        let mut stack = vec![root.join(dir).join("src")];
+        while let Some(p) = stack.pop() {
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if let Ok(entries) = std::fs::read_dir(&p) {
+                    stack.extend(entries.flatten().map(|e| e.path()));
+                }
+            } else if let Ok(t) = meta.modified()
+                && newest.as_ref().is_none_or(|(n, _)| t > *n)
+            {
+                newest = Some((t, p));
+            }
+        }
+    }
+    newest
+}
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub fn http() -> reqwest::Client {
+    runtime::install_crypto_provider();
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client")
+}
+
+/// A temporary directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("qoo10-e2e-{prefix}"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Validates each payload against a JSON Schema file of `schemas/`; returns every violation.
+pub fn schema_violations(schema_file: &str, payloads: &[&[u8]]) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas").join(schema_file);
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("schema is JSON");
+    let validator = jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles");
+    let mut out = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        match serde_json::from_slice::<serde_json::Value>(p) {
+            Ok(v) => {
+                out.extend(validator.iter_errors(&v).map(|e| format!("message {i}: {} at {}", e, e.instance_path())))
+            }
+            Err(e) => out.push(format!("message {i}: not JSON: {e}")),
+        }
+    }
+    out
+}
