@@ -124,21 +124,23 @@ impl OpenAlerts {
         for key in &changes.closed {
             self.remove(key);
         }
-        for (key, alert) in changes.opened {
-            self.insert(key, &alert);
+        for (name, group) in changes.opened.groups {
+            self.groups.entry(name).or_default().extend(group);
         }
     }
 }
 
-/// The open-alert changes a plan made, not yet applied.
+/// The open-alert changes a plan made, not yet applied: its openings as compact as the set's
+/// own entries (a first import opens thousands per batch), its resolutions by key.
 #[derive(Debug, Default)]
 pub struct AlertChanges {
-    opened: Vec<(AlertKey, Alert)>,
+    opened: OpenAlerts,
     closed: HashSet<AlertKey>,
 }
 
 /// The open alerts as a plan being made sees them: the engine's set, with the plan's own
-/// openings and resolutions on top. Nothing here changes the set itself.
+/// openings and resolutions on top. Nothing here changes the set itself; every question is a
+/// lookup, never a scan of what the plan did so far.
 #[derive(Debug)]
 pub struct Pending<'a> {
     open: &'a OpenAlerts,
@@ -151,20 +153,19 @@ impl<'a> Pending<'a> {
     }
 
     pub fn contains(&self, key: &AlertKey) -> bool {
-        self.changes.opened.iter().any(|(k, _)| k == key)
-            || (!self.changes.closed.contains(key) && self.open.contains_key(key))
+        self.changes.opened.contains_key(key) || (!self.changes.closed.contains(key) && self.open.contains_key(key))
     }
 
     /// Records an opening.
     pub fn open(&mut self, key: AlertKey, alert: &Alert) {
-        self.changes.opened.push((key, alert.clone()));
+        self.changes.opened.insert(key, alert);
     }
 
-    /// Records a resolution and hands out the alert it resolves: whole when this plan opened it,
-    /// else without its texts (see [`needs_texts`]).
+    /// Records a resolution and hands out the alert it resolves, without its texts (see
+    /// [`needs_texts`]: an alert this plan opened gets them from its opening transition).
     pub fn close(&mut self, key: &AlertKey) -> Option<Alert> {
-        if let Some(i) = self.changes.opened.iter().position(|(k, _)| k == key) {
-            let (_, alert) = self.changes.opened.remove(i);
+        if let Some(alert) = self.changes.opened.get(key) {
+            self.changes.opened.remove(key);
             return Some(alert);
         }
         if self.changes.closed.contains(key) {
@@ -179,13 +180,7 @@ impl<'a> Pending<'a> {
     pub fn of(&self, kind: AlertKind, shop: &str) -> Vec<(AlertKey, u64)> {
         let mut out: Vec<(AlertKey, u64)> =
             self.open.of(kind, shop).into_iter().filter(|(k, _)| !self.changes.closed.contains(k)).collect();
-        out.extend(
-            self.changes
-                .opened
-                .iter()
-                .filter(|(k, _)| k.kind == kind && k.shop == shop)
-                .map(|(k, a)| (k.clone(), a.pack_no)),
-        );
+        out.extend(self.changes.opened.of(kind, shop));
         out
     }
 
@@ -261,11 +256,12 @@ mod tests {
         assert!(open.contains_key(&AlertKey::of(&old)) && !open.contains_key(&AlertKey::of(&new)), "not applied yet");
         open.apply(changes);
         assert!(!open.contains_key(&AlertKey::of(&old)) && open.contains_key(&AlertKey::of(&new)));
-        // Opened and resolved within one plan: whole, and nothing left open.
+        // Opened and resolved within one plan: the same alert (its texts come from its opening
+        // transition in the same plan), and nothing left open.
         let mut p = Pending::new(&open);
         let brief = alert(AlertKind::QuantityChanged, "a", 3);
         p.open(AlertKey::of(&brief), &brief);
-        assert!(p.close(&AlertKey::of(&brief)).is_some_and(|a| !needs_texts(&a)));
+        assert!(p.close(&AlertKey::of(&brief)).is_some_and(|a| needs_texts(&a) && a.alert_id == brief.alert_id));
         open.apply(p.into_changes());
         assert!(!open.contains_key(&AlertKey::of(&brief)));
     }

@@ -223,8 +223,9 @@ impl Engine {
         let mut pending = Pending::new(&self.open);
         let mut met: HashSet<crate::keys::ExpectationKey> = HashSet::new();
         let mut plan = Plan::default();
+        let carts = Carts::of(m, lines);
         for (prev, row) in &m.changes {
-            let active_sibling = active_sibling(m, lines, row);
+            let active_sibling = carts.active_sibling(m, row);
             let ctx = Context { now, today_jst, pack_has_active_sibling: active_sibling };
             let mut verdicts = alerts::evaluate(prev.as_deref(), row, &ctx, &self.thresholds);
             let (resolved, rows) = self.satisfy_edits(&mut pending, &mut met, row, &mut verdicts, now);
@@ -275,29 +276,49 @@ impl Engine {
     }
 }
 
-/// Whether another line of the row's cart is still active. A sibling with a claim in the same
-/// poll is not "the rest of the cart", whether or not its claim has been processed yet; siblings
-/// first seen in this very batch count too, or the verdict would depend on where JetStream cut
-/// the batches.
-fn active_sibling(m: &Merged, lines: &[PackLine], row: &OrderRow) -> bool {
-    let claimed = m.cart_claims.get(&line_of(row));
-    let claimed_too = |order_no: u64| claimed.is_some_and(|c| c.contains(&order_no));
-    let stored_sibling = lines
-        .iter()
-        .filter(|l| l.shop_id == row.shop_id && l.pack_no == row.pack_no && l.order_no != row.order_no)
-        .any(|l| {
+/// The cart lines step 4 looks at, indexed by cart: the stored ones read for this batch, and
+/// the batch's own latest rows (a lookup per change, not a scan of the batch: a scan made a
+/// first import's batch of 5,000 quadratic).
+struct Carts<'a> {
+    stored: HashMap<(&'a str, u64), Vec<&'a PackLine>>,
+    in_batch: HashMap<(&'a str, u64), Vec<&'a OrderRow>>,
+}
+
+impl<'a> Carts<'a> {
+    fn of(m: &'a Merged, lines: &'a [PackLine]) -> Carts<'a> {
+        let mut stored: HashMap<(&str, u64), Vec<&PackLine>> = HashMap::new();
+        for l in lines {
+            stored.entry((l.shop_id.as_str(), l.pack_no)).or_default().push(l);
+        }
+        let mut in_batch: HashMap<(&str, u64), Vec<&OrderRow>> = HashMap::new();
+        for l in m.latest.values() {
+            in_batch.entry((l.shop_id.as_str(), l.pack_no)).or_default().push(l);
+        }
+        Carts { stored, in_batch }
+    }
+
+    /// Whether another line of the row's cart is still active. A sibling with a claim in the
+    /// same poll is not "the rest of the cart", whether or not its claim has been processed yet;
+    /// siblings first seen in this very batch count too, or the verdict would depend on where
+    /// JetStream cut the batches.
+    fn active_sibling(&self, m: &Merged, row: &OrderRow) -> bool {
+        let cart = (row.shop_id.as_str(), row.pack_no);
+        let claimed = m.cart_claims.get(&line_of(row));
+        let claimed_too = |order_no: u64| claimed.is_some_and(|c| c.contains(&order_no));
+        let stored = self.stored.get(&cart).map(Vec::as_slice).unwrap_or_default();
+        let stored_sibling = stored.iter().filter(|l| l.order_no != row.order_no).any(|l| {
             let claim = m.latest.get(&LineKey::new(&l.shop_id, l.order_no)).map_or(l.claim_status, |r| r.claim_status);
             claim == 0 && !claimed_too(l.order_no)
         });
-    stored_sibling
-        || m.latest.values().any(|l| {
-            l.shop_id == row.shop_id
-                && l.pack_no == row.pack_no
-                && l.order_no != row.order_no
-                && l.claim_status == 0
-                && !claimed_too(l.order_no)
-                && !lines.iter().any(|s| s.shop_id == l.shop_id && s.order_no == l.order_no)
-        })
+        let in_batch = self.in_batch.get(&cart).map(Vec::as_slice).unwrap_or_default();
+        stored_sibling
+            || in_batch.iter().any(|l| {
+                l.order_no != row.order_no
+                    && l.claim_status == 0
+                    && !claimed_too(l.order_no)
+                    && !stored.iter().any(|s| s.order_no == l.order_no)
+            })
+    }
 }
 
 /// A shipped line settles its cart: a removed sibling can no longer be mirrored.
