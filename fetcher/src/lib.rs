@@ -7,10 +7,14 @@
 //!   each family of calls last completed.
 //! - [`credentials`]: the fetcher's own alerts about a shop's key (pure).
 //! - [`poll`]: one shop's poll, tying them together with JetStream.
+//! - [`schedule`]: when each shop is polled, and by which fetcher (leases).
+//! - [`check`]: `fetcher check`, a shop's credentials verified in plain words.
 
+pub mod check;
 pub mod client;
 pub mod credentials;
 pub mod metrics;
 pub mod plan;
 pub mod poll;
+pub mod schedule;
 pub mod state;

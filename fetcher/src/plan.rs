@@ -116,7 +116,7 @@ pub struct Cadence {
 }
 
 /// What the fetch state says about a shop.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
     /// A complete poll has been made (the first import is done).
     pub imported: bool,

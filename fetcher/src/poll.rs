@@ -23,6 +23,8 @@ use schemas::raw::{RAW_SCHEMA_VERSION, RawEnvelope, RawQuery, RowKind};
 use schemas::subjects::Namespace;
 use serde_json::value::RawValue;
 
+use runtime::lease::Fence;
+
 use crate::client::{CallError, QapiClient, ShopGate};
 use crate::credentials;
 use crate::plan::{self, Cadence, Call, Family, ShopPlan};
@@ -44,6 +46,9 @@ pub enum PollError {
     Publish(String),
     #[error("fetch state: {0}")]
     State(String),
+    /// Another fetcher took the shop over: this one must not publish for it any more.
+    #[error(transparent)]
+    Lost(#[from] runtime::lease::LeaseError),
 }
 
 /// What one poll did.
@@ -80,11 +85,41 @@ pub struct ShopPoller {
     /// A certification key was issued to this poller (for `credentials_expiring`).
     certified: bool,
     state: Option<FetchState>,
+    /// The shop's lease, checked before every publish (`None`: `check`, which publishes nothing).
+    fence: Option<Fence>,
 }
 
 impl ShopPoller {
     pub fn new(shop: ShopConfig, version: ApiVersion, per_shop_rps: f64) -> Self {
-        ShopPoller { shop, version, gate: ShopGate::new(per_shop_rps), sak: None, certified: false, state: None }
+        ShopPoller {
+            shop,
+            version,
+            gate: ShopGate::new(per_shop_rps),
+            sak: None,
+            certified: false,
+            state: None,
+            fence: None,
+        }
+    }
+
+    /// Publishes only while `fence` holds (the shop's lease).
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// Fails once the shop's lease is lost.
+    fn fenced(&self) -> Result<(), PollError> {
+        match &self.fence {
+            Some(f) => Ok(f.check()?),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops the state held in memory: it is read again from NATS before the next poll (another
+    /// fetcher may have polled the shop meanwhile).
+    pub fn forget_state(&mut self) {
+        self.state = None;
     }
 
     /// The durable state (loaded from NATS on first use).
@@ -203,6 +238,7 @@ impl ShopPoller {
             }
         }
         alerts.extend(self.expiry(state, now));
+        self.fenced()?;
         for alert in &alerts {
             publish_alert(sink, alert).await?;
         }
@@ -239,6 +275,7 @@ impl ShopPoller {
         match e {
             PollError::Credentials { method, code, message } => {
                 state.last_error = Some((Utc::now(), format!("credentials rejected by {method}: {code} {message}")));
+                self.fenced()?;
                 if !state.credentials_alerts.contains_key("") {
                     let alert = credentials::invalid(&self.shop.id, method, *code, message, false, Utc::now());
                     publish_alert(sink, &alert).await?;
@@ -249,7 +286,9 @@ impl ShopPoller {
             e => {
                 state.last_error = Some((Utc::now(), e.to_string()));
                 // Best effort: the status page shows it; a NATS failure here is already the error.
-                let _ = save_state(sink, &self.shop.id, state).await;
+                if self.fenced().is_ok() {
+                    let _ = save_state(sink, &self.shop.id, state).await;
+                }
                 Ok(())
             }
         }
@@ -312,6 +351,7 @@ impl ShopPoller {
         for (call, method, rows, fetched_at) in held {
             self.publish_call(sink, state, &poll_id, &call, method, rows, fetched_at, &carts, &mut report).await?;
         }
+        self.fenced()?;
         publish_summary(sink, &closing_summary(&self.shop.id, &poll_id, &report)).await?;
         Ok(report)
     }
@@ -352,6 +392,7 @@ impl ShopPoller {
             last_in_poll: false,
             refused_methods: Vec::new(),
         };
+        self.fenced()?;
         publish_summary(sink, &summary).await
     }
 
@@ -434,6 +475,8 @@ impl ShopPoller {
         let subject = sink.ns.raw(&self.shop.id);
         let today = schemas::time::today_jst(fetched_at);
         let mut order_nos = Vec::with_capacity(rows.len());
+        // Per message published: its line and version, recorded in the state once acknowledged.
+        let mut sent: Vec<(Option<u64>, DateTime<Utc>)> = Vec::new();
         // Envelopes are made as they are published, not all first: one response can hold
         // thousands of rows.
         let outgoing = rows.into_iter().filter_map(|row| {
@@ -463,13 +506,16 @@ impl ShopPoller {
                 }
                 _ => Vec::new(),
             };
+            // The fetch time is the version: never below what this line last had.
+            let version = state.version_for(facts.order_no, fetched_at);
+            sent.push((facts.order_no, version));
             let envelope = RawEnvelope {
                 schema_version: RAW_SCHEMA_VERSION,
                 shop: self.shop.id.clone(),
                 kind,
                 method: method.to_owned(),
                 query: query.clone(),
-                fetched_at,
+                fetched_at: version,
                 row,
                 cart_claims,
                 first_import: seen.first_import,
@@ -480,10 +526,23 @@ impl ShopPoller {
             Some(runtime::nats::Outgoing::json_with_id(subject.clone(), &msg_id, &envelope, size_hint))
         });
         // publish_all keeps the acknowledgements awaited at once below what async-nats allows.
-        for ack in runtime::nats::publish_all(&sink.js, outgoing).await {
-            let ack = ack.map_err(|e| PollError::Publish(e.to_string()))?;
-            report.published += 1;
-            report.duplicates += u64::from(ack.duplicate);
+        self.fenced()?;
+        let acks = runtime::nats::publish_all(&sink.js, outgoing).await;
+        let mut failed = None;
+        for (ack, (order_no, version)) in acks.into_iter().zip(sent) {
+            match ack {
+                Ok(ack) => {
+                    report.published += 1;
+                    report.duplicates += u64::from(ack.duplicate);
+                    if let Some(n) = order_no {
+                        state.confirm(kind, n, version);
+                    }
+                }
+                Err(e) => failed = Some(PollError::Publish(e.to_string())),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         order_nos.sort_unstable();
         Ok(order_nos)
@@ -523,23 +582,52 @@ async fn publish_summary(sink: &Sink, summary: &PollSummary) -> Result<(), PollE
     Ok(())
 }
 
+/// The shop's state: its head, then the parts the head names (a state stored by an earlier
+/// version is one message, read as it is).
 async fn load_state(sink: &Sink, shop: &str) -> Result<FetchState, PollError> {
     let stream_name = sink.ns.stream(schemas::subjects::Stream::FetchState);
     let stream = sink.js.get_stream(&stream_name).await.map_err(|e| PollError::State(e.to_string()))?;
-    match stream.get_last_raw_message_by_subject(&sink.ns.fetch_state(shop)).await {
-        Ok(msg) => FetchState::from_bytes(&msg.payload)
-            .map_err(|e| PollError::State(format!("stored state of {shop} is unreadable: {e}"))),
-        Err(e) if e.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-            Ok(FetchState::default())
+    let unreadable = |e: serde_json::Error| PollError::State(format!("stored state of {shop} is unreadable: {e}"));
+    let Some(head) = last_message(&stream, &sink.ns.fetch_state(shop)).await? else { return Ok(FetchState::default()) };
+    let mut state = FetchState::from_bytes(&head).map_err(unreadable)?;
+    for i in 0..state.parts() {
+        match last_message(&stream, &part_subject(sink, shop, i)).await? {
+            Some(part) => state.add_part(&part).map_err(unreadable)?,
+            // Lines forgotten are published again once: every stage downstream is idempotent.
+            None => tracing::warn!(shop, part = i, "a part of the fetch state is missing"),
         }
+    }
+    Ok(state)
+}
+
+async fn last_message(stream: &jetstream::stream::Stream, subject: &str) -> Result<Option<Bytes>, PollError> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(msg) => Ok(Some(msg.payload)),
+        Err(e) if e.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(PollError::State(e.to_string())),
     }
 }
 
+fn part_subject(sink: &Sink, shop: &str, i: u32) -> String {
+    format!("{}.part.{i}", sink.ns.fetch_state(shop))
+}
+
+/// The parts first, then the head that names them: a crash in between leaves parts newer than
+/// the head, which only ever hold what JetStream acknowledged.
 async fn save_state(sink: &Sink, shop: &str, state: &FetchState) -> Result<(), PollError> {
+    let (head, parts) = state.to_messages();
+    let subjects = (0..parts.len() as u32).map(|i| part_subject(sink, shop, i));
+    let outgoing = subjects.zip(parts).map(|(subject, payload)| runtime::nats::Outgoing {
+        subject,
+        headers: async_nats::HeaderMap::new(),
+        payload: Bytes::from(payload),
+    });
+    for acked in runtime::nats::publish_all(&sink.js, outgoing).await {
+        acked.map_err(|e| PollError::State(e.to_string()))?;
+    }
     let ack = sink
         .js
-        .publish(sink.ns.fetch_state(shop), Bytes::from(state.to_bytes()))
+        .publish(sink.ns.fetch_state(shop), Bytes::from(head))
         .await
         .map_err(|e| PollError::State(e.to_string()))?;
     ack.await.map_err(|e| PollError::State(e.to_string()))?;

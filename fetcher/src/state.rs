@@ -44,6 +44,10 @@ pub struct Line {
     /// The day (UTC) a poll last returned it.
     #[serde(rename = "t")]
     pub seen: u16,
+    /// The version (fetch time, µs) last published for it: the next one is always above, whatever
+    /// the clock does.
+    #[serde(rename = "v", default)]
+    pub version: i64,
 }
 
 impl Line {
@@ -97,11 +101,28 @@ pub struct FetchState {
     /// The open `credentials_expiring` alert, if any.
     #[serde(default)]
     pub expiring_alert: Option<Alert>,
+    /// Stored as a head and this many parts holding the lines (0: everything in one message, as
+    /// earlier versions stored it).
+    #[serde(default)]
+    parts: u32,
     /// Hashes and lines seen in the poll under way; merged in when the poll completes.
     #[serde(skip)]
     current: HashMap<String, String>,
     #[serde(skip)]
     current_lines: HashMap<u64, Line>,
+    /// Rows of the poll under way that JetStream acknowledged: kept even if the poll fails.
+    #[serde(skip)]
+    confirmed: std::collections::HashSet<String>,
+}
+
+/// The most a stored part of the state holds, about.
+pub const PART_BYTES: usize = 256 * 1024;
+
+/// Lines and their hashes, a share of them (see [`FetchState::to_messages`]).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Part {
+    rows: HashMap<String, String>,
+    lines: HashMap<u64, Line>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -135,6 +156,39 @@ impl FetchState {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("maps of strings and numbers serialize")
+    }
+
+    /// The state as stored: a head (everything but the lines and their hashes) and parts of at
+    /// most about [`PART_BYTES`] each, line `n` in part `n % parts`, so no message nears NATS's
+    /// 1 MB `max_payload` however many lines a shop follows.
+    pub fn to_messages(&self) -> (Vec<u8>, Vec<Vec<u8>>) {
+        // About 100 bytes a line as JSON (its entry and its hashes).
+        let estimate = self.lines.len().max(self.rows.len()) * 100;
+        let parts = estimate.div_ceil(PART_BYTES).max(1).next_power_of_two();
+        let mut split: Vec<Part> = (0..parts).map(|_| Part::default()).collect();
+        for (n, line) in &self.lines {
+            split[(*n % parts as u64) as usize].lines.insert(*n, *line);
+        }
+        for (key, hash) in &self.rows {
+            let n = key.rsplit(':').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            split[(n % parts as u64) as usize].rows.insert(key.clone(), hash.clone());
+        }
+        let head = FetchState { rows: HashMap::new(), lines: HashMap::new(), parts: parts as u32, ..self.clone() };
+        let parts = split.iter().map(|p| serde_json::to_vec(p).expect("maps serialize")).collect();
+        (head.to_bytes(), parts)
+    }
+
+    /// How many parts the head says there are (0: the head holds everything).
+    pub fn parts(&self) -> u32 {
+        self.parts
+    }
+
+    /// Adds a stored part's lines and hashes to a state read from its head.
+    pub fn add_part(&mut self, bytes: &[u8]) -> Result<(), serde_json::Error> {
+        let part: Part = serde_json::from_slice(bytes)?;
+        self.rows.extend(part.rows);
+        self.lines.extend(part.lines);
+        Ok(())
     }
 
     /// Lines known (followed or recently ended).
@@ -174,7 +228,7 @@ impl FetchState {
 
     fn note_line(&mut self, order_no: u64, kind: RowKind, facts: &RowFacts, today: NaiveDate) {
         let before = self.current_lines.get(&order_no).or_else(|| self.lines.get(&order_no)).copied();
-        let mut line = before.unwrap_or(Line { pack_no: 0, ordered: 0, status: 0, claim: 0, seen: 0 });
+        let mut line = before.unwrap_or(Line { pack_no: 0, ordered: 0, status: 0, claim: 0, seen: 0, version: 0 });
         line.pack_no = facts.pack_no.unwrap_or(line.pack_no);
         line.ordered = facts.ordered.map(day).unwrap_or(line.ordered);
         match kind {
@@ -189,10 +243,16 @@ impl FetchState {
     /// in, the families' windows move on, and lines that ended days ago or fell out of
     /// `follow_days` are forgotten.
     pub fn complete_poll(&mut self, now: DateTime<Utc>, ran: &[(Family, RowKind)], follow_days: u32) {
+        self.confirmed.clear();
         self.rows.extend(std::mem::take(&mut self.current));
         self.lines.extend(std::mem::take(&mut self.current_lines));
         for (family, kind) in ran {
             self.families.insert(family_key(*family, *kind), now);
+        }
+        // The first import covered the look-back: the long windows, which reach before it, start
+        // a day later (a line it did not return is no news an hour later).
+        if !self.imported {
+            self.families.entry(family_key(Family::Long, RowKind::Order)).or_insert(now);
         }
         self.imported = true;
         let today = schemas::time::today_jst(now);
@@ -205,10 +265,37 @@ impl FetchState {
         });
     }
 
-    /// The poll failed: forget what it saw, keep the last complete state.
+    /// The version a row of `order_no` fetched at `fetched_at` is published with: the fetch
+    /// time, or just above the line's last published version when the clock went back.
+    pub fn version_for(&self, order_no: Option<u64>, fetched_at: DateTime<Utc>) -> DateTime<Utc> {
+        let last = order_no
+            .and_then(|n| self.current_lines.get(&n).or_else(|| self.lines.get(&n)))
+            .map_or(i64::MIN, |l| l.version);
+        if fetched_at.timestamp_micros() > last {
+            return fetched_at;
+        }
+        DateTime::from_timestamp_micros(last + 1).unwrap_or(fetched_at)
+    }
+
+    /// JetStream acknowledged the row of `kind` for `order_no`, published with `version`.
+    pub fn confirm(&mut self, kind: RowKind, order_no: u64, version: DateTime<Utc>) {
+        self.confirmed.insert(format!("{}:{order_no}", kind.as_str()));
+        if let Some(line) = self.current_lines.get_mut(&order_no) {
+            line.version = line.version.max(version.timestamp_micros());
+        }
+    }
+
+    /// The poll failed: what JetStream acknowledged is kept (a change published, then reverted
+    /// before the next good poll, must be published again), the rest forgotten; the windows stay
+    /// where the last complete poll left them.
     pub fn abandon_poll(&mut self) {
-        self.current.clear();
-        self.current_lines.clear();
+        let confirmed = std::mem::take(&mut self.confirmed);
+        for (key, hash) in self.current.drain() {
+            if confirmed.contains(&key) {
+                self.rows.insert(key, hash);
+            }
+        }
+        self.lines.extend(self.current_lines.drain());
     }
 
     /// What the planner needs: whether the first import is done, when each family last
@@ -289,6 +376,32 @@ mod tests {
     }
 
     #[test]
+    fn what_a_failed_poll_published_is_kept() {
+        let mut s = FetchState::default();
+        publish(&mut s, 1, "aa");
+        s.complete_poll(now(), &[], 365);
+        publish(&mut s, 1, "bb");
+        s.confirm(RowKind::Order, 1, now());
+        s.abandon_poll();
+        assert_eq!(publish(&mut s, 1, "aa"), Decision::Publish { msg_id: "raw:s:order:1:aa:bb".into() }, "bb went out");
+    }
+
+    #[test]
+    fn versions_never_go_back_whatever_the_clock_does() {
+        let mut s = FetchState::default();
+        publish(&mut s, 1, "aa");
+        s.confirm(RowKind::Order, 1, now());
+        s.complete_poll(now(), &[], 365);
+        let stepped_back = now() - Duration::hours(3);
+        let v = s.version_for(Some(1), stepped_back);
+        assert_eq!(v, now() + Duration::microseconds(1));
+        assert_eq!(s.version_for(Some(1), now() + Duration::hours(1)), now() + Duration::hours(1));
+        assert_eq!(s.version_for(Some(2), stepped_back), stepped_back, "a new line takes the clock");
+        let back = FetchState::from_bytes(&s.to_bytes()).unwrap();
+        assert_eq!(back.version_for(Some(1), stepped_back), v, "durable");
+    }
+
+    #[test]
     fn lines_a_poll_does_not_return_are_still_followed() {
         let mut s = FetchState::default();
         publish(&mut s, 1, "aa");
@@ -319,6 +432,31 @@ mod tests {
         assert_eq!(s.cart(7), [1, 2]);
         let p = s.progress();
         assert!(p.imported && p.last.contains(&((Family::Recent, RowKind::Order), now())));
+    }
+
+    #[test]
+    fn a_large_state_is_stored_in_parts_well_below_the_payload_limit() {
+        let mut s = FetchState::default();
+        for n in 0..30_000u64 {
+            s.observe(
+                "s",
+                RowKind::Order,
+                &facts(1_000_000_000 + n, n, 2, "2026-11-28"),
+                "0123456789abcdef01234567",
+                today(),
+            );
+        }
+        s.complete_poll(now(), &[(Family::Recent, RowKind::Order)], 365);
+        let (head, parts) = s.to_messages();
+        assert!(parts.len() >= 8, "{} parts", parts.len());
+        assert!(parts.iter().all(|p| p.len() < 512 * 1024), "{:?}", parts.iter().map(Vec::len).collect::<Vec<_>>());
+        let mut back = FetchState::from_bytes(&head).unwrap();
+        assert_eq!(back.parts() as usize, parts.len());
+        for p in &parts {
+            back.add_part(p).unwrap();
+        }
+        assert_eq!(back.len(), 30_000);
+        assert_eq!(back.progress(), s.progress());
     }
 
     #[test]

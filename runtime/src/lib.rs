@@ -1,6 +1,9 @@
 //! Service plumbing shared by the binaries: logging, NATS connection and stream setup,
 //! durable consumers, idle detection and shutdown signals. Stage logic lives in the stage crates.
 
+pub mod durable;
+pub mod health;
+pub mod lease;
 pub mod nats;
 pub mod retry;
 pub mod service;

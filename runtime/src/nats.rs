@@ -97,14 +97,16 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result
 }
 
 /// A durable pull consumer with explicit acks. `ack_wait` should exceed the longest time a
-/// batch can take (a ClickHouse outage is handled by retrying in-process, not by letting acks
-/// expire).
+/// batch can take without progress acks; `max_deliver` bounds redeliveries (0: unbounded). A
+/// consumer that exists with another `max_deliver` or `ack_wait` (made by an earlier version)
+/// is updated to these.
 pub async fn durable_consumer(
     js: &jetstream::Context,
     stream_name: &str,
     durable: &str,
     filter_subject: String,
     ack_wait: Duration,
+    max_deliver: i64,
 ) -> Result<consumer::PullConsumer, NatsError> {
     let err = |e: String| NatsError::Consumer { stream: stream_name.into(), consumer: durable.into(), reason: e };
     let stream = jetstream_call(stream_name, || js.get_stream(stream_name)).await.map_err(|e| err(e.to_string()))?;
@@ -113,17 +115,27 @@ pub async fn durable_consumer(
         filter_subject,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait,
+        max_deliver: if max_deliver > 0 { max_deliver } else { -1 },
         max_ack_pending: 20_000,
         deliver_policy: consumer::DeliverPolicy::All,
         ..Default::default()
     };
-    jetstream_call(durable, || stream.get_or_create_consumer(durable, config.clone()))
+    let mut c = jetstream_call(durable, || stream.get_or_create_consumer(durable, config.clone()))
         .await
-        .map_err(|e| err(e.to_string()))
+        .map_err(|e| err(e.to_string()))?;
+    let info = c.info().await.map_err(|e| err(e.to_string()))?;
+    if info.config.max_deliver != config.max_deliver || info.config.ack_wait != ack_wait {
+        tracing::info!(consumer = durable, max_deliver, "updating the consumer's max_deliver and ack_wait");
+        match stream.create_consumer(config).await {
+            Ok(updated) => c = updated,
+            Err(e) => tracing::warn!(consumer = durable, error = %e, "consumer not updated; it keeps its settings"),
+        }
+    }
+    Ok(c)
 }
 
 /// The durable pull consumer `durable` on a stream of this deployment, on the whole stream or
-/// on `filter` (one subject: nats-server 2.9 takes no more).
+/// on `filter` (one subject: nats-server 2.9 takes no more), without a delivery limit.
 pub async fn durable_on(
     js: &jetstream::Context,
     ns: &Namespace,
@@ -133,13 +145,13 @@ pub async fn durable_on(
     ack_wait: Duration,
 ) -> Result<consumer::PullConsumer, NatsError> {
     let filter = filter.unwrap_or_else(|| ns.stream_subjects(stream));
-    durable_consumer(js, &ns.stream(stream), durable, filter, ack_wait).await
+    durable_consumer(js, &ns.stream(stream), durable, filter, ack_wait, 0).await
 }
 
 /// A JetStream API call at start, retried for about 30 s: a cluster electing a new leader (a
 /// node just died) answers with timeouts for a few seconds. A lasting error still fails the
 /// start, with its reason.
-async fn jetstream_call<T, E, F, Fut>(what: &str, f: F) -> Result<T, E>
+pub(crate) async fn jetstream_call<T, E, F, Fut>(what: &str, f: F) -> Result<T, E>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
@@ -283,7 +295,7 @@ pub async fn fetch_batch(consumer: &consumer::PullConsumer, max: usize, expires:
     }
 }
 
-async fn try_fetch_batch(
+pub(crate) async fn try_fetch_batch(
     consumer: &consumer::PullConsumer,
     max: usize,
     expires: Duration,

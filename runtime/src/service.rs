@@ -10,6 +10,7 @@ use std::sync::Arc;
 use schemas::config::{ConfigError, PipelineConfig};
 use schemas::subjects::Namespace;
 
+use crate::health::Health;
 use crate::nats::NatsError;
 use crate::telemetry::{Metrics, ReadyCheck};
 
@@ -70,31 +71,41 @@ pub fn config(path: Option<&Path>, print: bool) -> Result<Option<PipelineConfig>
     Ok(Some(config))
 }
 
-/// A service connected to NATS (the contract's streams made sure of), with its metrics.
+/// A service connected to NATS (the contract's streams made sure of), with its metrics and what
+/// it says of its own health.
 #[derive(Debug, Clone)]
 pub struct Service {
     pub client: async_nats::Client,
     pub js: async_nats::jetstream::Context,
     pub ns: Namespace,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
 }
 
 impl Service {
-    pub async fn connect(config: &PipelineConfig, name: &str) -> Result<Service, NatsError> {
+    /// `stall_after`: how long pending work may go without a commit before `/readyz` says
+    /// `stalled`.
+    pub async fn connect(
+        config: &PipelineConfig,
+        name: &str,
+        stall_after: std::time::Duration,
+    ) -> Result<Service, NatsError> {
         let (client, js) = crate::nats::connect_jetstream(&config.nats, name).await?;
-        Ok(Service { client, js, ns: Namespace::from_config(&config.nats), metrics: Metrics::new() })
+        let (metrics, health) = (Metrics::new(), Arc::new(Health::new(stall_after)));
+        Ok(Service { client, js, ns: Namespace::from_config(&config.nats), metrics, health })
     }
 
-    /// Serves `/metrics`, `/healthz`, `/readyz` (`ready`, else "NATS is connected") and `pages`
-    /// on `listen` ("" = nowhere).
+    /// Serves `/metrics`, `/healthz`, `/readyz` (NATS, JetStream, the service's health, then
+    /// `extra`) and `pages` on `listen` ("" = nowhere).
     pub async fn serve(
         &self,
         listen: &str,
         key: &str,
-        ready: Option<ReadyCheck>,
+        extra: Option<ReadyCheck>,
         pages: axum::Router,
     ) -> Result<(), ServeError> {
-        let ready = ready.unwrap_or_else(|| crate::telemetry::nats_ready(self.client.clone()));
+        let probe = self.ns.stream(schemas::subjects::Stream::Orders);
+        let ready = crate::telemetry::ready_check(self.client.clone(), self.health.clone(), probe, extra);
         crate::telemetry::serve_with(listen, self.metrics.clone(), ready, pages)
             .await
             .map(|_| ())

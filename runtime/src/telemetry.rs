@@ -58,6 +58,8 @@ pub const CONSUMER_PENDING: Metric =
     Metric::new("consumer_pending", "Messages not yet delivered to the consumer (lag).");
 pub const REDELIVERIES: Metric = Metric::new("consumer_redeliveries_total", "Messages delivered more than once.");
 pub const DEAD_LETTERS: Metric = Metric::new("dead_letters_total", "Messages sent to the DLQ, by stage and reason.");
+pub const RETRIES: Metric =
+    Metric::new("retries_total", "Retries of held work, by operation and cause (nats, clickhouse_timeout, …).");
 
 fn labels(pairs: &[(&str, &str)]) -> String {
     if pairs.is_empty() {
@@ -149,10 +151,10 @@ impl Metrics {
     }
 }
 
-/// A readiness check: true when the service's connections work.
-pub type ReadyCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+/// A readiness check: `Ok` when the service is ready, else the one-line reason `/readyz` gives.
+pub type ReadyCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
-/// Serves `/metrics`, `/healthz` (the process runs) and `/readyz` (its connections work) on
+/// Serves `/metrics`, `/healthz` (the process runs) and `/readyz` (200 `ready`, or 503 and why) on
 /// `listen`; an empty `listen` serves nothing. Returns the address actually bound (port 0 picks
 /// a free one).
 pub async fn serve(listen: &str, metrics: Arc<Metrics>, ready: ReadyCheck) -> std::io::Result<Option<SocketAddr>> {
@@ -177,10 +179,9 @@ pub async fn serve_with(
             get(move || {
                 let ready = ready.clone();
                 async move {
-                    if ready().await {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    match ready().await {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
                     }
                 }
             }),
@@ -194,11 +195,38 @@ pub async fn serve_with(
     Ok(Some(addr))
 }
 
-/// Ready when the NATS connection is up.
-pub fn nats_ready(client: async_nats::Client) -> ReadyCheck {
+/// Ready when the NATS connection is up, JetStream answers, and the stage's own [`Health`]
+/// says so; then `extra` (the sink's ClickHouse), if any.
+///
+/// [`Health`]: crate::health::Health
+///
+/// JetStream is asked about `probe` (one of the deployment's streams): a server whose JetStream
+/// is disabled (out of disk) or has lost the stream answers with an error.
+pub fn ready_check(
+    client: async_nats::Client,
+    health: Arc<crate::health::Health>,
+    probe: String,
+    extra: Option<ReadyCheck>,
+) -> ReadyCheck {
     Arc::new(move || {
-        let c = client.clone();
-        Box::pin(async move { c.connection_state() == async_nats::connection::State::Connected })
+        let (client, health, extra, probe) = (client.clone(), health.clone(), extra.clone(), probe.clone());
+        Box::pin(async move {
+            if client.connection_state() != async_nats::connection::State::Connected {
+                return Err("nats unreachable".into());
+            }
+            let js = async_nats::jetstream::new(client);
+            let answered = tokio::time::timeout(std::time::Duration::from_secs(2), js.get_stream(probe)).await;
+            match answered {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("jetstream unavailable: {e}")),
+                Err(_) => return Err("jetstream unavailable: no answer within 2 s".into()),
+            }
+            health.verdict()?;
+            match extra {
+                Some(check) => check().await,
+                None => Ok(()),
+            }
+        })
     })
 }
 

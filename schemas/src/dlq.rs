@@ -46,9 +46,40 @@ pub enum Reason {
     /// The same id (an order version, an edit) came again with other content: the first stands.
     #[error("conflicting content: {0}")]
     Conflict(String),
+    /// The message names another shop than the subject it arrived on.
+    #[error("wrong shop: the message is for shop {named:?} but arrived on {subject}")]
+    WrongShop { named: String, subject: String },
+    /// Fetched (or versioned) further in the future than clocks can disagree.
+    #[error("from the future: {what} {at} is {ahead} ahead of this stage's clock (more than 5 minutes)")]
+    Future { what: &'static str, at: String, ahead: String },
+    /// Processing it failed with an error waiting cannot cure.
+    #[error("could not be processed: {0}")]
+    Permanent(String),
+    /// Its last delivery failed too: JetStream would not deliver it again.
+    #[error("gave up after {deliveries} deliveries: {last_error}")]
+    Exhausted { deliveries: i64, last_error: String },
 }
 
+/// How far ahead of a stage's clock a message's fetch time may be: clocks of two machines
+/// disagree by seconds, not minutes.
+pub const MAX_CLOCK_AHEAD: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 impl Reason {
+    /// `Some` when `at` is more than [`MAX_CLOCK_AHEAD`] after `now`.
+    pub fn if_future(
+        what: &'static str,
+        at: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<Reason> {
+        let ahead = at - now;
+        (ahead > MAX_CLOCK_AHEAD).then(|| Reason::Future {
+            what,
+            at: at.to_rfc3339(),
+            ahead: humantime::format_duration(std::time::Duration::from_secs(ahead.num_seconds().max(0) as u64))
+                .to_string(),
+        })
+    }
+
     /// A short, bounded label: the field a reason names, `oversized`, `missing`, `conflicting
     /// content`, or what the message was not.
     pub fn label(&self) -> std::borrow::Cow<'_, str> {
@@ -59,6 +90,10 @@ impl Reason {
             Reason::Field(f) => Cow::Borrowed(f.field.as_str()),
             Reason::Missing { .. } => Cow::Borrowed("missing"),
             Reason::Conflict(_) => Cow::Borrowed("conflicting content"),
+            Reason::WrongShop { .. } => Cow::Borrowed("wrong shop"),
+            Reason::Future { .. } => Cow::Borrowed("from the future"),
+            Reason::Permanent(_) => Cow::Borrowed("permanent failure"),
+            Reason::Exhausted { .. } => Cow::Borrowed("deliveries exhausted"),
         }
     }
 }

@@ -24,11 +24,21 @@ pub enum Stream {
     Polls,
     /// `qoo10.state.<shop>`: the fetcher's durable state, one message per shop.
     FetchState,
+    /// `leases.>`: which instance of a service works (`runtime::lease`), one message per subject.
+    Leases,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 7] =
-        [Stream::Raw, Stream::Orders, Stream::Alerts, Stream::OmsEdits, Stream::Dlq, Stream::FetchState, Stream::Polls];
+    pub const ALL: [Stream; 8] = [
+        Stream::Raw,
+        Stream::Orders,
+        Stream::Alerts,
+        Stream::OmsEdits,
+        Stream::Dlq,
+        Stream::FetchState,
+        Stream::Polls,
+        Stream::Leases,
+    ];
 
     /// The contract's stream name (before a deployment's prefix).
     pub fn base(self) -> &'static str {
@@ -40,6 +50,7 @@ impl Stream {
             Stream::Dlq => "DLQ",
             Stream::Polls => "QOO10_POLLS",
             Stream::FetchState => "QOO10_FETCH_STATE",
+            Stream::Leases => "LEASES",
         }
     }
 
@@ -53,6 +64,7 @@ impl Stream {
             Stream::Dlq => "dlq.>",
             Stream::Polls => "qoo10.polls.>",
             Stream::FetchState => "qoo10.state.>",
+            Stream::Leases => "leases.>",
         }
     }
 
@@ -64,12 +76,14 @@ impl Stream {
             Stream::Orders => days(30),
             Stream::Alerts | Stream::OmsEdits | Stream::Dlq => days(90),
             Stream::FetchState => std::time::Duration::ZERO,
+            // Held claims are written again every hour; a dead instance's heartbeat goes.
+            Stream::Leases => days(7),
         }
     }
 
-    /// Messages kept per subject (-1: no limit): the fetch state keeps the last one.
+    /// Messages kept per subject (-1: no limit): the fetch state and the leases keep the last one.
     pub fn per_subject(self) -> i64 {
-        if self == Stream::FetchState { 1 } else { -1 }
+        if matches!(self, Stream::FetchState | Stream::Leases) { 1 } else { -1 }
     }
 }
 
@@ -147,6 +161,10 @@ impl Namespace {
     }
     pub fn fetch_state(&self, shop: &str) -> String {
         self.subject(&format!("qoo10.state.{shop}"))
+    }
+    /// `leases.<rest>` (`runtime::lease`).
+    pub fn leases(&self, rest: &str) -> String {
+        self.subject(&format!("leases.{rest}"))
     }
 
     /// The wildcard subject a stream captures.

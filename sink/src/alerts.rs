@@ -331,10 +331,14 @@ pub fn vanished<'a>(
 }
 
 /// A new alert from a draft, its id fixed by the version that opened it.
-pub fn open(draft: &Draft, row: &OrderRow, now: DateTime<Utc>) -> Alert {
+///
+/// `version` is the version that opens it, and names it: the row's own for a change it brought,
+/// a later one when time or a poll opens it on an unchanged row (so an alert that opens again
+/// after resolving is a new alert, never hidden under its old resolution).
+pub fn open(draft: &Draft, row: &OrderRow, version: u64, now: DateTime<Utc>) -> Alert {
     Alert {
         schema_version: ALERT_SCHEMA_VERSION,
-        alert_id: format!("{}:{}:{}:{}", draft.kind, row.shop_id, row.order_no, row.version),
+        alert_id: format!("{}:{}:{}:{}", draft.kind, row.shop_id, row.order_no, version),
         kind: draft.kind,
         shop_id: row.shop_id.clone(),
         order_no: row.order_no,
@@ -346,7 +350,7 @@ pub fn open(draft: &Draft, row: &OrderRow, now: DateTime<Utc>) -> Alert {
         details: draft.details.clone(),
         opened_at: now,
         updated_at: now,
-        version: row.version,
+        version,
     }
 }
 
@@ -586,9 +590,9 @@ mod tests {
         let r = row(2, 0);
         let v = evaluate(None, &r, &ctx(), &Thresholds::default());
         let Verdict::Open(d) = &v[MISSING].1 else { panic!() };
-        let a = open(d, &r, ctx().now);
+        let a = open(d, &r, r.version, ctx().now);
         assert_eq!(a.alert_id, "ship_date_missing:s:1090000101:1795900000000000");
-        assert_eq!(a, open(d, &r, ctx().now));
+        assert_eq!(a, open(d, &r, r.version, ctx().now));
         assert!(
             a.message_ja.starts_with("注文 1090000101 の発送予定日が未設定です。QSMで発送予定日を設定してください")
         );

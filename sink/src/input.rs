@@ -1,6 +1,7 @@
 //! What the sink accepts on its input subjects (`orders.<shop>`, `oms.edits.<shop>`), and the
 //! precise reason when it does not: anyone with publish rights can put anything there.
 
+use chrono::{DateTime, Utc};
 use schemas::dlq::{FieldError, Reason};
 use schemas::edit::{Change, OmsEdit};
 use schemas::order::CanonicalOrder;
@@ -10,9 +11,13 @@ use serde::de::DeserializeOwned;
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// A canonical order from `orders.<subject_shop>`, or why not.
-pub fn order(payload: &[u8], subject_shop: &str) -> Result<CanonicalOrder, Reason> {
+pub fn order(payload: &[u8], subject_shop: &str, now: DateTime<Utc>) -> Result<CanonicalOrder, Reason> {
     let order: CanonicalOrder = parse(payload, "a canonical order")?;
     order.validate(subject_shop)?;
+    // A version from the future would pin the line: nothing fetched later could replace it.
+    if let Some(future) = Reason::if_future("fetched_at", order.source.fetched_at, now) {
+        return Err(future);
+    }
     Ok(order)
 }
 
@@ -102,9 +107,9 @@ mod tests {
         assert!(e.starts_with("not an OMS edit: field `quantity`: invalid type"), "{e}");
         let e = edit(br#"{"schema_version":1,"edit_id":"e","shop_id":"s","action":"set_ship_date","order_no":1,"ship_date":"1900-01-01","made_at":"2026-11-29T00:00:00Z"}"#, "s").unwrap_err().to_string();
         assert_eq!(e, "field `ship_date`: 1900-01-01 is outside 2000..2100");
-        let e = order(b"\xff\xfe{", "s").unwrap_err().to_string();
+        let e = order(b"\xff\xfe{", "s", Utc::now()).unwrap_err().to_string();
         assert!(e.starts_with("not a canonical order: "), "{e}");
-        let e = order(&vec![b' '; MAX_MESSAGE_BYTES + 1], "s").unwrap_err().to_string();
+        let e = order(&vec![b' '; MAX_MESSAGE_BYTES + 1], "s", Utc::now()).unwrap_err().to_string();
         assert_eq!(e, format!("payload of {} bytes exceeds {MAX_MESSAGE_BYTES}", MAX_MESSAGE_BYTES + 1));
     }
 }

@@ -1,13 +1,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
+use runtime::lease::Leases;
 use runtime::service::{Service, Threads};
 use runtime::telemetry::ReadyCheck;
 use schemas::config::PipelineConfig;
-use sink::consumer::{Consumer, at_start};
+use sink::consumer::{Consumer, HeldError, at_start};
 use sink::store::Store;
+
+/// The lease the active sink of a deployment holds.
+const SINK_LEASE: &str = "sink";
 
 /// Writes canonical orders (ORDERS) to ClickHouse in batches and raises the alerts they call
 /// for; acknowledges a message only after ClickHouse confirmed every insert it caused and every
@@ -95,33 +98,84 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// The sink service: ready only once its start-up reads are done and NATS and ClickHouse
-/// answer; a sink started while ClickHouse is down waits for it instead of exiting (what waiting
-/// cannot cure, a wrong password, still fails at once).
+/// The sink service. Of all sinks of a deployment one is active (it holds the lease `sink`);
+/// the others wait as standbys, not ready, and load nothing until they take over. The active one
+/// is ready only once its start-up reads are done and NATS and ClickHouse answer; started while
+/// ClickHouse is down it waits instead of exiting (what waiting cannot cure, a wrong password,
+/// still fails at once). An active sink that loses its lease stops writing and becomes a
+/// standby again.
 async fn serve(config: &PipelineConfig, until_idle: bool) -> anyhow::Result<()> {
     let store = Store::new(&config.clickhouse);
-    let service = Service::connect(config, "sink").await?;
-    let started = Arc::new(AtomicBool::new(false));
+    let service = Service::connect(config, "sink", config.sink.stall_after).await?;
     let configured: Vec<String> = config.shops.iter().map(|s| s.id.clone()).collect();
     let page = sink::page::router(store.clone(), service.js.clone(), service.ns.clone(), configured);
-    let ready = ready_check(service.client.clone(), store.clone(), started.clone());
-    service.serve(&config.sink.http_listen, "sink.http_listen", Some(ready), page).await?;
+    service.serve(&config.sink.http_listen, "sink.http_listen", Some(clickhouse_ready(store.clone())), page).await?;
+    let leases = Leases::start(service.js.clone(), service.ns.clone(), "sink").await?;
+    loop {
+        let health = service.health.clone();
+        let waiting = |holder: Option<&runtime::lease::Holder>| {
+            if let Some(h) = holder {
+                tracing::info!(active = %h, "standby: another sink is active");
+            }
+            health.standby(holder.map(|h| h.to_string()));
+        };
+        if !wait_for_lease(&leases, until_idle, waiting).await? {
+            return Ok(());
+        }
+        match active(config, &service, &store, &leases, until_idle).await {
+            Err(e) if e.downcast_ref::<HeldError>().is_some_and(|h| matches!(h, HeldError::Lost(_))) => {
+                tracing::warn!(error = %e, "this sink lost its lease: standby again");
+            }
+            other => {
+                leases.release(SINK_LEASE).await;
+                return other;
+            }
+        }
+    }
+}
+
+/// Waits for the lease: as a standby, for as long as it takes; with `--until-idle`, a little
+/// longer than a dead holder keeps it, then fails naming the active sink.
+async fn wait_for_lease(
+    leases: &Leases,
+    until_idle: bool,
+    waiting: impl FnMut(Option<&runtime::lease::Holder>),
+) -> anyhow::Result<bool> {
+    if !until_idle {
+        return Ok(leases.wait_for(SINK_LEASE, waiting).await?);
+    }
+    let limit = runtime::lease::TTL + std::time::Duration::from_secs(10);
+    match tokio::time::timeout(limit, leases.wait_for(SINK_LEASE, waiting)).await {
+        Ok(held) => Ok(held?),
+        Err(_) => {
+            let holder = leases.holder(SINK_LEASE).map(|h| h.to_string()).unwrap_or_else(|| "another sink".into());
+            anyhow::bail!("--until-idle: {holder} is active on this deployment; stop it or let it do the work")
+        }
+    }
+}
+
+/// The active sink: start-up reads, then the consumers until stopped or idle.
+async fn active(
+    config: &PipelineConfig,
+    service: &Service,
+    store: &Store,
+    leases: &Leases,
+    until_idle: bool,
+) -> anyhow::Result<()> {
+    tracing::info!("this sink is active");
     let Some(applied) = at_start("migrations", || store.migrate()).await? else { return Ok(()) };
     tracing::info!(migrations_applied = ?applied, "migrations");
-    let Some((consumer, consumers)) = Consumer::start(config, service.js, store, service.metrics).await? else {
+    let fence = leases.fence(SINK_LEASE);
+    let Some((consumer, consumers)) = Consumer::start(config, service, store.clone(), fence).await? else {
         return Ok(());
     };
-    started.store(true, Ordering::SeqCst);
+    service.health.active();
     consumer.run(consumers, config, until_idle).await
 }
 
-fn ready_check(client: async_nats::Client, store: Store, started: Arc<AtomicBool>) -> ReadyCheck {
+fn clickhouse_ready(store: Store) -> ReadyCheck {
     Arc::new(move || {
-        let (client, store, started) = (client.clone(), store.clone(), started.clone());
-        Box::pin(async move {
-            started.load(Ordering::SeqCst)
-                && client.connection_state() == async_nats::connection::State::Connected
-                && store.ping().await.is_ok()
-        })
+        let store = store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| format!("clickhouse unreachable: {e}")) })
     })
 }

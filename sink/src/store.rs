@@ -5,6 +5,7 @@
 //! [`crate::rows`] must list columns in table order (a test against a real server checks it).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use schemas::config::ClickHouseConfig;
 use schemas::sql::{MIGRATIONS, MIGRATIONS_TABLE};
@@ -23,6 +24,23 @@ pub enum StoreError {
     },
 }
 
+/// How long one ClickHouse call may take before it counts as timed out (transient: retried).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A ClickHouse call that gives up after [`CALL_TIMEOUT`]: the client has no timeouts of its
+/// own, and a server that stopped answering mid-call would hold the sink forever.
+trait Timed<T>: std::future::Future<Output = Result<T, clickhouse::error::Error>> + Sized {
+    fn timed(self) -> impl std::future::Future<Output = Result<T, clickhouse::error::Error>> {
+        async move { tokio::time::timeout(CALL_TIMEOUT, self).await.unwrap_or(Err(clickhouse::error::Error::TimedOut)) }
+    }
+}
+
+impl<T, F: std::future::Future<Output = Result<T, clickhouse::error::Error>>> Timed<T> for F {}
+
+/// Ids per query in lookups by id: a query stays far below ClickHouse's 256 KB `max_query_size`
+/// however many ids a batch needs (5,000 alert ids in one query passed it).
+const IDS_PER_QUERY: usize = 1000;
+
 impl StoreError {
     /// True when waiting may cure it: ClickHouse unreachable, a connection cut, a timeout.
     /// False for what waiting cannot cure (wrong password, unknown table, bad SQL).
@@ -33,6 +51,16 @@ impl StoreError {
             // A certificate the client does not trust is a network error that waiting cannot cure.
             clickhouse::error::Error::Network(e) => !error_chain(e.as_ref()).contains("certificate"),
             _ => false,
+        }
+    }
+
+    /// A bounded label for `retries_total{cause}`.
+    pub fn cause(&self) -> &'static str {
+        let StoreError::ClickHouse { source, .. } = self;
+        match source {
+            clickhouse::error::Error::TimedOut => "clickhouse_timeout",
+            clickhouse::error::Error::Network(_) => "clickhouse_network",
+            _ => "clickhouse_error",
         }
     }
 }
@@ -123,20 +151,23 @@ impl Store {
             .query("SELECT count() FROM system.databases WHERE name = ?")
             .bind(&self.database)
             .fetch_one::<u64>()
+            .timed()
             .await
             .map_err(self.err("look up database"))?;
         if exists == 0 {
             self.server
                 .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
                 .execute()
+                .timed()
                 .await
                 .map_err(self.err("create database"))?;
         }
-        self.client.query(MIGRATIONS_TABLE).execute().await.map_err(self.err("create schema_migrations"))?;
+        self.client.query(MIGRATIONS_TABLE).execute().timed().await.map_err(self.err("create schema_migrations"))?;
         let applied: Vec<u32> = self
             .client
             .query("SELECT version FROM schema_migrations FINAL")
             .fetch_all::<Applied>()
+            .timed()
             .await
             .map_err(self.err("read schema_migrations"))?
             .into_iter()
@@ -146,7 +177,12 @@ impl Store {
         for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
             self.add_columns(m).await?;
             for statement in m.statements() {
-                self.client.query(&statement).execute().await.map_err(self.err(format!("migration {}", m.version)))?;
+                self.client
+                    .query(&statement)
+                    .execute()
+                    .timed()
+                    .await
+                    .map_err(self.err(format!("migration {}", m.version)))?;
             }
             let mut insert = self
                 .client
@@ -178,11 +214,12 @@ impl Store {
                 .bind(*table)
                 .bind(*column)
                 .fetch_one::<u64>()
+                .timed()
                 .await
                 .map_err(self.err(op()))?;
             if present == 0 {
                 let sql = format!("ALTER TABLE {table} ADD COLUMN {column} {ty}");
-                self.client.query(&sql).execute().await.map_err(self.err(op()))?;
+                self.client.query(&sql).execute().timed().await.map_err(self.err(op()))?;
             }
         }
         Ok(())
@@ -206,8 +243,16 @@ impl Store {
         Ok(out)
     }
 
-    /// The rows of `table FINAL` for these keys (one query for all of them).
+    /// The rows of `table FINAL` for these keys ([`IDS_PER_QUERY`] keys per query).
     async fn rows_of(&self, table: &str, keys: &[LineKey]) -> Result<Vec<OrderRow>, clickhouse::error::Error> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(IDS_PER_QUERY) {
+            out.extend(self.rows_of_chunk(table, chunk).await?);
+        }
+        Ok(out)
+    }
+
+    async fn rows_of_chunk(&self, table: &str, keys: &[LineKey]) -> Result<Vec<OrderRow>, clickhouse::error::Error> {
         let shops: std::collections::BTreeSet<&str> = keys.iter().map(|k| k.shop.as_str()).collect();
         let numbers: std::collections::BTreeSet<u64> = keys.iter().map(|k| k.order_no).collect();
         let placeholders = vec!["?"; shops.len()].join(",");
@@ -220,7 +265,7 @@ impl Store {
         }
         let wanted: std::collections::HashSet<(&str, u64)> =
             keys.iter().map(|k| (k.shop.as_str(), k.order_no)).collect();
-        let rows = q.fetch_all::<OrderRow>().await?;
+        let rows = q.fetch_all::<OrderRow>().timed().await?;
         Ok(rows.into_iter().filter(|r| wanted.contains(&(r.shop_id.as_str(), r.order_no))).collect())
     }
 
@@ -252,7 +297,8 @@ impl Store {
             return Ok(()); // an insert of nothing would still be a round trip (and an empty part)
         }
         let op = || format!("insert into {table}");
-        let mut insert = self.client.insert::<T>(table).await.map_err(self.err(op()))?;
+        let insert = self.client.insert::<T>(table).await.map_err(self.err(op()))?;
+        let mut insert = insert.with_timeouts(Some(CALL_TIMEOUT), Some(CALL_TIMEOUT));
         for r in rows {
             insert.write(r.borrow()).await.map_err(self.err(op()))?;
         }
@@ -284,7 +330,7 @@ impl Store {
         if let Some(s) = shop {
             q = q.bind(s);
         }
-        q.fetch_all::<AlertRow>().await.map_err(self.err("read alerts"))
+        q.fetch_all::<AlertRow>().timed().await.map_err(self.err("read alerts"))
     }
 
     /// Every open alert (the engine's state at start).
@@ -296,7 +342,7 @@ impl Store {
             .query("SELECT ?fields FROM alerts FINAL WHERE state = 'open'")
             .fetch::<AlertRow>()
             .map_err(self.err("read open alerts"))?;
-        while let Some(row) = cursor.next().await.map_err(self.err("read open alerts"))? {
+        while let Some(row) = cursor.next().timed().await.map_err(self.err("read open alerts"))? {
             match row.to_alert() {
                 Some(alert) => open.insert(crate::keys::AlertKey::of(&alert), &alert),
                 None => {
@@ -307,18 +353,31 @@ impl Store {
         Ok(open)
     }
 
-    /// These alerts as stored (latest transition of each).
+    /// These alerts as stored (latest transition of each), [`IDS_PER_QUERY`] ids per query.
     pub async fn alerts_by_id(&self, ids: &[String]) -> Result<Vec<AlertRow>, StoreError> {
-        let placeholders = vec!["?"; ids.len()].join(",");
-        let mut q = self.client.query(&format!("SELECT ?fields FROM alerts FINAL WHERE alert_id IN ({placeholders})"));
-        for id in ids {
-            q = q.bind(id.as_str());
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_QUERY) {
+            let placeholders = vec!["?"; chunk.len()].join(",");
+            let sql = format!("SELECT ?fields FROM alerts FINAL WHERE alert_id IN ({placeholders})");
+            let mut q = self.client.query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            out.extend(q.fetch_all::<AlertRow>().timed().await.map_err(self.err("read alerts"))?);
         }
-        q.fetch_all::<AlertRow>().await.map_err(self.err("read alerts"))
+        Ok(out)
     }
 
-    /// Per line of these carts: its latest claim status. One query for the whole batch.
+    /// Per line of these carts: its latest claim status ([`IDS_PER_QUERY`] carts per query).
     pub async fn pack_lines(&self, packs: &[CartKey]) -> Result<Vec<PackLine>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in packs.chunks(IDS_PER_QUERY) {
+            out.extend(self.pack_lines_chunk(chunk).await?);
+        }
+        Ok(out)
+    }
+
+    async fn pack_lines_chunk(&self, packs: &[CartKey]) -> Result<Vec<PackLine>, StoreError> {
         let shops: std::collections::BTreeSet<&str> = packs.iter().map(|k| k.shop.as_str()).collect();
         let numbers: std::collections::BTreeSet<u64> = packs.iter().map(|k| k.pack_no).collect();
         let placeholders = vec!["?"; shops.len()].join(",");
@@ -332,7 +391,7 @@ impl Store {
         }
         let wanted: std::collections::HashSet<(&str, u64)> =
             packs.iter().map(|k| (k.shop.as_str(), k.pack_no)).collect();
-        let rows = q.fetch_all::<PackLine>().await.map_err(self.err("read cart lines"))?;
+        let rows = q.fetch_all::<PackLine>().timed().await.map_err(self.err("read cart lines"))?;
         Ok(rows.into_iter().filter(|l| wanted.contains(&(l.shop_id.as_str(), l.pack_no))).collect())
     }
 
@@ -352,7 +411,7 @@ impl Store {
             .query("SELECT shop_id, order_no, pack_no FROM order_versions")
             .fetch::<Line>()
             .map_err(self.err("read stored lines"))?;
-        while let Some(l) = cursor.next().await.map_err(self.err("read stored lines"))? {
+        while let Some(l) = cursor.next().timed().await.map_err(self.err("read stored lines"))? {
             known.add(&l.shop_id, l.order_no, l.pack_no);
         }
         Ok(known)
@@ -363,6 +422,7 @@ impl Store {
         self.client
             .query("SELECT ?fields FROM orders FINAL WHERE claim_status = 0 AND qoo10_status IN (2, 3)")
             .fetch_all::<OrderRow>()
+            .timed()
             .await
             .map_err(self.err("read active orders"))
     }
@@ -388,6 +448,7 @@ impl Store {
             .bind(to.timestamp())
             .bind(before_version)
             .fetch_all::<OrderRow>()
+            .timed()
             .await
             .map_err(self.err("read known lines"))
     }
@@ -401,6 +462,7 @@ impl Store {
         self.client
             .query("SELECT ?fields FROM oms_expectations FINAL WHERE state = 'pending'")
             .fetch_all::<ExpectationRow>()
+            .timed()
             .await
             .map_err(self.err("read expectations"))
     }
@@ -412,6 +474,7 @@ impl Store {
             .bind(shop)
             .bind(pack_no)
             .fetch_all::<OrderRow>()
+            .timed()
             .await
             .map_err(self.err("read cart"))
     }
@@ -424,12 +487,14 @@ impl Store {
             .client
             .query(&format!("SELECT count() FROM order_contacts WHERE {cond}"))
             .fetch_one::<u64>()
+            .timed()
             .await
             .map_err(self.err("count expired contacts"))?;
         if !dry_run && n > 0 {
             self.client
                 .query(&format!("ALTER TABLE order_contacts DELETE WHERE {cond}"))
                 .execute()
+                .timed()
                 .await
                 .map_err(self.err("delete expired contacts"))?;
         }
@@ -448,6 +513,7 @@ impl Store {
             .client
             .query("SELECT shop_id, status, count() AS n FROM orders FINAL GROUP BY shop_id, status ORDER BY shop_id, status")
             .fetch_all::<R>()
+            .timed()
             .await
             .map_err(self.err("read orders by status"))?;
         Ok(rows.into_iter().map(|r| (r.shop_id, r.status, r.n)).collect())
@@ -455,6 +521,6 @@ impl Store {
 
     /// Readiness: ClickHouse answers a query.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.client.query("SELECT 1").fetch_one::<u8>().await.map(|_| ()).map_err(self.err("ping"))
+        self.client.query("SELECT 1").fetch_one::<u8>().timed().await.map(|_| ()).map_err(self.err("ping"))
     }
 }

@@ -75,7 +75,8 @@ pub struct SecretFields {
 
 impl SecretFields {
     fn resolve(&self, key: &str) -> Result<Option<Secret>, Bad> {
-        SecretRef { name: key, value: self.value.as_ref(), env: self.env.as_deref(), file: self.file.as_deref() }.resolve()
+        SecretRef { name: key, value: self.value.as_ref(), env: self.env.as_deref(), file: self.file.as_deref() }
+            .resolve()
     }
 }
 
@@ -111,6 +112,7 @@ pub struct NatsFile {
     pub stream_replicas: usize,
     #[serde(with = "duration_text")]
     pub duplicate_window: Duration,
+    pub max_deliver: i64,
 }
 
 secret_fields!(NatsFile { password, password_env, password_file; token, token_env, token_file });
@@ -135,6 +137,7 @@ impl Default for NatsFile {
             subject_prefix: d.subject_prefix,
             stream_replicas: d.stream_replicas,
             duplicate_window: d.duplicate_window,
+            max_deliver: d.max_deliver,
         }
     }
 }
@@ -156,6 +159,7 @@ impl NatsFile {
             subject_prefix: self.subject_prefix.clone(),
             stream_replicas: self.stream_replicas,
             duplicate_window: self.duplicate_window,
+            max_deliver: self.max_deliver,
         };
         check_nats(&c)?;
         Ok(c)
@@ -165,7 +169,10 @@ impl NatsFile {
 fn check_nats(c: &NatsConfig) -> Result<(), Bad> {
     let urls = c.urls();
     if urls.is_empty() || urls.iter().any(|u| !(u.starts_with("nats://") || u.starts_with("tls://"))) {
-        return bad("nats.url", format!("{:?} is not a nats:// or tls:// URL (or several, separated by commas)", c.url));
+        return bad(
+            "nats.url",
+            format!("{:?} is not a nats:// or tls:// URL (or several, separated by commas)", c.url),
+        );
     }
     match (&c.user, c.password.is_some()) {
         (Some(_), false) => return bad("nats.password", "nats.user is set: set its password too"),
@@ -195,6 +202,9 @@ fn check_nats(c: &NatsConfig) -> Result<(), Bad> {
     if c.stream_replicas == 0 || c.stream_replicas > 5 {
         return bad("nats.stream_replicas", "must be 1 to 5");
     }
+    if !(2..=1000).contains(&c.max_deliver) {
+        return bad("nats.max_deliver", "must be 2 to 1000");
+    }
     Ok(())
 }
 
@@ -214,7 +224,14 @@ secret_fields!(ClickHouseFile { password, password_env, password_file });
 impl Default for ClickHouseFile {
     fn default() -> Self {
         let d = ClickHouseConfig::default();
-        ClickHouseFile { url: d.url, database: d.database, user: d.user, password: None, password_env: None, password_file: None }
+        ClickHouseFile {
+            url: d.url,
+            database: d.database,
+            user: d.user,
+            password: None,
+            password_env: None,
+            password_file: None,
+        }
     }
 }
 
@@ -225,7 +242,10 @@ impl ClickHouseFile {
             return bad("clickhouse.url", format!("{:?} is not an http:// or https:// URL", self.url));
         }
         let d = &self.database;
-        if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || d.as_bytes()[0].is_ascii_digit() {
+        if d.is_empty()
+            || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || d.as_bytes()[0].is_ascii_digit()
+        {
             return bad("clickhouse.database", format!("{d:?} is not a plain identifier"));
         }
         Ok(ClickHouseConfig { url: self.url.clone(), database: d.clone(), user: self.user.clone(), password })
@@ -255,7 +275,10 @@ impl FetcherConfig {
         if self.max_concurrent_shops == 0 {
             return bad("fetcher.max_concurrent_shops", "must be at least 1");
         }
-        for (key, d) in [("fetcher.slow_calls_every", self.slow_calls_every), ("fetcher.long_windows_every", self.long_windows_every)] {
+        for (key, d) in [
+            ("fetcher.slow_calls_every", self.slow_calls_every),
+            ("fetcher.long_windows_every", self.long_windows_every),
+        ] {
             if d < Duration::from_secs(60) {
                 return bad(key, "must be at least 1m");
             }
@@ -310,7 +333,9 @@ impl ShopFile {
     pub fn validate(&self, i: usize) -> Result<ShopConfig, Bad> {
         let key = |k: &str| format!("shops[{i}].{k}");
         let id = &self.id;
-        let id_ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        let id_ok = !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !id_ok {
             return bad(&key("id"), format!("{id:?} must match [a-z0-9_-]{{1,64}}"));
         }
@@ -363,6 +388,9 @@ impl NormalizerConfig {
         if self.batch_size == 0 {
             return bad("normalizer.batch_size", "must be at least 1");
         }
+        if self.stall_after < Duration::from_secs(10) {
+            return bad("normalizer.stall_after", "must be at least 10s");
+        }
         Ok(())
     }
 }
@@ -387,6 +415,9 @@ impl SinkConfig {
         }
         if self.flush_interval.is_zero() {
             return bad("sink.flush_interval", "must be above 0");
+        }
+        if self.stall_after < Duration::from_secs(10) {
+            return bad("sink.stall_after", "must be at least 10s");
         }
         Ok(())
     }

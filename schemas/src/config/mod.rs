@@ -74,6 +74,9 @@ pub struct NatsConfig {
     /// JetStream de-duplication window for `Nats-Msg-Id`.
     #[serde(with = "duration_text")]
     pub duplicate_window: Duration,
+    /// Deliveries of one message at most: at the last, a stage that still fails dead-letters
+    /// it with the error, so no message is redelivered forever.
+    pub max_deliver: i64,
 }
 
 impl NatsConfig {
@@ -106,6 +109,7 @@ impl Default for NatsConfig {
             subject_prefix: String::new(),
             stream_replicas: 1,
             duplicate_window: Duration::from_secs(120),
+            max_deliver: 10,
         }
     }
 }
@@ -121,7 +125,12 @@ pub struct ClickHouseConfig {
 
 impl Default for ClickHouseConfig {
     fn default() -> Self {
-        ClickHouseConfig { url: "http://127.0.0.1:8123".into(), database: "qoo10".into(), user: "default".into(), password: None }
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "qoo10".into(),
+            user: "default".into(),
+            password: None,
+        }
     }
 }
 
@@ -260,6 +269,9 @@ pub struct NormalizerConfig {
     pub batch_size: usize,
     /// Where /metrics, /healthz and /readyz are served ("" = nowhere; `HTTP_LISTEN` overrides).
     pub http_listen: String,
+    /// `/readyz` says `stalled` when messages are pending and nothing was committed for this long.
+    #[serde(with = "duration_text")]
+    pub stall_after: Duration,
 }
 
 impl Default for NormalizerConfig {
@@ -270,10 +282,10 @@ impl Default for NormalizerConfig {
             claim_status_map: Default::default(),
             batch_size: 500,
             http_listen: "127.0.0.1:9465".into(),
+            stall_after: Duration::from_secs(120),
         }
     }
 }
-
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -285,11 +297,19 @@ pub struct SinkConfig {
     pub flush_interval: Duration,
     /// Where /metrics, /healthz and /readyz are served ("" = nowhere; `HTTP_LISTEN` overrides).
     pub http_listen: String,
+    /// `/readyz` says `stalled` when messages are pending and nothing was committed for this long.
+    #[serde(with = "duration_text")]
+    pub stall_after: Duration,
 }
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { batch_size: 5000, flush_interval: Duration::from_secs(1), http_listen: "127.0.0.1:9466".into() }
+        SinkConfig {
+            batch_size: 5000,
+            flush_interval: Duration::from_secs(1),
+            http_listen: "127.0.0.1:9466".into(),
+            stall_after: Duration::from_secs(120),
+        }
     }
 }
 
@@ -358,7 +378,11 @@ impl PipelineConfig {
 
     /// The file `raw` read from `source`, with the overrides `env` gives, validated section by
     /// section.
-    pub fn build(mut raw: file::PipelineFile, source: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn build(
+        mut raw: file::PipelineFile,
+        source: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         raw.apply_env(env);
         let invalid = |(key, reason): file::Bad| ConfigError::Invalid { file: source.to_owned(), key, reason };
         let mut shops = Vec::with_capacity(raw.shops.len());

@@ -90,7 +90,10 @@ fn status_map_overrides_are_data() {
 
 #[test]
 fn print_config_redacts_secrets_and_round_trips() {
-    let c = load_str("[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"KEY-123\"\npassword = \"PW-456\"\ninterval = \"90s\"\n").unwrap();
+    let c = load_str(
+        "[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"KEY-123\"\npassword = \"PW-456\"\ninterval = \"90s\"\n",
+    )
+    .unwrap();
     let text = c.to_toml();
     assert!(!text.contains("KEY-123") && !text.contains("PW-456"), "{text}");
     assert!(text.contains("api_key = \"<redacted>\"") && text.contains("interval = \"1m 30s\""), "{text}");
@@ -101,8 +104,7 @@ fn print_config_redacts_secrets_and_round_trips() {
 
 #[test]
 fn secrets_never_show_in_debug() {
-    let c =
-        load_str("[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"KEY-123\"\npassword = \"PW-456\"\n").unwrap();
+    let c = load_str("[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"KEY-123\"\npassword = \"PW-456\"\n").unwrap();
     let dbg = format!("{c:?}");
     assert!(!dbg.contains("KEY-123") && !dbg.contains("PW-456"), "{dbg}");
 }

@@ -2,12 +2,15 @@
 //! is away.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use backon::Retryable;
+use runtime::health::Health;
+use runtime::lease::{Fence, LeaseError};
 use runtime::nats::publish_all;
-use runtime::telemetry::DEAD_LETTERS;
+use runtime::telemetry::{DEAD_LETTERS, Metrics};
 use schemas::alert::{Alert, AlertState};
 use schemas::dlq::Reason;
 use schemas::subjects::Stage;
@@ -25,21 +28,30 @@ impl Consumer {
         let Plan { mut transitions, expectations, delta } = plan;
         if !transitions.is_empty() {
             self.fill_texts(&mut transitions, held).await?;
-            // Every transition published, the acknowledgements pipelined. Retried whole while NATS
-            // is away: the message ids make a repeat a no-op.
-            retry_held("publish alerts", held, || async {
-                let outgoing = transitions.iter().map(|alert| runtime::nats::alert_message(&self.ns, alert));
-                for acked in publish_all(&self.js, outgoing).await {
-                    acked?;
-                }
-                Ok::<(), async_nats::Error>(())
-            })
-            .await?;
+            // Every transition published, the acknowledgements pipelined. A retry (NATS away)
+            // publishes only those not yet acknowledged: a plain subscriber sees each once.
+            let pending = std::cell::RefCell::new((0..transitions.len()).collect::<Vec<usize>>());
+            self.guard
+                .run("publish alerts", held, || async {
+                    let todo = pending.borrow().clone();
+                    let outgoing = todo.iter().map(|i| runtime::nats::alert_message(&self.ns, &transitions[*i]));
+                    let results = publish_all(&self.js, outgoing).await;
+                    let (mut left, mut failed) = (Vec::new(), None);
+                    for (i, r) in todo.into_iter().zip(results) {
+                        if let Err(e) = r {
+                            left.push(i);
+                            failed = Some(e);
+                        }
+                    }
+                    *pending.borrow_mut() = left;
+                    failed.map_or(Ok(()), |e| Err(async_nats::Error::from(e)))
+                })
+                .await?;
             self.count(&transitions);
             let rows: Vec<AlertRow> = transitions.into_iter().map(AlertRow::from_alert).collect();
-            retry_held("insert alerts", held, || self.store.write_alerts(&rows)).await?;
+            self.guard.run("insert alerts", held, || self.store.write_alerts(&rows)).await?;
         }
-        retry_held("insert expectations", held, || self.store.write_expectations(&expectations)).await?;
+        self.guard.run("insert expectations", held, || self.store.write_expectations(&expectations)).await?;
         Ok(delta)
     }
 
@@ -59,7 +71,7 @@ impl Consumer {
             }
         }
         for ((kind, state), n) in counted {
-            self.metrics.add(crate::metrics::ALERTS, &[("kind", kind), ("state", state)], n as f64);
+            self.guard.metrics.add(crate::metrics::ALERTS, &[("kind", kind), ("state", state)], n as f64);
         }
     }
 
@@ -80,7 +92,7 @@ impl Consumer {
             .map(|a| a.alert_id.clone())
             .collect();
         if !missing.is_empty() {
-            let stored = retry_held("read alert texts", held, || self.store.alerts_by_id(&missing)).await?;
+            let stored = self.guard.run("read alert texts", held, || self.store.alerts_by_id(&missing)).await?;
             texts.extend(stored.into_iter().filter_map(|r| r.to_alert()).map(|a| (a.alert_id.clone(), a)));
         }
         for a in transitions.iter_mut().filter(|a| needs_texts(a)) {
@@ -115,7 +127,7 @@ impl Consumer {
                 continue;
             }
             self.stats.dead_letters += 1;
-            self.metrics.inc(DEAD_LETTERS, &[("stage", "sink"), ("reason", &reason.label())]);
+            self.guard.metrics.inc(DEAD_LETTERS, &[("stage", "sink"), ("reason", &reason.label())]);
             runtime::nats::ack(msg).await;
         }
     }
@@ -146,39 +158,119 @@ where
     }
 }
 
-/// Retries an operation until it succeeds ([`runtime::retry::while_held`]). Meanwhile the
-/// batch's messages are kept unacknowledged and told "in progress", so JetStream neither
-/// redelivers them nor sends more: memory stays bounded by one batch during an outage. Once the
-/// service is asked to stop, it retries no more and hands the batch back (NAK), so it is
-/// redelivered at once to the next sink.
-pub(super) async fn retry_held<T, E, F, Fut>(op: &str, held: &[&jetstream::Message], f: F) -> anyhow::Result<T>
-where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let result = f
-        .retry(runtime::retry::while_held())
-        .sleep(runtime::sleep_unless_stopping)
-        .when(|_| !runtime::shutting_down())
-        .notify(|e, delay| {
-            tracing::warn!(op, error = %e, retry_in_ms = delay.as_millis() as u64, held = held.len(), "failed; retrying");
-            for m in held {
-                let m = (*m).clone();
-                tokio::spawn(async move {
+/// Why a held operation did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum HeldError {
+    /// This sink lost its lease: it must not write any more; what it held is redelivered to the
+    /// sink that took over.
+    #[error(transparent)]
+    Lost(#[from] LeaseError),
+    /// An error waiting cannot cure: what caused it is dead-lettered (alone, if need be).
+    #[error("{op}: {error}")]
+    Permanent { op: String, error: String },
+    /// Asked to stop while retrying: the batch is handed back to JetStream.
+    #[error("{op}: {error} (stopping: the batch is handed back to JetStream)")]
+    Stopping { op: String, error: String },
+}
+
+/// An error a held operation may meet: whether waiting can cure it, and a bounded label for
+/// `retries_total{op,cause}`.
+pub trait Transient: std::fmt::Display {
+    fn transient(&self) -> bool;
+    fn cause(&self) -> &'static str;
+}
+
+impl Transient for crate::store::StoreError {
+    fn transient(&self) -> bool {
+        self.is_transient()
+    }
+    fn cause(&self) -> &'static str {
+        self.cause()
+    }
+}
+
+impl Transient for async_nats::Error {
+    fn transient(&self) -> bool {
+        true
+    }
+    fn cause(&self) -> &'static str {
+        "nats"
+    }
+}
+
+/// How often messages held by a long operation (a slow insert, an outage) are told "in
+/// progress": well inside the consumers' one-minute `ack_wait`.
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
+
+/// What every durable step of the sink goes through: the lease checked before each attempt,
+/// transient failures retried ([`runtime::retry::while_held`]) while the held messages are kept
+/// "in progress" (JetStream neither redelivers them nor sends more: memory stays one batch),
+/// permanent ones returned at once, and the retries counted by cause.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub fence: Fence,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+impl Guard {
+    pub async fn run<T, E, F, Fut>(&self, op: &str, held: &[&jetstream::Message], mut f: F) -> Result<T, HeldError>
+    where
+        E: Transient,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        enum Attempt<E> {
+            Lost(LeaseError),
+            Failed(E),
+        }
+        let attempt = || {
+            let fut = f();
+            async {
+                self.fence.check().map_err(Attempt::Lost)?;
+                with_progress(held, fut).await.map_err(Attempt::Failed)
+            }
+        };
+        let result = attempt
+            .retry(runtime::retry::while_held())
+            .sleep(runtime::sleep_unless_stopping)
+            .when(|e| matches!(e, Attempt::Failed(e) if e.transient()) && !runtime::shutting_down())
+            .notify(|e, delay| {
+                if let Attempt::Failed(e) = e {
+                    tracing::warn!(op, error = %e, retry_in_ms = delay.as_millis() as u64, held = held.len(), "failed; retrying");
+                    self.metrics.inc(runtime::telemetry::RETRIES, &[("op", op), ("cause", e.cause())]);
+                    self.health.error(format_args!("{op}: {e}"));
+                }
+            })
+            .await;
+        match result {
+            Ok(v) => Ok(v),
+            Err(Attempt::Lost(e)) => Err(HeldError::Lost(e)),
+            Err(Attempt::Failed(e)) if e.transient() => {
+                // Stopping: hand the batch back now rather than after ack_wait.
+                for m in held {
+                    let _ = m.ack_with(AckKind::Nak(None)).await;
+                }
+                Err(HeldError::Stopping { op: op.to_owned(), error: e.to_string() })
+            }
+            Err(Attempt::Failed(e)) => Err(HeldError::Permanent { op: op.to_owned(), error: e.to_string() }),
+        }
+    }
+}
+
+/// Runs `fut`, telling JetStream every [`PROGRESS_EVERY`] that `held` is still being worked on.
+async fn with_progress<T>(held: &[&jetstream::Message], fut: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(fut);
+    let start = tokio::time::Instant::now() + PROGRESS_EVERY;
+    let mut tick = tokio::time::interval_at(start, PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => {
+                for m in held {
                     let _ = m.ack_with(AckKind::Progress).await;
-                });
+                }
             }
-        })
-        .await;
-    match result {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            // Stopping: hand the batch back now rather than after ack_wait.
-            for m in held {
-                let _ = m.ack_with(AckKind::Nak(None)).await;
-            }
-            Err(anyhow::anyhow!("{op}: {e} (stopping: the batch is handed back to JetStream)"))
         }
     }
 }

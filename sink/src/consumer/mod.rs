@@ -15,16 +15,19 @@ mod side;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
-use runtime::nats::{consumer_drained, consumer_idle, durable_on, fetch_batch};
-use runtime::telemetry::{CONSUMER_PENDING, Metrics};
+use async_nats::jetstream::{self, AckKind};
+use runtime::durable::Durable;
+use runtime::lease::Fence;
+use runtime::nats::{consumer_drained, consumer_idle};
+use runtime::service::Service;
 use schemas::alert::AlertKind;
 use schemas::config::PipelineConfig;
+use schemas::dlq::Reason;
 use schemas::edit::OmsEdit;
 use schemas::poll::PollSummary;
 use schemas::subjects::{CONSUMER_SINK, Namespace, Stream};
 
-pub use commit::at_start;
+pub use commit::{Guard, HeldError, at_start};
 
 use crate::alerts::Thresholds;
 use crate::engine::{Engine, Expectations};
@@ -37,16 +40,21 @@ use crate::webhook::Webhook;
 /// after every full batch had taken 155 ms of a 345 ms cycle.
 const SIDE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a batch that failed with a permanent error makes the sink take one message at a
+/// time: long enough for the batch to be redelivered (after `ack_wait`) and the message that
+/// causes the error found and dead-lettered alone.
+const ISOLATE_FOR: Duration = Duration::from_secs(150);
+
 /// The sink's durable consumers.
 #[derive(Debug)]
 pub struct Consumers {
-    orders: PullConsumer,
-    /// Poll summaries: a poll's are held unacknowledged until its closing one arrives, so
-    /// `ack_wait` covers a whole poll.
-    polls: PullConsumer,
-    edits: PullConsumer,
+    orders: Durable,
+    /// Poll summaries: a poll's are held unacknowledged (told "in progress") until its closing
+    /// one arrives.
+    polls: Durable,
+    edits: Durable,
     /// Alerts other services raise, one consumer per kind.
-    external: Vec<PullConsumer>,
+    external: Vec<Durable>,
 }
 
 /// What the sink did, for the log line at the end.
@@ -65,10 +73,14 @@ pub struct Consumer {
     js: jetstream::Context,
     ns: Namespace,
     store: Store,
-    metrics: std::sync::Arc<Metrics>,
+    guard: Guard,
     webhook: Option<Webhook>,
     /// Summaries of polls not yet complete, with their messages (acknowledged once evaluated).
     polls: HashMap<String, (Vec<jetstream::Message>, Vec<PollSummary>)>,
+    /// Until then, batches of one message (a batch failed with a permanent error).
+    isolate_until: Option<Instant>,
+    /// When the held poll summaries were last told "in progress".
+    polls_progress: Instant,
     stats: Stats,
 }
 
@@ -86,37 +98,38 @@ impl Consumer {
     /// asked to stop meanwhile.
     pub async fn start(
         config: &PipelineConfig,
-        js: jetstream::Context,
+        service: &Service,
         store: Store,
-        metrics: std::sync::Arc<Metrics>,
+        fence: Fence,
     ) -> anyhow::Result<Option<(Consumer, Consumers)>> {
-        let ns = Namespace::from_config(&config.nats);
-        let minute = Duration::from_secs(60);
-        let orders = durable_on(&js, &ns, Stream::Orders, CONSUMER_SINK, None, minute).await?;
+        let (js, nats, minute) = (&service.js, &config.nats, Duration::from_secs(60));
+        let ns = Namespace::from_config(nats);
+        let orders = Durable::open(js, nats, Stream::Orders, CONSUMER_SINK, None, minute).await?;
+        orders.watch_lag(service.metrics.clone(), Some(service.health.clone()), "sink");
         let mut external = Vec::new();
         for kind in AlertKind::ALL.into_iter().filter(|k| k.from_fetcher()) {
             let filter = Some(ns.alerts(kind.as_str(), "*"));
-            external.push(durable_on(&js, &ns, Stream::Alerts, &external_durable(kind), filter, minute).await?);
+            external.push(Durable::open(js, nats, Stream::Alerts, &external_durable(kind), filter, minute).await?);
         }
-        let polls = durable_on(&js, &ns, Stream::Polls, "sink-polls", None, Duration::from_secs(600)).await?;
-        let edits = durable_on(&js, &ns, Stream::OmsEdits, "sink-edits", None, minute).await?;
-        let Some(open) = at_start("read open alerts", || store.load_open_alerts()).await? else { return Ok(None) };
-        let Some(pending) = at_start("read expectations", || store.pending_expectations()).await? else {
-            return Ok(None);
-        };
-        let Some(known) = at_start("read stored lines", || store.load_known()).await? else { return Ok(None) };
-        let expectations: Expectations = pending
-            .into_iter()
-            .filter_map(|r| {
-                let edit = serde_json::from_str::<OmsEdit>(&r.edit).ok()?;
-                Some((ExpectationKey { shop: r.shop_id.clone(), edit_key: r.edit_key.clone() }, (edit, r.version)))
-            })
-            .collect();
-        let engine = Engine::new(config.status_map.clone(), thresholds(config), open, expectations, known);
+        let polls = Durable::open(js, nats, Stream::Polls, "sink-polls", None, 10 * minute).await?;
+        let edits = Durable::open(js, nats, Stream::OmsEdits, "sink-edits", None, minute).await?;
+        let Some(engine) = load_engine(config, &store).await? else { return Ok(None) };
         tracing::info!(database = %config.clickhouse.database, open_alerts = engine.open_alerts().len(), "sink started");
+        let metrics = service.metrics.clone();
         let webhook = config.alerts.webhook().cloned().map(|url| Webhook::start(url, 10_000, metrics.clone()));
-        let consumer =
-            Consumer { engine, js, ns, store, metrics, webhook, polls: HashMap::new(), stats: Stats::default() };
+        let guard = Guard { fence, metrics, health: service.health.clone() };
+        let consumer = Consumer {
+            engine,
+            js: js.clone(),
+            ns,
+            store,
+            guard,
+            webhook,
+            polls: HashMap::new(),
+            isolate_until: None,
+            polls_progress: Instant::now(),
+            stats: Stats::default(),
+        };
         Ok(Some((consumer, Consumers { orders, polls, edits, external })))
     }
 
@@ -128,28 +141,22 @@ impl Consumer {
         let (mut last_sweep, mut last_side) = (Instant::now() - sweep_every, Instant::now() - SIDE_INTERVAL);
         while !runtime::shutting_down() {
             if last_sweep.elapsed() >= sweep_every {
-                if let Err(e) = self.sweep().await {
-                    if !runtime::shutting_down() {
-                        return Err(e);
-                    }
-                    break;
+                match self.sweep().await {
+                    Err(e) if runtime::shutting_down() && stopping(&e) => break,
+                    other => other?,
                 }
                 last_sweep = Instant::now();
             }
+            let isolating = self.isolate_until.is_some_and(|t| t > Instant::now());
+            let max = if isolating { 1 } else { config.sink.batch_size };
             // One fetch waits up to flush_interval: a batch is written at least that often.
             let batch = tokio::select! {
-                b = fetch_batch(&c.orders, config.sink.batch_size, config.sink.flush_interval) => b,
+                b = c.orders.fetch(max, config.sink.flush_interval) => b,
                 _ = &mut shutdown => break,
             };
-            let full = batch.len() >= config.sink.batch_size;
-            if !batch.is_empty()
-                && let Err(e) = self.orders(batch).await
-            {
-                if runtime::shutting_down() {
-                    tracing::warn!(error = %format!("{e:#}"), "stopped during a ClickHouse failure; JetStream will redeliver the batch");
-                    break;
-                }
-                return Err(e);
+            let full = batch.len() >= max;
+            if !batch.is_empty() && self.batch(batch, c.orders.max_deliver()).await? {
+                break;
             }
             if full && last_side.elapsed() < SIDE_INTERVAL {
                 continue;
@@ -159,22 +166,58 @@ impl Consumer {
                 self.finish_until_idle().await?;
                 break;
             }
+            self.guard.health.committed();
         }
         self.stop().await;
         Ok(())
     }
 
-    /// The lag gauge and the low-volume consumers; returns how many messages they took.
-    async fn side(&mut self, c: &mut Consumers) -> anyhow::Result<usize> {
-        if let Ok(info) = c.orders.info().await {
-            self.metrics.set(CONSUMER_PENDING, &[("consumer", "sink")], info.num_pending as f64);
+    /// One batch of ORDERS. A permanent failure of a batch makes the sink take one message at a
+    /// time for a while (the batch is redelivered); a single message failing so, or failing at
+    /// its last delivery, is dead-lettered with the error. True: stop (asked to, mid-retry).
+    async fn batch(&mut self, batch: Vec<jetstream::Message>, max_deliver: i64) -> anyhow::Result<bool> {
+        let single = (batch.len() == 1).then(|| batch[0].clone());
+        let last = batch.iter().any(|m| runtime::durable::last_delivery(m, max_deliver));
+        let error = match self.orders(batch).await {
+            Ok(()) => {
+                self.guard.health.committed();
+                return Ok(false);
+            }
+            Err(e) => e,
+        };
+        let (permanent, detail) = match error.downcast_ref::<HeldError>() {
+            Some(HeldError::Permanent { .. }) => (true, format!("{error:#}")),
+            Some(HeldError::Stopping { .. }) => {
+                tracing::warn!(error = %format!("{error:#}"), "stopped during a failure; JetStream will redeliver the batch");
+                return Ok(true);
+            }
+            _ => return Err(error),
+        };
+        match single {
+            Some(msg) if permanent || last => {
+                let reason = if last && !permanent {
+                    Reason::Exhausted { deliveries: max_deliver, last_error: detail }
+                } else {
+                    Reason::Permanent(detail)
+                };
+                self.dead_letters(&[(&msg, Namespace::shop_of(&msg.subject), &reason)]).await;
+            }
+            _ => {
+                tracing::warn!(error = %detail, "a batch failed with an error waiting cannot cure; taking one message at a time to find the one that causes it");
+                self.isolate_until = Some(Instant::now() + ISOLATE_FOR);
+            }
         }
+        Ok(false)
+    }
+
+    /// The low-volume consumers; returns how many messages they took.
+    async fn side(&mut self, c: &mut Consumers) -> anyhow::Result<usize> {
         let mut taken = 0;
-        for consumer in &c.external {
+        for consumer in &mut c.external {
             taken += self.record_external(consumer).await?;
         }
-        taken += self.record_polls(&c.polls).await?;
-        taken += self.record_edits(&c.edits).await?;
+        taken += self.record_polls(&mut c.polls).await?;
+        taken += self.record_edits(&mut c.edits).await?;
         Ok(taken)
     }
 
@@ -207,11 +250,33 @@ impl Consumer {
 
 async fn all_idle(c: &mut Consumers) -> anyhow::Result<bool> {
     for consumer in c.external.iter_mut().chain([&mut c.edits, &mut c.orders]) {
-        if !consumer_idle(consumer).await? {
+        if !consumer_idle(consumer.consumer()).await? {
             return Ok(false);
         }
     }
-    Ok(consumer_drained(&mut c.polls).await?)
+    Ok(consumer_drained(c.polls.consumer()).await?)
+}
+
+/// The error is a stop asked for while retrying.
+fn stopping(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<HeldError>().is_some_and(|h| matches!(h, HeldError::Stopping { .. }))
+}
+
+/// The engine's state, read from ClickHouse (at start, or when this sink takes over).
+async fn load_engine(config: &PipelineConfig, store: &Store) -> anyhow::Result<Option<Engine>> {
+    let Some(open) = at_start("read open alerts", || store.load_open_alerts()).await? else { return Ok(None) };
+    let Some(pending) = at_start("read expectations", || store.pending_expectations()).await? else {
+        return Ok(None);
+    };
+    let Some(known) = at_start("read stored lines", || store.load_known()).await? else { return Ok(None) };
+    let expectations: Expectations = pending
+        .into_iter()
+        .filter_map(|r| {
+            let edit = serde_json::from_str::<OmsEdit>(&r.edit).ok()?;
+            Some((ExpectationKey { shop: r.shop_id.clone(), edit_key: r.edit_key.clone() }, (edit, r.version)))
+        })
+        .collect();
+    Ok(Some(Engine::new(config.status_map.clone(), thresholds(config), open, expectations, known)))
 }
 
 /// The alert rules' thresholds, from `[alerts]`.

@@ -9,22 +9,22 @@ use runtime::telemetry::REDELIVERIES;
 use schemas::subjects::Namespace;
 
 use super::Consumer;
-use super::commit::retry_held;
 use crate::engine::orders::{Merged, Parsed};
 use crate::metrics::{BATCHES, INSERT_ROWS, INSERT_SECONDS, LATE_VERSIONS, LATENCY};
 
 impl Consumer {
     /// Writes a batch and what it causes; acknowledges each message once all of it is durable.
     pub(super) async fn orders(&mut self, batch: Vec<jetstream::Message>) -> anyhow::Result<()> {
+        let now = Utc::now();
         let items = batch
             .iter()
             .enumerate()
             .map(|(i, msg)| {
                 if msg.info().is_ok_and(|info| info.delivered > 1) {
-                    self.metrics.inc(REDELIVERIES, &[("consumer", "sink")]);
+                    self.guard.metrics.inc(REDELIVERIES, &[("consumer", "sink")]);
                 }
                 let shop = Namespace::shop_of(&msg.subject).to_owned();
-                let parsed = crate::input::order(&msg.payload, &shop).and_then(|o| Ok(Parsed::of(o)?));
+                let parsed = crate::input::order(&msg.payload, &shop, now).and_then(|o| Ok(Parsed::of(o)?));
                 (i, shop, parsed)
             })
             .collect();
@@ -44,20 +44,20 @@ impl Consumer {
         let stored = if lookups.is_empty() {
             Default::default()
         } else {
-            retry_held("read latest orders", &held, || self.store.latest(&lookups)).await?
+            self.guard.run("read latest orders", &held, || self.store.latest(&lookups)).await?
         };
         let mut merged = self.engine.merge(planned, stored);
         let late = merged.late_lines();
         if !late.is_empty() {
-            let history = retry_held("read order history", &held, || self.store.history(&late)).await?;
+            let history = self.guard.run("read order history", &held, || self.store.history(&late)).await?;
             let rebuilt = self.engine.fold_in_late(&mut merged, history);
-            self.metrics.add(LATE_VERSIONS, &[], rebuilt as f64);
+            self.guard.metrics.add(LATE_VERSIONS, &[], rebuilt as f64);
         }
         let carts = self.engine.carts_to_read(&merged);
         let lines = if carts.is_empty() {
             Vec::new()
         } else {
-            retry_held("read cart lines", &held, || self.store.pack_lines(&carts)).await?
+            self.guard.run("read cart lines", &held, || self.store.pack_lines(&carts)).await?
         };
         let plan = self.engine.evaluate(&merged, &lines, Utc::now());
         let written: Vec<&jetstream::Message> = merged.written.iter().map(|i| &batch[*i]).collect();
@@ -83,8 +83,8 @@ impl Consumer {
             return Ok(());
         }
         let started = Instant::now();
-        retry_held("insert", held, || self.store.write(&m.orders, &m.contacts)).await?;
-        let metrics = &self.metrics;
+        self.guard.run("insert", held, || self.store.write(&m.orders, &m.contacts)).await?;
+        let metrics = &self.guard.metrics;
         metrics.observe(INSERT_SECONDS, &[], started.elapsed().as_secs_f64());
         metrics.inc(BATCHES, &[]);
         for (table, n) in

@@ -3,16 +3,15 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
-use runtime::nats::fetch_batch;
+use runtime::durable::Durable;
 use schemas::alert::Alert;
 use schemas::dlq::Reason;
 use schemas::poll::PollSummary;
 use schemas::subjects::Namespace;
 
 use super::Consumer;
-use super::commit::retry_held;
 use crate::edits;
 use crate::engine::polls::{coverage, poll_started};
 use crate::keys::LineKey;
@@ -21,17 +20,20 @@ use crate::rows::{AlertRow, OrderRow};
 impl Consumer {
     /// Time-dependent rules (grace periods, overdue ship dates) on the active lines.
     pub(super) async fn sweep(&mut self) -> anyhow::Result<()> {
-        let rows = retry_held("read active orders", &[], || self.store.active_orders()).await?;
+        let rows = self.guard.run("read active orders", &[], || self.store.active_orders()).await?;
         let plan = self.engine.sweep(&rows, Utc::now());
         let delta = self.commit(plan, &[]).await?;
         self.engine.apply(delta);
         Ok(())
     }
 
-    /// Collects poll summaries; a poll is evaluated when its closing summary arrives. Returns how
-    /// many summaries arrived.
-    pub(super) async fn record_polls(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
-        let batch = fetch_batch(consumer, 500, Duration::from_millis(50)).await;
+    /// Collects poll summaries; a poll is evaluated when its closing summary arrives. The
+    /// summaries of polls still open are told "in progress" each round (a poll can outlast
+    /// `ack_wait`), and a redelivered summary replaces its first delivery instead of counting
+    /// twice. Returns how many summaries arrived.
+    pub(super) async fn record_polls(&mut self, consumer: &mut Durable) -> anyhow::Result<usize> {
+        self.keep_polls_in_progress().await;
+        let batch = consumer.fetch(500, Duration::from_millis(50)).await;
         let count = batch.len();
         for msg in batch {
             let summary = match serde_json::from_slice::<PollSummary>(&msg.payload) {
@@ -45,14 +47,33 @@ impl Consumer {
             self.abandon_older_polls(&summary).await;
             let (last, id) = (summary.last_in_poll, summary.poll_id.clone());
             let entry = self.polls.entry(id.clone()).or_default();
-            entry.0.push(msg);
-            entry.1.push(summary);
+            let seq = |m: &jetstream::Message| m.info().map(|i| i.stream_sequence).unwrap_or(0);
+            match entry.0.iter().position(|held| seq(held) == seq(&msg)) {
+                Some(i) => entry.0[i] = msg,
+                None => {
+                    entry.0.push(msg);
+                    entry.1.push(summary);
+                }
+            }
             if last {
                 let (msgs, summaries) = self.polls.remove(&id).expect("just inserted");
                 self.evaluate_poll(&msgs, &summaries).await?;
             }
         }
         Ok(count)
+    }
+
+    /// Progress acks for the summaries of polls still open, at most every 15 s.
+    async fn keep_polls_in_progress(&mut self) {
+        if self.polls.is_empty() || self.polls_progress.elapsed() < Duration::from_secs(15) {
+            return;
+        }
+        self.polls_progress = std::time::Instant::now();
+        for (msgs, _) in self.polls.values() {
+            for m in msgs {
+                let _ = m.ack_with(AckKind::Progress).await;
+            }
+        }
     }
 
     /// A newer poll of the shop abandons an older one that never completed (its fetch failed).
@@ -85,10 +106,9 @@ impl Consumer {
         for (statuses, from, to) in &cov.windows {
             let before = cov.started_version;
             known.extend(
-                retry_held("read known lines", &held, || {
-                    self.store.known_lines(&cov.shop, statuses, *from, *to, before)
-                })
-                .await?,
+                self.guard
+                    .run("read known lines", &held, || self.store.known_lines(&cov.shop, statuses, *from, *to, before))
+                    .await?,
             );
         }
         let plan = self.engine.evaluate_poll(&cov, known, Utc::now());
@@ -102,8 +122,8 @@ impl Consumer {
 
     /// Takes OMS edits: each becomes an expectation and, while Qoo10 does not show it,
     /// `qoo10_correction_required`. Invalid edits go to `dlq.sink.<shop>`.
-    pub(super) async fn record_edits(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
-        let batch = fetch_batch(consumer, 100, Duration::from_millis(50)).await;
+    pub(super) async fn record_edits(&mut self, consumer: &mut Durable) -> anyhow::Result<usize> {
+        let batch = consumer.fetch(100, Duration::from_millis(50)).await;
         for msg in &batch {
             let shop = Namespace::shop_of(&msg.subject).to_owned();
             let edit = match self.engine.read_edit(&msg.payload, &shop) {
@@ -133,16 +153,16 @@ impl Consumer {
         Ok(match edits::target(edit) {
             (Some(order_no), _) => {
                 let keys = [LineKey::new(shop, order_no)];
-                retry_held("read order", held, || self.store.latest(&keys)).await?.into_values().collect()
+                self.guard.run("read order", held, || self.store.latest(&keys)).await?.into_values().collect()
             }
-            (_, Some(pack_no)) => retry_held("read cart", held, || self.store.pack_rows(shop, pack_no)).await?,
+            (_, Some(pack_no)) => self.guard.run("read cart", held, || self.store.pack_rows(shop, pack_no)).await?,
             _ => Vec::new(),
         })
     }
 
     /// Stores alerts other services published; returns how many arrived.
-    pub(super) async fn record_external(&mut self, consumer: &PullConsumer) -> anyhow::Result<usize> {
-        let batch = fetch_batch(consumer, 100, Duration::from_millis(50)).await;
+    pub(super) async fn record_external(&mut self, consumer: &mut Durable) -> anyhow::Result<usize> {
+        let batch = consumer.fetch(100, Duration::from_millis(50)).await;
         let (mut rows, mut good) = (Vec::with_capacity(batch.len()), Vec::with_capacity(batch.len()));
         for msg in &batch {
             match serde_json::from_slice::<Alert>(&msg.payload) {
@@ -156,7 +176,7 @@ impl Consumer {
                 }
             }
         }
-        retry_held("insert alerts", &good, || self.store.write_alerts(&rows)).await?;
+        self.guard.run("insert alerts", &good, || self.store.write_alerts(&rows)).await?;
         for msg in good {
             runtime::nats::ack(msg).await;
         }

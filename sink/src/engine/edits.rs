@@ -67,6 +67,6 @@ fn correction_alert(edit: &OmsEdit, rows: &[OrderRow], version: u64, now: DateTi
         order_no: order_no.unwrap_or(0),
         pack_no: current.map(|r| r.pack_no).or(pack_no).unwrap_or(0),
         version: u64::try_from(edit.made_at.timestamp_micros()).unwrap_or(version),
-        ..alerts::open(&draft, &OrderRow::empty(&edit.shop_id), now)
+        ..alerts::open(&draft, &OrderRow::empty(&edit.shop_id), 0, now)
     }
 }

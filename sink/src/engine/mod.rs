@@ -103,9 +103,13 @@ impl Engine {
         let ctx = Context { now, today_jst: schemas::time::today_jst(now), pack_has_active_sibling: false };
         let mut pending = Pending::new(&self.open);
         let mut transitions = Vec::new();
+        // An alert that time opens on an unchanged row is named by the day it opened (JST), not
+        // by the row's version: it may have opened and resolved under that version before.
+        let today = schemas::time::jst_naive_to_utc(ctx.today_jst.and_hms_opt(0, 0, 0).expect("midnight"));
+        let day = u64::try_from(today.timestamp_micros()).unwrap_or(0);
         for row in rows {
             let verdicts = alerts::evaluate(Some(row), row, &ctx, &self.thresholds);
-            transitions.extend(transitions_of(&mut pending, verdicts, row, now));
+            transitions.extend(transitions_of(&mut pending, verdicts, row, row.version.max(day), now));
         }
         Plan { transitions, delta: Delta { alerts: pending.into_changes(), ..Delta::default() }, ..Plan::default() }
     }
@@ -116,6 +120,7 @@ fn transitions_of(
     pending: &mut Pending<'_>,
     verdicts: Vec<(schemas::alert::AlertKind, Verdict)>,
     row: &OrderRow,
+    version: u64,
     now: DateTime<Utc>,
 ) -> Vec<Alert> {
     let mut out = Vec::new();
@@ -123,7 +128,7 @@ fn transitions_of(
         let key = AlertKey::order(kind, &row.shop_id, row.order_no);
         match verdict {
             Verdict::Open(draft) if !pending.contains(&key) => {
-                let alert = alerts::open(&draft, row, now);
+                let alert = alerts::open(&draft, row, version, now);
                 pending.open(key, &alert);
                 out.push(alert);
             }

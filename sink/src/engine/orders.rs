@@ -231,7 +231,7 @@ impl Engine {
             let (resolved, rows) = self.satisfy_edits(&mut pending, &mut met, row, &mut verdicts, now);
             plan.transitions.extend(resolved);
             plan.expectations.extend(rows);
-            plan.transitions.extend(transitions_of(&mut pending, verdicts, row, now));
+            plan.transitions.extend(transitions_of(&mut pending, verdicts, row, row.version, now));
             plan.transitions.extend(settled_cart(&mut pending, row, now));
             // A new version means Qoo10 returned the line again (or a claim for it).
             let vanished = AlertKey::order(AlertKind::OrderVanished, &row.shop_id, row.order_no);

@@ -66,7 +66,8 @@ impl Engine {
         for (row, draft) in alerts::vanished(&known, &cov.seen, &cov.claimed) {
             let key = AlertKey::order(AlertKind::OrderVanished, &cov.shop, row.order_no);
             if !pending.contains(&key) {
-                let alert = alerts::open(&draft, row, now);
+                // Named by the poll that found it gone: it may have vanished and come back before.
+                let alert = alerts::open(&draft, row, row.version.max(cov.started_version), now);
                 pending.open(key, &alert);
                 transitions.push(alert);
             }
