@@ -17,7 +17,7 @@ say "tests use NATS_URL=$NATS_URL CLICKHOUSE_URL=$CLICKHOUSE_URL"
 # The fault suite runs private nats-server processes (killed, restarted, clustered) besides them.
 ./scripts/services.sh install
 
-# The 40-day lifecycle test moves the processes' clocks with faketime (Debian's package).
+# The lifecycle test and the clock fault move the processes' clocks with faketime (Debian's package).
 if ! command -v faketime >/dev/null; then
   say "installing faketime (Debian) for the lifecycle test"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -87,6 +87,9 @@ pub struct ShopPoller {
     state: Option<FetchState>,
     /// The shop's lease, checked before every publish (`None`: `check`, which publishes nothing).
     fence: Option<Fence>,
+    /// Added to the clock for this poll's times (fetch times, versions, poll id, windows): zero,
+    /// or how far the clock is behind what the shop's state already recorded (stepped back).
+    skew: chrono::Duration,
 }
 
 impl ShopPoller {
@@ -99,10 +102,16 @@ impl ShopPoller {
             certified: false,
             state: None,
             fence: None,
+            skew: chrono::Duration::zero(),
         }
     }
 
     /// Publishes only while `fence` holds (the shop's lease).
+    /// The clock of this poll: the real one moved up by [`ShopPoller::skew`].
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.skew
+    }
+
     pub fn with_fence(mut self, fence: Fence) -> Self {
         self.fence = Some(fence);
         self
@@ -147,7 +156,14 @@ impl ShopPoller {
         now: DateTime<Utc>,
         cadence: &Cadence,
     ) -> Result<PollReport, PollError> {
-        let progress = self.state(sink).await?.progress();
+        let state = self.state(sink).await?;
+        let progress = state.progress();
+        self.skew = state.behind(now).unwrap_or_default();
+        if self.skew > chrono::Duration::zero() {
+            let behind_s = self.skew.num_seconds();
+            tracing::warn!(shop = %self.shop.id, behind_s, "clock behind the shop's fetch state: this poll's times moved up");
+        }
+        let now = now + self.skew;
         let calls = plan::poll(now, &self.plan(), cadence, &progress);
         self.run(client, sink, &calls, now, cadence, true, &mut |_, _| {}).await
     }
@@ -163,9 +179,9 @@ impl ShopPoller {
         cadence: &Cadence,
         progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<PollReport, PollError> {
-        self.state(sink).await?;
+        self.skew = self.state(sink).await?.behind(Utc::now()).unwrap_or_default();
         let calls = plan::backfill(&self.plan(), from, to);
-        self.run(client, sink, &calls, Utc::now(), cadence, false, progress).await
+        self.run(client, sink, &calls, self.now(), cadence, false, progress).await
     }
 
     /// Runs `calls`, then records the outcome in the fetch state (saved to NATS).
@@ -305,7 +321,7 @@ impl ShopPoller {
         state: &mut FetchState,
         progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<PollReport, PollError> {
-        let poll_id = format!("{}:{}", self.shop.id, Utc::now().timestamp_micros());
+        let poll_id = format!("{}:{}", self.shop.id, self.now().timestamp_micros());
         let mut report = PollReport::default();
         let mut held: Vec<FetchedCall> = Vec::new();
         for (i, call) in calls.iter().enumerate() {
@@ -352,7 +368,7 @@ impl ShopPoller {
             self.publish_call(sink, state, &poll_id, &call, method, rows, fetched_at, &carts, &mut report).await?;
         }
         self.fenced()?;
-        publish_summary(sink, &closing_summary(&self.shop.id, &poll_id, &report)).await?;
+        publish_summary(sink, &closing_summary(&self.shop.id, &poll_id, &report, self.now())).await?;
         Ok(report)
     }
 
@@ -432,7 +448,7 @@ impl ShopPoller {
             let secrets = [&sak, self.shop.api_key(), self.shop.password()];
             report.calls += 1;
             let response = client.call(&self.gate, method, &sak, params, &secrets, &self.shop.id).await?;
-            let fetched_at = Utc::now();
+            let fetched_at = self.now();
             if code::needs_new_key(response.code) && !renewed {
                 tracing::info!(shop = %self.shop.id, method, code = response.code, message = %response.message, "certification key refused; issuing a new one");
                 self.sak = None;
@@ -550,7 +566,7 @@ impl ShopPoller {
 }
 
 /// The summary that ends a poll: no rows of its own, the methods refused.
-fn closing_summary(shop: &str, poll_id: &str, report: &PollReport) -> PollSummary {
+fn closing_summary(shop: &str, poll_id: &str, report: &PollReport, fetched_at: DateTime<Utc>) -> PollSummary {
     PollSummary {
         schema_version: POLL_SCHEMA_VERSION,
         shop: shop.to_owned(),
@@ -558,7 +574,7 @@ fn closing_summary(shop: &str, poll_id: &str, report: &PollReport) -> PollSummar
         kind: RowKind::Order,
         method: String::new(),
         query: RawQuery { status: 0, from: String::new(), to: String::new(), condition: 0 },
-        fetched_at: Utc::now(),
+        fetched_at,
         order_nos: Vec::new(),
         rows: 0,
         last_in_poll: true,

@@ -307,6 +307,17 @@ impl FetchState {
         Progress { imported: self.imported, last, oldest_open }
     }
 
+    /// How far `clock` is behind the newest time this state recorded (a completed call, a
+    /// line's published version), if it is: a clock stepped back. A poll then moves its times up
+    /// by that much, so that its versions, fetch times and windows keep their order with the
+    /// last poll's, and `order_vanished` still compares like with like.
+    pub fn behind(&self, clock: DateTime<Utc>) -> Option<chrono::Duration> {
+        let calls = self.families.values().copied().max();
+        let lines = self.lines.values().map(|l| l.version).max().and_then(DateTime::from_timestamp_micros);
+        let newest = calls.max(lines)?;
+        (newest >= clock).then(|| newest - clock + chrono::Duration::milliseconds(1))
+    }
+
     /// The order numbers of this cart that the state knows.
     pub fn cart(&self, pack_no: u64) -> Vec<u64> {
         let mut nos: Vec<u64> = self.lines.iter().filter(|(_, l)| l.pack_no == pack_no).map(|(n, _)| *n).collect();
@@ -363,6 +374,19 @@ mod tests {
         s.complete_poll(now(), &[], 365);
         // Back to the first content: a new id, so JetStream will not drop it as a duplicate.
         assert_eq!(publish(&mut s, 1, "aa"), Decision::Publish { msg_id: "raw:s:order:1:aa:bb".into() });
+    }
+
+    #[test]
+    fn a_clock_behind_the_state_is_measured_from_its_newest_time() {
+        let mut s = FetchState::default();
+        assert_eq!(s.behind(now()), None, "an empty state: any clock will do");
+        publish(&mut s, 1, "aa");
+        s.confirm(RowKind::Order, 1, now() + chrono::Duration::minutes(4));
+        s.complete_poll(now(), &[(Family::Recent, RowKind::Order)], 365);
+        assert_eq!(s.behind(now() + chrono::Duration::minutes(5)), None, "a clock ahead is used as it is");
+        let back = now() - chrono::Duration::hours(3);
+        let skew = s.behind(back).expect("stepped back");
+        assert!(back + skew > now() + chrono::Duration::minutes(4), "past the newest version: {skew}");
     }
 
     #[test]

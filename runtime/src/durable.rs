@@ -17,6 +17,8 @@ use crate::telemetry::{CONSUMER_PENDING, Metrics};
 /// How often the lag gauge (and the health's pending count) is refreshed, also while a batch
 /// is held.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+/// How often, while fetches come back empty, the consumer is checked to still exist.
+const CHECK_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct Durable {
@@ -27,6 +29,9 @@ pub struct Durable {
     filter: String,
     ack_wait: Duration,
     consumer: PullConsumer,
+    /// When the consumer was last found to exist (checked while fetches come back empty: a
+    /// deleted stream answers no fetch, it does not fail one).
+    checked: tokio::time::Instant,
 }
 
 impl Durable {
@@ -44,7 +49,8 @@ impl Durable {
         let stream = ns.stream(stream);
         let consumer = durable_consumer(js, &stream, name, filter.clone(), ack_wait, nats.max_deliver).await?;
         let (js, nats, name) = (js.clone(), nats.clone(), name.to_owned());
-        Ok(Durable { js, nats, stream, name, filter, ack_wait, consumer })
+        let checked = tokio::time::Instant::now();
+        Ok(Durable { js, nats, stream, name, filter, ack_wait, consumer, checked })
     }
 
     pub fn name(&self) -> &str {
@@ -66,7 +72,14 @@ impl Durable {
     /// idempotent to that).
     pub async fn fetch(&mut self, max: usize, expires: Duration) -> Vec<jetstream::Message> {
         match try_fetch_batch(&self.consumer, max, expires).await {
-            Ok(batch) => return batch,
+            Ok(batch) if !batch.is_empty() || self.checked.elapsed() < CHECK_EVERY => return batch,
+            Ok(batch) => {
+                self.checked = tokio::time::Instant::now();
+                if let Err(e) = self.recreate_if_gone().await {
+                    tracing::warn!(consumer = %self.name, error = %e, "consumer not checked");
+                }
+                return batch;
+            }
             Err(e) => tracing::warn!(consumer = %self.name, error = %e, "fetch from JetStream failed; retrying in 1 s"),
         }
         if let Err(e) = self.recreate_if_gone().await {

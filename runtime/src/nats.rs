@@ -281,6 +281,28 @@ pub async fn ack(msg: &jetstream::Message) {
     }
 }
 
+/// Runs `fut`, telling JetStream every `every` that `held` is still being worked on, so a slow
+/// operation (an insert that takes longer than `ack_wait`) does not get its messages
+/// redelivered to another instance meanwhile.
+pub async fn with_progress<T>(
+    held: &[&jetstream::Message],
+    every: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => {
+                for m in held {
+                    let _ = m.ack_with(jetstream::AckKind::Progress).await;
+                }
+            }
+        }
+    }
+}
+
 /// Up to `max` messages, waiting at most `expires` for the first ones. NATS being away (a
 /// restart, a failover) is not an error here: it is logged, and the batch is empty after a
 /// pause; the client reconnects on its own and the next fetch goes on where JetStream left off.

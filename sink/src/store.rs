@@ -24,14 +24,12 @@ pub enum StoreError {
     },
 }
 
-/// How long one ClickHouse call may take before it counts as timed out (transient: retried).
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A ClickHouse call that gives up after [`CALL_TIMEOUT`]: the client has no timeouts of its
-/// own, and a server that stopped answering mid-call would hold the sink forever.
+/// A ClickHouse call that gives up after `[clickhouse] timeout` (a transient error, retried):
+/// the client has no timeouts of its own, and a server that stopped answering mid-call would
+/// hold the sink forever.
 trait Timed<T>: std::future::Future<Output = Result<T, clickhouse::error::Error>> + Sized {
-    fn timed(self) -> impl std::future::Future<Output = Result<T, clickhouse::error::Error>> {
-        async move { tokio::time::timeout(CALL_TIMEOUT, self).await.unwrap_or(Err(clickhouse::error::Error::TimedOut)) }
+    fn timed_by(self, after: Duration) -> impl std::future::Future<Output = Result<T, clickhouse::error::Error>> {
+        async move { tokio::time::timeout(after, self).await.unwrap_or(Err(clickhouse::error::Error::TimedOut)) }
     }
 }
 
@@ -83,6 +81,7 @@ pub struct Store {
     server: clickhouse::Client,
     url: String,
     database: String,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -133,7 +132,7 @@ impl Store {
             server = server.with_password(p.expose());
         }
         let client = server.clone().with_database(&cfg.database);
-        Store { client, server, url: cfg.url.clone(), database: cfg.database.clone() }
+        Store { client, server, url: cfg.url.clone(), database: cfg.database.clone(), timeout: cfg.timeout }
     }
 
     fn err(&self, op: impl Into<String>) -> impl FnOnce(clickhouse::error::Error) -> StoreError + '_ {
@@ -151,23 +150,28 @@ impl Store {
             .query("SELECT count() FROM system.databases WHERE name = ?")
             .bind(&self.database)
             .fetch_one::<u64>()
-            .timed()
+            .timed_by(self.timeout)
             .await
             .map_err(self.err("look up database"))?;
         if exists == 0 {
             self.server
                 .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
                 .execute()
-                .timed()
+                .timed_by(self.timeout)
                 .await
                 .map_err(self.err("create database"))?;
         }
-        self.client.query(MIGRATIONS_TABLE).execute().timed().await.map_err(self.err("create schema_migrations"))?;
+        self.client
+            .query(MIGRATIONS_TABLE)
+            .execute()
+            .timed_by(self.timeout)
+            .await
+            .map_err(self.err("create schema_migrations"))?;
         let applied: Vec<u32> = self
             .client
             .query("SELECT version FROM schema_migrations FINAL")
             .fetch_all::<Applied>()
-            .timed()
+            .timed_by(self.timeout)
             .await
             .map_err(self.err("read schema_migrations"))?
             .into_iter()
@@ -180,7 +184,7 @@ impl Store {
                 self.client
                     .query(&statement)
                     .execute()
-                    .timed()
+                    .timed_by(self.timeout)
                     .await
                     .map_err(self.err(format!("migration {}", m.version)))?;
             }
@@ -214,12 +218,12 @@ impl Store {
                 .bind(*table)
                 .bind(*column)
                 .fetch_one::<u64>()
-                .timed()
+                .timed_by(self.timeout)
                 .await
                 .map_err(self.err(op()))?;
             if present == 0 {
                 let sql = format!("ALTER TABLE {table} ADD COLUMN {column} {ty}");
-                self.client.query(&sql).execute().timed().await.map_err(self.err(op()))?;
+                self.client.query(&sql).execute().timed_by(self.timeout).await.map_err(self.err(op()))?;
             }
         }
         Ok(())
@@ -265,7 +269,7 @@ impl Store {
         }
         let wanted: std::collections::HashSet<(&str, u64)> =
             keys.iter().map(|k| (k.shop.as_str(), k.order_no)).collect();
-        let rows = q.fetch_all::<OrderRow>().timed().await?;
+        let rows = q.fetch_all::<OrderRow>().timed_by(self.timeout).await?;
         Ok(rows.into_iter().filter(|r| wanted.contains(&(r.shop_id.as_str(), r.order_no))).collect())
     }
 
@@ -298,7 +302,7 @@ impl Store {
         }
         let op = || format!("insert into {table}");
         let insert = self.client.insert::<T>(table).await.map_err(self.err(op()))?;
-        let mut insert = insert.with_timeouts(Some(CALL_TIMEOUT), Some(CALL_TIMEOUT));
+        let mut insert = insert.with_timeouts(Some(self.timeout), Some(self.timeout));
         for r in rows {
             insert.write(r.borrow()).await.map_err(self.err(op()))?;
         }
@@ -330,7 +334,7 @@ impl Store {
         if let Some(s) = shop {
             q = q.bind(s);
         }
-        q.fetch_all::<AlertRow>().timed().await.map_err(self.err("read alerts"))
+        q.fetch_all::<AlertRow>().timed_by(self.timeout).await.map_err(self.err("read alerts"))
     }
 
     /// Every open alert (the engine's state at start).
@@ -342,7 +346,7 @@ impl Store {
             .query("SELECT ?fields FROM alerts FINAL WHERE state = 'open'")
             .fetch::<AlertRow>()
             .map_err(self.err("read open alerts"))?;
-        while let Some(row) = cursor.next().timed().await.map_err(self.err("read open alerts"))? {
+        while let Some(row) = cursor.next().timed_by(self.timeout).await.map_err(self.err("read open alerts"))? {
             match row.to_alert() {
                 Some(alert) => open.insert(crate::keys::AlertKey::of(&alert), &alert),
                 None => {
@@ -363,7 +367,7 @@ impl Store {
             for id in chunk {
                 q = q.bind(id.as_str());
             }
-            out.extend(q.fetch_all::<AlertRow>().timed().await.map_err(self.err("read alerts"))?);
+            out.extend(q.fetch_all::<AlertRow>().timed_by(self.timeout).await.map_err(self.err("read alerts"))?);
         }
         Ok(out)
     }
@@ -391,7 +395,7 @@ impl Store {
         }
         let wanted: std::collections::HashSet<(&str, u64)> =
             packs.iter().map(|k| (k.shop.as_str(), k.pack_no)).collect();
-        let rows = q.fetch_all::<PackLine>().timed().await.map_err(self.err("read cart lines"))?;
+        let rows = q.fetch_all::<PackLine>().timed_by(self.timeout).await.map_err(self.err("read cart lines"))?;
         Ok(rows.into_iter().filter(|l| wanted.contains(&(l.shop_id.as_str(), l.pack_no))).collect())
     }
 
@@ -411,7 +415,7 @@ impl Store {
             .query("SELECT shop_id, order_no, pack_no FROM order_versions")
             .fetch::<Line>()
             .map_err(self.err("read stored lines"))?;
-        while let Some(l) = cursor.next().timed().await.map_err(self.err("read stored lines"))? {
+        while let Some(l) = cursor.next().timed_by(self.timeout).await.map_err(self.err("read stored lines"))? {
             known.add(&l.shop_id, l.order_no, l.pack_no);
         }
         Ok(known)
@@ -422,7 +426,7 @@ impl Store {
         self.client
             .query("SELECT ?fields FROM orders FINAL WHERE claim_status = 0 AND qoo10_status IN (2, 3)")
             .fetch_all::<OrderRow>()
-            .timed()
+            .timed_by(self.timeout)
             .await
             .map_err(self.err("read active orders"))
     }
@@ -448,7 +452,7 @@ impl Store {
             .bind(to.timestamp())
             .bind(before_version)
             .fetch_all::<OrderRow>()
-            .timed()
+            .timed_by(self.timeout)
             .await
             .map_err(self.err("read known lines"))
     }
@@ -462,7 +466,7 @@ impl Store {
         self.client
             .query("SELECT ?fields FROM oms_expectations FINAL WHERE state = 'pending'")
             .fetch_all::<ExpectationRow>()
-            .timed()
+            .timed_by(self.timeout)
             .await
             .map_err(self.err("read expectations"))
     }
@@ -474,7 +478,7 @@ impl Store {
             .bind(shop)
             .bind(pack_no)
             .fetch_all::<OrderRow>()
-            .timed()
+            .timed_by(self.timeout)
             .await
             .map_err(self.err("read cart"))
     }
@@ -487,14 +491,14 @@ impl Store {
             .client
             .query(&format!("SELECT count() FROM order_contacts WHERE {cond}"))
             .fetch_one::<u64>()
-            .timed()
+            .timed_by(self.timeout)
             .await
             .map_err(self.err("count expired contacts"))?;
         if !dry_run && n > 0 {
             self.client
                 .query(&format!("ALTER TABLE order_contacts DELETE WHERE {cond}"))
                 .execute()
-                .timed()
+                .timed_by(self.timeout)
                 .await
                 .map_err(self.err("delete expired contacts"))?;
         }
@@ -513,7 +517,7 @@ impl Store {
             .client
             .query("SELECT shop_id, status, count() AS n FROM orders FINAL GROUP BY shop_id, status ORDER BY shop_id, status")
             .fetch_all::<R>()
-            .timed()
+            .timed_by(self.timeout)
             .await
             .map_err(self.err("read orders by status"))?;
         Ok(rows.into_iter().map(|r| (r.shop_id, r.status, r.n)).collect())
@@ -521,6 +525,12 @@ impl Store {
 
     /// Readiness: ClickHouse answers a query.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.client.query("SELECT 1").fetch_one::<u8>().timed().await.map(|_| ()).map_err(self.err("ping"))
+        self.client
+            .query("SELECT 1")
+            .fetch_one::<u8>()
+            .timed_by(self.timeout)
+            .await
+            .map(|_| ())
+            .map_err(self.err("ping"))
     }
 }

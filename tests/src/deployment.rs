@@ -60,19 +60,20 @@ impl Deployment {
     /// One of our binaries with this deployment's config. The config file names the servers; the
     /// environment must not override it.
     fn command(&self, name: &str, args: &[&str]) -> Command {
-        self.command_at(name, args, 0)
+        self.command_shifted(name, args, None)
     }
 
-    /// [`Deployment::command`] with the process's clock `days` ahead of the real one
-    /// (`faketime`, from Debian's package; monotonic time is left alone, so timers and timeouts
-    /// run as usual).
-    fn command_at(&self, name: &str, args: &[&str], days: i64) -> Command {
-        let mut command = if days == 0 {
-            Command::new(bin(name))
-        } else {
-            let mut c = Command::new("faketime");
-            c.arg("-f").arg(format!("{days:+}d")).arg(bin(name)).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-            c
+    /// [`Deployment::command`] with the process's clock shifted by `offset` (`faketime`'s
+    /// `+2d`, `-3h`, `+4m`; from Debian's package; monotonic time is left alone, so timers and
+    /// timeouts run as usual).
+    fn command_shifted(&self, name: &str, args: &[&str], offset: Option<&str>) -> Command {
+        let mut command = match offset {
+            None => Command::new(bin(name)),
+            Some(offset) => {
+                let mut c = Command::new("faketime");
+                c.arg("-f").arg(offset).arg(bin(name)).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                c
+            }
         };
         command
             .arg("--config")
@@ -189,10 +190,17 @@ impl Deployment {
     /// Runs one of our binaries `days` ahead of today (its clock moved by `faketime`) and
     /// requires exit code 0.
     pub fn run_ok_at(&self, name: &str, args: &[&str], days: i64) -> anyhow::Result<Output> {
-        let out = run_limited(self.command_at(name, args, days), name, Duration::from_secs(120))?;
+        let offset = (days != 0).then(|| format!("{days:+}d"));
+        self.run_ok_shifted(name, args, offset.as_deref())
+    }
+
+    /// Runs one of our binaries with its clock shifted by `offset` (`-3h`, `+4m`; see
+    /// [`Deployment::command_shifted`]) and requires exit code 0.
+    pub fn run_ok_shifted(&self, name: &str, args: &[&str], offset: Option<&str>) -> anyhow::Result<Output> {
+        let out = run_limited(self.command_shifted(name, args, offset), name, Duration::from_secs(120))?;
         if !out.status.success() {
             bail!(
-                "{name} {args:?} (day {days}) exited with {}; stderr:\n{}",
+                "{name} {args:?} (clock {offset:?}) exited with {}; stderr:\n{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -275,10 +283,21 @@ impl Deployment {
         Ok(text.lines().map(|l| l.split('\t').map(str::to_owned).collect()).collect())
     }
 
-    /// A `SELECT count() …` (0 while the table does not exist yet).
+    /// A `SELECT count() …` (0 while the table or database does not exist yet). Any other
+    /// error fails the test: a query that cannot run must not read as "nothing there".
     pub async fn count(&self, sql: &str) -> u64 {
-        let rows = self.query(sql).await.unwrap_or_default();
+        let rows = match self.query(sql).await {
+            Ok(rows) => rows,
+            Err(e) if e.to_string().contains("doesn't exist") => return 0,
+            Err(e) => panic!("{e:#}"),
+        };
         rows.first().and_then(|r| r.first()).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+
+    /// Collects what a plain NATS subscriber of `alerts.>` receives from now on (no JetStream,
+    /// no de-duplication): what an alert subscriber really sees.
+    pub async fn alert_tap(&self) -> anyhow::Result<crate::AlertTap> {
+        crate::AlertTap::start(&self.servers.nats_url, &schemas::subjects::Namespace::new(&self.prefix)).await
     }
 
     pub async fn nats(&self) -> anyhow::Result<async_nats::jetstream::Context> {

@@ -34,6 +34,25 @@ impl Service {
         }
     }
 
+    /// `/readyz`: its status code and its one-line body.
+    pub async fn readyz(&self) -> anyhow::Result<(u16, String)> {
+        let r = http().get(format!("http://127.0.0.1:{}/readyz", self.port)).send().await?;
+        Ok((r.status().as_u16(), r.text().await?.trim().to_owned()))
+    }
+
+    /// Waits (at most `limit`) until `/readyz` answers `code`; returns its body.
+    pub async fn wait_readyz(&self, code: u16, limit: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let last = self.readyz().await.unwrap_or((0, "no answer".into()));
+            if last.0 == code {
+                return Ok(last.1);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{}: /readyz {last:?}, not {code}, within {limit:?}", self.name);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Still running? (An exit is an error carrying its log.)
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(c) = self.child.as_mut()
@@ -43,6 +62,25 @@ impl Service {
             bail!("{} exited with {status}; log:\n{log}", self.name);
         }
         Ok(())
+    }
+}
+
+/// The one of `services` whose `/readyz` answers 200, once exactly one does and the others
+/// answer 503 `standby`.
+pub async fn the_active(services: &[&Service], limit: Duration) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut states = Vec::new();
+        for s in services {
+            states.push(s.readyz().await.unwrap_or((0, String::new())));
+        }
+        let ready: Vec<usize> = (0..states.len()).filter(|i| states[*i].0 == 200).collect();
+        let standby = states.iter().filter(|(c, b)| *c == 503 && b.contains("standby")).count();
+        if ready.len() == 1 && standby == services.len() - 1 {
+            return Ok(ready[0]);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "not one active and the rest standby: {states:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

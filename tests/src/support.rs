@@ -93,3 +93,44 @@ pub fn schema_violations(schema_file: &str, payloads: &[&[u8]]) -> Vec<String> {
     }
     out
 }
+
+/// A plain subscriber of a deployment's `alerts.>`: every message as it arrived.
+#[derive(Debug, Clone)]
+pub struct AlertTap {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl AlertTap {
+    pub async fn start(nats_url: &str, ns: &schemas::subjects::Namespace) -> anyhow::Result<AlertTap> {
+        use futures::StreamExt;
+        let urls: Vec<async_nats::ServerAddr> = nats_url.split(',').map(str::parse).collect::<Result<_, _>>()?;
+        let client = async_nats::connect(urls.as_slice()).await?;
+        let mut sub = client.subscribe(ns.stream_subjects(schemas::subjects::Stream::Alerts)).await?;
+        client.flush().await?;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = seen.clone();
+        tokio::spawn(async move {
+            let _client = client;
+            while let Some(m) = sub.next().await {
+                if let Ok(v) = serde_json::from_slice(&m.payload) {
+                    into.lock().expect("tap").push(v);
+                }
+            }
+        });
+        Ok(AlertTap { seen })
+    }
+
+    /// Messages received so far.
+    pub fn all(&self) -> Vec<serde_json::Value> {
+        self.seen.lock().expect("tap").clone()
+    }
+
+    /// (alert_id, state) received more than once.
+    pub fn repeated(&self) -> Vec<(String, usize)> {
+        let mut n: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for a in self.all() {
+            *n.entry(format!("{} {}", a["alert_id"], a["state"])).or_default() += 1;
+        }
+        n.into_iter().filter(|(_, c)| *c > 1).collect()
+    }
+}

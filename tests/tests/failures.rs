@@ -145,3 +145,81 @@ async fn bad_raw_messages_become_dead_letters_with_reasons() -> anyhow::Result<(
     assert_eq!(order["status"], json!("new"));
     Ok(())
 }
+
+/// A raw row for `shop-x` (valid), in its envelope.
+fn good_envelope(order_no: u64) -> String {
+    let row = format!(
+        r#"{{"orderNo":{order_no},"packNo":2,"shippingStatus":"On request(2)","orderDate":"2026-11-20 10:00:00","orderQty":1}}"#
+    );
+    format!(
+        r#"{{"schema_version":1,"shop":"shop-x","kind":"order","method":"m","query":{{"status":2,"from":"20261101","to":"20261129","condition":1}},"fetched_at":"2026-11-29T00:00:00Z","row":{row}}}"#
+    )
+}
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut ok: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !ok().await? {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_that_cannot_be_passed_on_is_dead_lettered_at_its_last_delivery() -> anyhow::Result<()> {
+    let dep = Deployment::new("").await?;
+    dep.add_nats_settings("max_deliver = 3")?;
+    let normalizer = dep.spawn("normalizer", &[])?;
+    normalizer.wait_readyz(200, Duration::from_secs(30)).await?;
+    // Canonical orders can no longer be stored: every publish of one fails.
+    let js = dep.nats().await?;
+    let ns = schemas::subjects::Namespace::new(&dep.prefix);
+    js.delete_stream(ns.stream(schemas::subjects::Stream::Orders)).await?;
+    let started = std::time::Instant::now();
+    js.publish(ns.raw("shop-x"), good_envelope(7).into()).await?.await?;
+    wait_for("the dead letter", Duration::from_secs(60), || async {
+        Ok(!dep.stream_messages("DLQ").await?.is_empty())
+    })
+    .await?;
+    println!("dead-lettered after {:?}", started.elapsed());
+    let dead = dep.stream_messages("DLQ").await?;
+    let error = dead[0].headers.get("Dlq-Error").map(|v| v.as_str().to_owned()).unwrap_or_default();
+    assert!(error.starts_with("gave up after 3 deliveries: publish failed"), "{error}");
+    assert_eq!(dead[0].payload.as_ref(), good_envelope(7).as_bytes(), "the original bytes");
+    // The raw message ended: acknowledged, never delivered again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stream = js.get_stream(ns.stream(schemas::subjects::Stream::Raw)).await?;
+    let info = stream.consumer_info("normalizer").await?;
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{info:?}");
+    assert_eq!(dep.stream_messages("DLQ").await?.len(), 1, "one dead letter");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_consumer_and_a_deleted_stream_are_made_again() -> anyhow::Result<()> {
+    let dep = Deployment::new("").await?;
+    let normalizer = dep.spawn("normalizer", &[])?;
+    normalizer.wait_readyz(200, Duration::from_secs(30)).await?;
+    let js = dep.nats().await?;
+    let ns = schemas::subjects::Namespace::new(&dep.prefix);
+    let raw = ns.stream(schemas::subjects::Stream::Raw);
+    let orders = || async { Ok::<usize, anyhow::Error>(dep.stream_messages("ORDERS").await?.len()) };
+    js.get_stream(&raw).await?.delete_consumer("normalizer").await?;
+    js.publish(ns.raw("shop-x"), good_envelope(1).into()).await?.await?;
+    wait_for("an order after the consumer was deleted", Duration::from_secs(30), || async { Ok(orders().await? == 1) })
+        .await?;
+    js.delete_stream(&raw).await?;
+    // Once the normalizer has made QOO10_RAW again, a raw row is an order again.
+    wait_for("QOO10_RAW made again", Duration::from_secs(30), || async { Ok(js.get_stream(&raw).await.is_ok()) })
+        .await?;
+    js.publish(ns.raw("shop-x"), good_envelope(2).into()).await?.await?;
+    wait_for("an order after the stream was deleted", Duration::from_secs(30), || async { Ok(orders().await? == 2) })
+        .await?;
+    let log = std::fs::read_to_string(&normalizer.log)?;
+    assert!(log.contains("stream or consumer was deleted; creating it again"), "{log}");
+    Ok(())
+}

@@ -1,8 +1,10 @@
 //! The fault suite: one sandbox workload (two polls of three shops, the sandbox clock moved
 //! between them so orders are paid, dated, shipped and cancelled), run once cleanly and once
 //! under each fault. The final state must be identical: `orders FINAL`, `order_versions FINAL`,
-//! `alerts FINAL` and the messages on `alerts.>`; nothing lost, nothing doubled, no alert opened
-//! twice.
+//! `alerts FINAL`, `order_contacts FINAL`, `oms_expectations FINAL`, the dead letters and the
+//! messages on `alerts.>`; nothing lost, nothing doubled, no alert opened twice, and (where no
+//! process dies between publishing and acknowledging) every alert transition seen once by a
+//! plain subscriber.
 //!
 //! Every run has its own nats-server (file storage) so that it can be killed and restarted, or a
 //! three-node cluster with three replicas per stream. ClickHouse is the shared server, except
@@ -26,6 +28,19 @@ enum Fault {
     SandboxFaults,
     RestartBetweenPolls,
     ClusterNodeKilled,
+    TwoSinksActiveKilled,
+    RollingRestart,
+    Poison,
+    ClockSteps,
+}
+
+impl Fault {
+    /// A process killed, or NATS lost, between publishing an alert and acknowledging what raised
+    /// it: publishing again is then unavoidable (the stream's duplicate window absorbs it, a
+    /// plain subscriber sees it twice). Every other run must publish each transition once.
+    fn may_republish(self) -> bool {
+        matches!(self, Fault::KillSink | Fault::TwoSinksActiveKilled | Fault::RestartNats | Fault::ClusterNodeKilled)
+    }
 }
 
 /// What a run leaves behind, without what legitimately differs between runs (fetch times and
@@ -35,6 +50,12 @@ struct Snapshot {
     orders: Vec<Vec<String>>,
     versions: Vec<Vec<String>>,
     alerts: Vec<Vec<String>>,
+    /// `order_contacts FINAL` without version and fetch time.
+    contacts: Vec<Vec<String>>,
+    /// `oms_expectations FINAL` without version and time.
+    expectations: Vec<Vec<String>>,
+    /// (subject, `Dlq-Error`) of every dead letter.
+    dead_letters: Vec<(String, String)>,
     /// (kind, shop, order, state) → messages on `alerts.>`.
     alert_messages: BTreeMap<String, usize>,
 }
@@ -53,6 +74,12 @@ fn stable_columns() -> String {
         .filter(|c| !["version", "fetched_at", "raw_seq"].contains(c))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The columns of `order_contacts` but its version and fetch time.
+fn contact_columns() -> &'static str {
+    "shop_id, order_no, pack_no, buyer_name, buyer_kana, buyer_tel, buyer_mobile, buyer_email, receiver_name, \
+     receiver_kana, receiver_tel, receiver_mobile, zip_code, address, address1, address2, country, ordered_at"
 }
 
 async fn stream_len(dep: &Deployment, base: &str) -> u64 {
@@ -87,8 +114,16 @@ where
     }
 }
 
-async fn run(fault: Fault) -> anyhow::Result<Snapshot> {
-    let mut nodes = if fault == Fault::ClusterNodeKilled {
+/// What one run starts: its NATS node(s), sandbox, private ClickHouse if any, and deployment.
+struct Setup {
+    nodes: Vec<NatsNode>,
+    sandbox: Sandbox,
+    clickhouse: Option<ClickHouseNode>,
+    dep: Deployment,
+}
+
+async fn setup(fault: Fault) -> anyhow::Result<Setup> {
+    let nodes = if fault == Fault::ClusterNodeKilled {
         NatsNode::cluster(3).await?
     } else {
         vec![NatsNode::single(&[]).await?]
@@ -97,8 +132,7 @@ async fn run(fault: Fault) -> anyhow::Result<Snapshot> {
     // A frozen sandbox clock: every run sees the same world at each poll, however long it took.
     let sandbox =
         Sandbox::start(&["--seed", "7", "--shops", "3", "--orders", "250", "--now", now(), "--frozen-clock"]).await?;
-    let mut clickhouse =
-        if fault == Fault::ClickHouseOutage { Some(ClickHouseNode::start(None, "").await?) } else { None };
+    let clickhouse = if fault == Fault::ClickHouseOutage { Some(ClickHouseNode::start(None, "").await?) } else { None };
     let mut shops = String::new();
     for n in 1..=3 {
         shops.push_str(&format!(
@@ -120,7 +154,21 @@ async fn run(fault: Fault) -> anyhow::Result<Snapshot> {
     if let Some(ch) = &clickhouse {
         dep.on_clickhouse(&ch.url())?;
     }
+    Ok(Setup { nodes, sandbox, clickhouse, dep })
+}
 
+/// The fetcher's clock in each poll: the real one, or for [`Fault::ClockSteps`] a few minutes
+/// ahead in poll 1 (inside what the stages accept) and hours behind in poll 2.
+fn fetcher_clock(fault: Fault, poll: usize) -> Option<&'static str> {
+    match (fault, poll) {
+        (Fault::ClockSteps, 1) => Some("+4m"),
+        (Fault::ClockSteps, _) => Some("-3h"),
+        _ => None,
+    }
+}
+
+async fn run(fault: Fault) -> anyhow::Result<Snapshot> {
+    let Setup { mut nodes, sandbox, mut clickhouse, dep } = setup(fault).await?;
     if fault == Fault::SandboxFaults {
         for f in [
             serde_json::json!({"kind": "status", "code": 503, "count": 3}),
@@ -133,16 +181,19 @@ async fn run(fault: Fault) -> anyhow::Result<Snapshot> {
             sandbox.post_json("/_sandbox/faults", &f).await?;
         }
     }
-    // Poll 1, then the stages work through it.
-    dep.run_ok("fetcher", &["--once"])?;
+    let tap = dep.alert_tap().await?;
+    // Poll 1 and two OMS edits, then the stages work through them.
+    dep.run_ok_shifted("fetcher", &["--once"], fetcher_clock(fault, 1))?;
     if fault == Fault::SandboxFaults {
         let left = sandbox.get_json("/_sandbox/faults").await?;
         anyhow::ensure!(left.as_array().is_some_and(|a| a.is_empty()), "faults not all hit: {left}");
     }
+    publish_oms_edits(&dep, &sandbox).await?;
     let raw = stream_len(&dep, "QOO10_RAW").await;
     anyhow::ensure!(raw > 500, "the workload is too small to fault mid-stream: {raw} raw rows");
     let mut normalizer = dep.spawn("normalizer", &[])?;
     let mut sink = dep.spawn("sink", &[])?;
+    let mut second = if fault == Fault::TwoSinksActiveKilled { Some(dep.spawn("sink", &[])?) } else { None };
     match fault {
         Fault::KillNormalizer => {
             wait_mid_stream("ORDERS", raw / 5, raw, || stream_len(&dep, "ORDERS")).await?;
@@ -153,6 +204,26 @@ async fn run(fault: Fault) -> anyhow::Result<Snapshot> {
             wait_mid_stream("order_versions", raw / 5, raw, || stored_versions(&dep)).await?;
             sink.kill();
             sink = dep.spawn("sink", &[])?;
+        }
+        Fault::TwoSinksActiveKilled => {
+            let other = second.take().expect("the second sink");
+            let active = e2e::the_active(&[&sink, &other], Duration::from_secs(30)).await?;
+            wait_mid_stream("order_versions", raw / 5, raw, || stored_versions(&dep)).await?;
+            let (mut killed, survivor) = if active == 0 { (sink, other) } else { (other, sink) };
+            killed.kill();
+            sink = survivor;
+        }
+        Fault::RollingRestart => {
+            wait_mid_stream("order_versions", raw / 5, raw, || stored_versions(&dep)).await?;
+            let new = dep.spawn("sink", &[])?;
+            new.wait_readyz(503, Duration::from_secs(10)).await?;
+            anyhow::ensure!(sink.terminate()? == Some(0), "the old sink stops cleanly");
+            sink = new;
+            sink.wait_readyz(200, Duration::from_secs(30)).await?;
+        }
+        Fault::Poison => {
+            wait_mid_stream("ORDERS", raw / 5, raw, || stream_len(&dep, "ORDERS")).await?;
+            publish_poison(&dep).await?;
         }
         Fault::RestartNats => {
             wait_mid_stream("ORDERS", raw / 5, raw, || stream_len(&dep, "ORDERS")).await?;
@@ -172,7 +243,7 @@ async fn run(fault: Fault) -> anyhow::Result<Snapshot> {
             wait_mid_stream("ORDERS", raw / 5, raw, || stream_len(&dep, "ORDERS")).await?;
             nodes[0].kill();
         }
-        Fault::None | Fault::SandboxFaults | Fault::RestartBetweenPolls => {}
+        Fault::None | Fault::SandboxFaults | Fault::RestartBetweenPolls | Fault::ClockSteps => {}
     }
     dep.wait_drained(Duration::from_secs(120)).await?;
     normalizer.check_running()?;
@@ -185,7 +256,7 @@ async fn run(fault: Fault) -> anyhow::Result<Snapshot> {
 
     // Poll 2, a day and a half later: orders paid, dated, shipped, delivered, cancelled.
     sandbox.post_json("/_sandbox/advance?hours=36", &serde_json::json!({})).await?;
-    dep.run_ok("fetcher", &["--once"])?;
+    dep.run_ok_shifted("fetcher", &["--once"], fetcher_clock(fault, 2))?;
     dep.wait_drained(Duration::from_secs(120)).await?;
     if fault == Fault::ClusterNodeKilled {
         nodes[0].start()?;
@@ -197,7 +268,74 @@ async fn run(fault: Fault) -> anyhow::Result<Snapshot> {
     anyhow::ensure!(sink.terminate()? == Some(0), "sink stops cleanly");
     // The time-based rules run on a sweep: one last sweep makes every run's end comparable.
     dep.run_ok("sink", &["--until-idle"])?;
-    snapshot(&dep).await
+    let snap = snapshot(&dep).await?;
+    if !fault.may_republish() {
+        // As a plain subscriber sees it, not through the stream's duplicate window.
+        anyhow::ensure!(!tap.all().is_empty(), "{fault:?}: the tap saw no alert");
+        anyhow::ensure!(tap.repeated().is_empty(), "{fault:?}: published twice: {:?}", tap.repeated());
+    }
+    Ok(snap)
+}
+
+/// Two OMS edits on the first two orders of shop1, the same in every run: a quantity and an
+/// estimated shipping date that Qoo10 does not show, so both stay pending.
+async fn publish_oms_edits(dep: &Deployment, sandbox: &Sandbox) -> anyhow::Result<()> {
+    let orders = sandbox.get_json("/_sandbox/orders?shop=sandbox-1").await?;
+    let mut orders: Vec<&serde_json::Value> = orders.as_array().into_iter().flatten().collect();
+    orders.sort_by_key(|o| o["order_no"].as_u64());
+    anyhow::ensure!(orders.len() >= 2, "shop1 has orders");
+    let made_at =
+        chrono::NaiveDateTime::parse_from_str(now(), "%Y-%m-%d %H:%M:%S")?.and_utc() - chrono::Duration::hours(9);
+    let ship_date = (made_at + chrono::Duration::days(5)).date_naive().to_string();
+    let edits = [
+        serde_json::json!({"schema_version": 1, "edit_id": "fault-e1", "shop_id": "shop1", "action": "set_quantity",
+            "order_no": orders[0]["order_no"], "quantity": orders[0]["quantity"].as_u64().unwrap_or(1) + 1,
+            "made_at": made_at.to_rfc3339()}),
+        serde_json::json!({"schema_version": 1, "edit_id": "fault-e2", "shop_id": "shop1", "action": "set_ship_date",
+            "order_no": orders[1]["order_no"], "ship_date": ship_date, "made_at": made_at.to_rfc3339()}),
+    ];
+    let js = dep.nats().await?;
+    let subject = schemas::subjects::Namespace::new(&dep.prefix).oms_edits("shop1");
+    for e in edits {
+        js.publish(subject.clone(), serde_json::to_vec(&e)?.into()).await?.await?;
+    }
+    Ok(())
+}
+
+/// The poison of [`Fault::Poison`] and the stage that must dead-letter it.
+const POISON: [(&str, &str); 5] = [
+    ("normalizer", "wrong shop"),
+    ("normalizer", "from the future"),
+    ("normalizer", "not a raw envelope"),
+    ("sink", "from the future"),
+    ("sink", "not an OMS edit"),
+];
+
+/// One message of each kind of poison, mid-stream: real messages of this run distorted (another
+/// shop in the envelope, fetched decades ahead), bytes that are not JSON, and a broken edit.
+async fn publish_poison(dep: &Deployment) -> anyhow::Result<()> {
+    let ns = schemas::subjects::Namespace::new(&dep.prefix);
+    let raw: serde_json::Value = serde_json::from_slice(&dep.stream_messages("QOO10_RAW").await?[0].payload)?;
+    let order: serde_json::Value = serde_json::from_slice(&dep.stream_messages("ORDERS").await?[0].payload)?;
+    let mut wrong_shop = raw.clone();
+    wrong_shop["shop"] = serde_json::json!("shop2");
+    let mut future_raw = raw.clone();
+    future_raw["fetched_at"] = serde_json::json!("2099-01-01T00:00:00Z");
+    let mut future_order = order.clone();
+    future_order["source"]["fetched_at"] = serde_json::json!("2099-01-01T00:00:00Z");
+    future_order["version"] = serde_json::json!(4_070_908_800_000_000u64);
+    let shop = raw["shop"].as_str().unwrap_or("shop1").to_owned();
+    let js = dep.nats().await?;
+    for (subject, payload) in [
+        (ns.raw(&shop), serde_json::to_vec(&wrong_shop)?),
+        (ns.raw(&shop), serde_json::to_vec(&future_raw)?),
+        (ns.raw(&shop), vec![0xff, 0xfe, 0x7b]),
+        (ns.orders(order["shop_id"].as_str().unwrap_or("shop1")), serde_json::to_vec(&future_order)?),
+        (ns.oms_edits(&shop), b"{\"edit_id\":".to_vec()),
+    ] {
+        js.publish(subject, payload.into()).await?.await?;
+    }
+    Ok(())
 }
 
 async fn snapshot(dep: &Deployment) -> anyhow::Result<Snapshot> {
@@ -211,6 +349,18 @@ async fn snapshot(dep: &Deployment) -> anyhow::Result<Snapshot> {
              ORDER BY kind, shop_id, order_no, pack_no, state, message_ja",
         )
         .await?;
+    let contacts = dep
+        .query(&format!("SELECT {} FROM order_contacts FINAL ORDER BY shop_id, order_no", contact_columns()))
+        .await?;
+    let expectations = dep
+        .query("SELECT shop_id, edit_key, edit_id, edit, state FROM oms_expectations FINAL ORDER BY shop_id, edit_key")
+        .await?;
+    let mut dead_letters: Vec<(String, String)> = Vec::new();
+    for m in dep.stream_messages("DLQ").await? {
+        let error = m.headers.get("Dlq-Error").map(|v| v.as_str().to_owned()).unwrap_or_default();
+        dead_letters.push((m.subject.to_string(), error));
+    }
+    dead_letters.sort();
     let mut alert_messages = BTreeMap::new();
     let mut transitions = BTreeMap::new();
     for m in dep.stream_messages("ALERTS").await? {
@@ -222,7 +372,8 @@ async fn snapshot(dep: &Deployment) -> anyhow::Result<Snapshot> {
     let doubled: Vec<_> = transitions.iter().filter(|(_, n)| **n > 1).collect();
     anyhow::ensure!(doubled.is_empty(), "alert transitions published twice: {doubled:?}");
     anyhow::ensure!(!orders.is_empty() && !alerts.is_empty(), "the workload produced no orders or no alerts");
-    Ok(Snapshot { orders, versions, alerts, alert_messages })
+    anyhow::ensure!(!contacts.is_empty() && expectations.len() == 2, "contacts stored, both OMS edits expected");
+    Ok(Snapshot { orders, versions, alerts, contacts, expectations, dead_letters, alert_messages })
 }
 
 /// The clean run, shared by every fault test of this process.
@@ -231,13 +382,36 @@ async fn clean() -> &'static Snapshot {
     CLEAN.get_or_init(|| async { run(Fault::None).await.expect("the clean run") }).await
 }
 
+/// The dead letters of a poisoned run beyond the clean run's: one per poison message, each from
+/// the stage and with the reason [`POISON`] names.
+fn check_poison(clean: &Snapshot, faulted: &mut Snapshot) -> anyhow::Result<()> {
+    let extra: Vec<(String, String)> =
+        faulted.dead_letters.iter().filter(|d| !clean.dead_letters.contains(d)).cloned().collect();
+    let mut left = extra.clone();
+    for (stage, reason) in POISON {
+        let found = left
+            .iter()
+            .position(|(subject, error)| subject.contains(&format!(".dlq.{stage}.")) && error.contains(reason));
+        let Some(i) = found else { anyhow::bail!("no {stage} dead letter saying {reason:?} in {extra:?}") };
+        left.remove(i);
+    }
+    anyhow::ensure!(left.is_empty(), "dead letters beyond the poison: {left:?}");
+    faulted.dead_letters.retain(|d| clean.dead_letters.contains(d));
+    Ok(())
+}
+
 async fn same_as_clean(fault: Fault) -> anyhow::Result<()> {
-    let faulted = run(fault).await?;
+    let mut faulted = run(fault).await?;
     let clean = clean().await;
+    if fault == Fault::Poison {
+        check_poison(clean, &mut faulted)?;
+    }
     for (what, a, b) in [
         ("orders FINAL", &clean.orders, &faulted.orders),
         ("order_versions FINAL", &clean.versions, &faulted.versions),
         ("alerts FINAL", &clean.alerts, &faulted.alerts),
+        ("order_contacts FINAL", &clean.contacts, &faulted.contacts),
+        ("oms_expectations FINAL", &clean.expectations, &faulted.expectations),
     ] {
         let missing: Vec<_> = a.iter().filter(|r| !b.contains(r)).take(3).collect();
         let extra: Vec<_> = b.iter().filter(|r| !a.contains(r)).take(3).collect();
@@ -248,6 +422,12 @@ async fn same_as_clean(fault: Fault) -> anyhow::Result<()> {
             b.len()
         );
     }
+    anyhow::ensure!(
+        clean.dead_letters == faulted.dead_letters,
+        "{fault:?}: dead letters differ:\nclean   {:?}\nfaulted {:?}",
+        clean.dead_letters,
+        faulted.dead_letters
+    );
     anyhow::ensure!(
         clean.alert_messages == faulted.alert_messages,
         "{fault:?}: messages on alerts.> differ:\nclean   {:?}\nfaulted {:?}",
@@ -296,4 +476,24 @@ async fn every_service_restarted_between_two_polls() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_node_of_a_three_node_cluster_killed_mid_stream() -> anyhow::Result<()> {
     same_as_clean(Fault::ClusterNodeKilled).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_sinks_at_once_and_the_active_one_killed_9_mid_stream() -> anyhow::Result<()> {
+    same_as_clean(Fault::TwoSinksActiveKilled).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_restart_starts_the_new_sink_before_the_old_one_stops() -> anyhow::Result<()> {
+    same_as_clean(Fault::RollingRestart).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_poison_message_of_each_kind_mid_stream() -> anyhow::Result<()> {
+    same_as_clean(Fault::Poison).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fetchers_clock_stepped_forward_then_back() -> anyhow::Result<()> {
+    same_as_clean(Fault::ClockSteps).await
 }

@@ -261,7 +261,16 @@ async fn a_restart_resumes_without_a_burst() -> anyhow::Result<()> {
         assert!(Instant::now() < deadline, "first poll did not complete");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await; // the state is saved right after the last summary
+    // The state is saved right after the last summary: wait until it says the poll succeeded.
+    while !dep
+        .stream_messages("QOO10_FETCH_STATE")
+        .await?
+        .iter()
+        .any(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).is_ok_and(|v| !v["last_success"].is_null()))
+    {
+        assert!(Instant::now() < deadline, "the fetch state was not saved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     first.kill()?;
     first.wait()?;
     let before = sandbox.get_json("/_sandbox/requests").await?.as_array().unwrap().len();
@@ -340,7 +349,8 @@ async fn check_and_backfill_commands() -> anyhow::Result<()> {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("5 windows") && text.contains("85 calls"), "{text}");
     let log = sandbox.get_json("/_sandbox/requests").await?;
-    assert!(log.as_array().unwrap().iter().all(|r| r["code"] != json!(-10003)), "no window over 90 days");
+    let requests = log.as_array().unwrap();
+    assert!(!requests.is_empty() && requests.iter().all(|r| r["code"] != json!(-10003)), "no window over 90 days");
     Ok(())
 }
 

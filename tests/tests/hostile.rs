@@ -1,6 +1,7 @@
 //! Hostile input on every input subject (`qoo10.raw.<shop>`, `orders.<shop>`, `oms.edits.<shop>`):
 //! malformed JSON, invalid UTF-8, wrong types, oversized payloads, unknown statuses, zero and
-//! negative quantities, absurd dates, and the same order (or edit) twice with conflicting content.
+//! negative quantities, absurd dates, another shop than the subject's, fetch times from the
+//! future, and the same order (or edit) twice with conflicting content.
 //! Each must become exactly one dead letter with a reason that names the problem, while the
 //! running services keep running and count them.
 
@@ -100,7 +101,37 @@ async fn every_bad_input_becomes_one_dead_letter_with_a_precise_reason() -> anyh
             "normalizer",
             "2000..2100",
         ),
+        i(
+            "raw-wrong-shop",
+            &raw,
+            {
+                let mut e: Value =
+                    serde_json::from_slice(&raw_envelope(raw_row(9005, json!(1), "On request(2)", date), at))?;
+                e["shop"] = json!("other-shop");
+                serde_json::to_vec(&e)?
+            },
+            "normalizer",
+            "wrong shop",
+        ),
+        i(
+            "raw-future",
+            &raw,
+            raw_envelope(raw_row(9006, json!(1), "On request(2)", date), "2099-01-01T00:00:00Z"),
+            "normalizer",
+            "from the future",
+        ),
         // orders.<shop> → the sink
+        i("ord-wrong-shop", &orders, order(9107, &|o| o["shop_id"] = json!("other-shop")), "sink", "shop_id"),
+        i(
+            "ord-future",
+            &orders,
+            order(9108, &|o| {
+                o["source"]["fetched_at"] = json!("2099-01-01T00:00:00Z");
+                o["version"] = json!(4_070_908_800_000_000u64);
+            }),
+            "sink",
+            "from the future",
+        ),
         i("ord-malformed", &orders, b"{\"order_no\":".to_vec(), "sink", "not a canonical order"),
         i("ord-utf8", &orders, vec![0xc3, 0x28, 0x7b], "sink", "not a canonical order"),
         i("ord-type", &orders, order(9101, &|o| o["quantity"] = json!("two")), "sink", "quantity"),

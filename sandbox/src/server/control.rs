@@ -109,6 +109,18 @@ pub(super) async fn clear_faults(State(world): State<SharedWorld>) -> impl IntoR
 }
 
 /// Expires every certification key issued to a shop (or to all shops): the next call answers -90004.
+/// The certification keys issued so far (tests scan for them: a key is a secret like the password).
+pub(super) async fn list_keys(State(world): State<SharedWorld>, Query(f): Query<ShopFilter>) -> impl IntoResponse {
+    let w = world.lock().expect("world lock");
+    let keys: Vec<Value> = w
+        .keys
+        .iter()
+        .filter(|(_, (shop, _))| f.shop.as_deref().is_none_or(|s| s == shop))
+        .map(|(key, (shop, expires))| json!({"key": key, "shop": shop, "expires": expires.to_rfc3339()}))
+        .collect();
+    axum::Json(keys)
+}
+
 pub(super) async fn expire_keys(State(world): State<SharedWorld>, Query(f): Query<ShopFilter>) -> impl IntoResponse {
     let mut w = world.lock().expect("world lock");
     let now = w.now();

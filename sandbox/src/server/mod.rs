@@ -110,6 +110,7 @@ pub fn router(world: SharedWorld) -> Router {
         .route("/_sandbox/requests", get(control::list_requests).delete(control::clear_requests))
         .route("/_sandbox/stats", get(control::stats))
         .route("/_sandbox/faults", get(control::list_faults).post(control::add_fault).delete(control::clear_faults))
+        .route("/_sandbox/keys", get(control::list_keys))
         .route("/_sandbox/keys/expire", post(control::expire_keys))
         .route("/_sandbox/advance", post(control::advance))
         .route("/_sandbox/orders/{shop}/{order_no}", delete(control::delete_order))

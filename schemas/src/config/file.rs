@@ -217,6 +217,8 @@ pub struct ClickHouseFile {
     pub password: Option<Secret>,
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
 }
 
 secret_fields!(ClickHouseFile { password, password_env, password_file });
@@ -231,6 +233,7 @@ impl Default for ClickHouseFile {
             password: None,
             password_env: None,
             password_file: None,
+            timeout: d.timeout,
         }
     }
 }
@@ -248,7 +251,16 @@ impl ClickHouseFile {
         {
             return bad("clickhouse.database", format!("{d:?} is not a plain identifier"));
         }
-        Ok(ClickHouseConfig { url: self.url.clone(), database: d.clone(), user: self.user.clone(), password })
+        if self.timeout < Duration::from_secs(1) {
+            return bad("clickhouse.timeout", "must be at least 1s");
+        }
+        Ok(ClickHouseConfig {
+            url: self.url.clone(),
+            database: d.clone(),
+            user: self.user.clone(),
+            password,
+            timeout: self.timeout,
+        })
     }
 }
 

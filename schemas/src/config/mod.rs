@@ -121,6 +121,9 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// `password` / `password_env` / `password_file`, or `CLICKHOUSE_PASSWORD`.
     pub password: Option<Secret>,
+    /// How long one call may take before it counts as timed out (then retried).
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
 }
 
 impl Default for ClickHouseConfig {
@@ -130,6 +133,7 @@ impl Default for ClickHouseConfig {
             database: "qoo10".into(),
             user: "default".into(),
             password: None,
+            timeout: Duration::from_secs(60),
         }
     }
 }

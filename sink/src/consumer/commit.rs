@@ -228,7 +228,7 @@ impl Guard {
             let fut = f();
             async {
                 self.fence.check().map_err(Attempt::Lost)?;
-                with_progress(held, fut).await.map_err(Attempt::Failed)
+                runtime::nats::with_progress(held, PROGRESS_EVERY, fut).await.map_err(Attempt::Failed)
             }
         };
         let result = attempt
@@ -254,23 +254,6 @@ impl Guard {
                 Err(HeldError::Stopping { op: op.to_owned(), error: e.to_string() })
             }
             Err(Attempt::Failed(e)) => Err(HeldError::Permanent { op: op.to_owned(), error: e.to_string() }),
-        }
-    }
-}
-
-/// Runs `fut`, telling JetStream every [`PROGRESS_EVERY`] that `held` is still being worked on.
-async fn with_progress<T>(held: &[&jetstream::Message], fut: impl std::future::Future<Output = T>) -> T {
-    tokio::pin!(fut);
-    let start = tokio::time::Instant::now() + PROGRESS_EVERY;
-    let mut tick = tokio::time::interval_at(start, PROGRESS_EVERY);
-    loop {
-        tokio::select! {
-            out = &mut fut => return out,
-            _ = tick.tick() => {
-                for m in held {
-                    let _ = m.ack_with(AckKind::Progress).await;
-                }
-            }
         }
     }
 }

@@ -187,6 +187,31 @@ fn vanished_is_judged_from_covering_calls_only() {
     assert!(refused.windows.is_empty(), "a poll that skipped a refused method accuses nobody");
 }
 
+/// An alert that opens again after it resolved is a new alert (a new id, a version above its
+/// resolution), never hidden under the old one's resolution in `alerts FINAL`.
+#[test]
+fn an_alert_that_opens_again_is_a_new_alert() {
+    let mut e = engine();
+    let known = vec![line(2, 3, 10)];
+    let poll = |hours: i64, seen: Vec<u64>| {
+        let at = now() + chrono::Duration::hours(hours);
+        let id = format!("s:{}", at.timestamp_micros());
+        super::polls::coverage(&[PollSummary { poll_id: id, fetched_at: at, ..summary(1, 0, seen, vec![]) }])
+    };
+    let first = e.evaluate_poll(&poll(0, vec![]), known.clone(), now());
+    let opened = first.transitions[0].clone();
+    e.apply(first.delta);
+    let back = e.evaluate_poll(&poll(1, vec![2]), known.clone(), now());
+    let resolved = back.transitions[0].clone();
+    assert_eq!((resolved.alert_id.as_str(), resolved.state), (opened.alert_id.as_str(), AlertState::Resolved));
+    e.apply(back.delta);
+    let again = e.evaluate_poll(&poll(2, vec![]), known, now());
+    let reopened = &again.transitions[0];
+    assert_eq!(reopened.state, AlertState::Open);
+    assert_ne!(reopened.alert_id, opened.alert_id, "a new alert");
+    assert!(reopened.version > resolved.version, "above the old one's resolution");
+}
+
 /// An OMS edit Qoo10 does not show opens qoo10_correction_required; the version that shows it
 /// resolves it, and the change alert it predicted is not raised.
 #[test]
