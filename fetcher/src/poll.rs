@@ -106,12 +106,21 @@ impl ShopPoller {
         }
     }
 
-    /// Publishes only while `fence` holds (the shop's lease).
     /// The clock of this poll: the real one moved up by [`ShopPoller::skew`].
     fn now(&self) -> DateTime<Utc> {
         Utc::now() + self.skew
     }
 
+    /// Sets [`ShopPoller::skew`] for a poll starting at `clock`, from the shop's fetch state.
+    fn set_skew(&mut self, clock: DateTime<Utc>) {
+        self.skew = self.state.as_ref().and_then(|s| s.behind(clock)).unwrap_or_default();
+        if self.skew > chrono::Duration::zero() {
+            let behind_s = self.skew.num_seconds();
+            tracing::warn!(shop = %self.shop.id, behind_s, "clock behind the shop's fetch state: this poll's times moved up");
+        }
+    }
+
+    /// Publishes only while `fence` holds (the shop's lease).
     pub fn with_fence(mut self, fence: Fence) -> Self {
         self.fence = Some(fence);
         self
@@ -156,13 +165,8 @@ impl ShopPoller {
         now: DateTime<Utc>,
         cadence: &Cadence,
     ) -> Result<PollReport, PollError> {
-        let state = self.state(sink).await?;
-        let progress = state.progress();
-        self.skew = state.behind(now).unwrap_or_default();
-        if self.skew > chrono::Duration::zero() {
-            let behind_s = self.skew.num_seconds();
-            tracing::warn!(shop = %self.shop.id, behind_s, "clock behind the shop's fetch state: this poll's times moved up");
-        }
+        let progress = self.state(sink).await?.progress();
+        self.set_skew(now);
         let now = now + self.skew;
         let calls = plan::poll(now, &self.plan(), cadence, &progress);
         self.run(client, sink, &calls, now, cadence, true, &mut |_, _| {}).await
@@ -179,7 +183,8 @@ impl ShopPoller {
         cadence: &Cadence,
         progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<PollReport, PollError> {
-        self.skew = self.state(sink).await?.behind(Utc::now()).unwrap_or_default();
+        self.state(sink).await?;
+        self.set_skew(Utc::now());
         let calls = plan::backfill(&self.plan(), from, to);
         self.run(client, sink, &calls, self.now(), cadence, false, progress).await
     }
