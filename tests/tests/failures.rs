@@ -216,7 +216,16 @@ async fn a_deleted_consumer_and_a_deleted_stream_are_made_again() -> anyhow::Res
     // Once the normalizer has made QOO10_RAW again, a raw row is an order again.
     wait_for("QOO10_RAW made again", Duration::from_secs(30), || async { Ok(js.get_stream(&raw).await.is_ok()) })
         .await?;
-    js.publish(ns.raw("shop-x"), good_envelope(2).into()).await?.await?;
+    // nats-server may answer 503 "error opening msg block file" (10077) for a moment after a
+    // stream of the same name was deleted and made again; a fetcher polls again after such a failed
+    // publish, and this test publishes again until the server takes it.
+    wait_for("QOO10_RAW taking a publish", Duration::from_secs(30), || async {
+        Ok(match js.publish(ns.raw("shop-x"), good_envelope(2).into()).await {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        })
+    })
+    .await?;
     wait_for("an order after the stream was deleted", Duration::from_secs(30), || async { Ok(orders().await? == 2) })
         .await?;
     let log = std::fs::read_to_string(&normalizer.log)?;

@@ -317,14 +317,15 @@ async fn publish_poison(dep: &Deployment) -> anyhow::Result<()> {
     let ns = schemas::subjects::Namespace::new(&dep.prefix);
     let raw: serde_json::Value = serde_json::from_slice(&dep.stream_messages("QOO10_RAW").await?[0].payload)?;
     let order: serde_json::Value = serde_json::from_slice(&dep.stream_messages("ORDERS").await?[0].payload)?;
+    let shop = raw["shop"].as_str().unwrap_or("shop1").to_owned();
+    // Another shop than the subject's (the first raw message may be of either shop).
     let mut wrong_shop = raw.clone();
-    wrong_shop["shop"] = serde_json::json!("shop2");
+    wrong_shop["shop"] = serde_json::json!(if shop == "shop2" { "shop1" } else { "shop2" });
     let mut future_raw = raw.clone();
     future_raw["fetched_at"] = serde_json::json!("2099-01-01T00:00:00Z");
     let mut future_order = order.clone();
     future_order["source"]["fetched_at"] = serde_json::json!("2099-01-01T00:00:00Z");
     future_order["version"] = serde_json::json!(4_070_908_800_000_000u64);
-    let shop = raw["shop"].as_str().unwrap_or("shop1").to_owned();
     let js = dep.nats().await?;
     for (subject, payload) in [
         (ns.raw(&shop), serde_json::to_vec(&wrong_shop)?),
