@@ -162,22 +162,7 @@ impl QapiClient {
         shop_id: &str,
     ) -> Result<QapiResponse, CallError> {
         let backoff = runtime::retry::qapi(self.retry_budget);
-        let attempt = || async {
-            let waited = std::time::Instant::now();
-            shop_gate.pass(&self.global).await;
-            self.metrics.add(crate::metrics::RATE_LIMIT_WAIT, &[], waited.elapsed().as_secs_f64());
-            let result = self.attempt(method, key, params, secrets).await;
-            let outcome = match &result {
-                Ok(r) => r.code.to_string(),
-                Err(CallError::Transport { .. }) => "transport".into(),
-                Err(CallError::Timeout { .. }) => "timeout".into(),
-                Err(CallError::Http { status, .. }) => format!("http_{status}"),
-                Err(CallError::Response { source: ResponseError::Routing(_), .. }) => "routing".into(),
-                Err(CallError::Response { .. }) => "not_qapi".into(),
-            };
-            self.metrics.inc(crate::metrics::REQUESTS, &[("method", method), ("outcome", &outcome)]);
-            result
-        };
+        let attempt = || self.call_once(shop_gate, method, key, params, secrets);
         attempt
             .retry(backoff)
             .sleep(tokio::time::sleep)
@@ -187,6 +172,33 @@ impl QapiClient {
                 tracing::warn!(shop = shop_id, method, error = %e, retry_in_ms = delay.as_millis() as u64, "QAPI call failed; retrying");
             })
             .await
+    }
+
+    /// One attempt of [`QapiClient::call`], not retried: for a write, whose lost answer must
+    /// be read back before it is sent again. Waits for the shop's gate and the global limiter
+    /// like every call.
+    pub async fn call_once(
+        &self,
+        shop_gate: &ShopGate,
+        method: &str,
+        key: &Secret,
+        params: &[(&str, String)],
+        secrets: &[&Secret],
+    ) -> Result<QapiResponse, CallError> {
+        let waited = std::time::Instant::now();
+        shop_gate.pass(&self.global).await;
+        self.metrics.add(crate::metrics::RATE_LIMIT_WAIT, &[], waited.elapsed().as_secs_f64());
+        let result = self.attempt(method, key, params, secrets).await;
+        let outcome = match &result {
+            Ok(r) => r.code.to_string(),
+            Err(CallError::Transport { .. }) => "transport".into(),
+            Err(CallError::Timeout { .. }) => "timeout".into(),
+            Err(CallError::Http { status, .. }) => format!("http_{status}"),
+            Err(CallError::Response { source: ResponseError::Routing(_), .. }) => "routing".into(),
+            Err(CallError::Response { .. }) => "not_qapi".into(),
+        };
+        self.metrics.inc(crate::metrics::REQUESTS, &[("method", method), ("outcome", &outcome)]);
+        result
     }
 
     async fn attempt(

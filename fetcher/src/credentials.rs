@@ -93,7 +93,7 @@ pub fn expiring(shop: &str, expiry: NaiveDate, today: NaiveDate, now: DateTime<U
     )
 }
 
-fn shop_alert(
+pub(crate) fn shop_alert(
     kind: AlertKind,
     shop: &str,
     alert_id: String,

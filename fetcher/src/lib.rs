@@ -9,6 +9,7 @@
 //! - [`poll`]: one shop's poll, tying them together with JetStream.
 //! - [`schedule`]: when each shop is polled, and by which fetcher (leases).
 //! - [`check`]: `fetcher check`, a shop's credentials verified in plain words.
+//! - [`writeback`]: commands that change Qoo10 (発送予定日, tracking), each at most once.
 
 pub mod check;
 pub mod client;
@@ -18,3 +19,4 @@ pub mod plan;
 pub mod poll;
 pub mod schedule;
 pub mod state;
+pub mod writeback;

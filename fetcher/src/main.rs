@@ -9,11 +9,13 @@ use clap::{Parser, Subcommand};
 use fetcher::client::QapiClient;
 use fetcher::plan::{self, Cadence};
 use fetcher::poll::{ShopPoller, Sink};
-use fetcher::schedule::{Shared, follow_lease, lease_for_job, poll_logged, report_role, shop_lease};
+use fetcher::schedule::{Shared, apply_waiting, follow_lease, lease_for_job, poll_logged, report_role, shop_lease};
 use runtime::lease::Leases;
 use runtime::service::{Service, Threads};
 use schemas::config::{PipelineConfig, ShopConfig};
 use tokio::sync::Semaphore;
+
+mod apply;
 
 /// Polls Qoo10 orders and claims per shop and publishes every row to NATS JetStream (QOO10_RAW).
 #[derive(Debug, Parser)]
@@ -55,6 +57,9 @@ enum Command {
         #[arg(long)]
         to: NaiveDate,
     },
+    /// Send one write-back command to Qoo10 and print its result (the shop needs
+    /// `writeback = true`). Applied here, or by the fetcher that polls the shop.
+    Apply(apply::ApplyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,17 +71,18 @@ fn main() -> std::process::ExitCode {
         match args.command {
             Some(Command::Check { shop }) => fetcher::check::check(&config, &shop).await,
             Some(Command::Backfill { shop, from, to }) => backfill(&config, &shop, from, to).await,
+            Some(Command::Apply(a)) => apply::apply(&config, a).await,
             None => run(&config, args.once, args.shop.as_deref()).await,
         }
     })
 }
 
-fn find_shop<'a>(config: &'a PipelineConfig, id: &str) -> anyhow::Result<&'a ShopConfig> {
+pub(crate) fn find_shop<'a>(config: &'a PipelineConfig, id: &str) -> anyhow::Result<&'a ShopConfig> {
     config.shop(id).with_context(|| format!("{}: no shop with id {id:?} in [[shops]]", config.source))
 }
 
 /// How often and how far each family of calls goes (`[fetcher]`).
-fn cadence(config: &PipelineConfig) -> Cadence {
+pub(crate) fn cadence(config: &PipelineConfig) -> Cadence {
     let f = &config.fetcher;
     let d = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
     Cadence {
@@ -87,7 +93,7 @@ fn cadence(config: &PipelineConfig) -> Cadence {
     }
 }
 
-async fn connect(config: &PipelineConfig) -> anyhow::Result<(Service, Sink, Leases)> {
+pub(crate) async fn connect(config: &PipelineConfig) -> anyhow::Result<(Service, Sink, Leases)> {
     let service = Service::connect(config, "fetcher", Duration::from_secs(24 * 3600)).await?;
     let sink = Sink { js: service.js.clone(), ns: service.ns.clone() };
     let leases = Leases::start(service.js.clone(), service.ns.clone(), "fetcher").await?;
@@ -110,7 +116,8 @@ async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow:
     let metrics = service.metrics.clone();
     let client = Arc::new(QapiClient::new(&config.qoo10).context("HTTP client")?.with_metrics(metrics.clone()));
     let limit = Arc::new(Semaphore::new(config.fetcher.max_concurrent_shops));
-    let shared = Shared { client, sink, limit, metrics, cadence: cadence(config), leases: leases.clone() };
+    let nats = config.nats.clone();
+    let shared = Shared { client, sink, limit, metrics, cadence: cadence(config), leases: leases.clone(), nats };
     tracing::info!(shops = shops.len(), once, base_url = %config.qoo10.base_url, "fetcher started");
     let ids: Vec<String> = shops.iter().map(|s| s.id.clone()).collect();
     tokio::spawn(report_role(leases.clone(), ids.clone(), service.health.clone()));
@@ -131,6 +138,12 @@ async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow:
             }
             let result = {
                 let _permit = shared.limit.acquire().await;
+                // Commands first: the poll then shows what they changed.
+                match apply_waiting(&mut poller, &shared).await {
+                    Ok(n) if n > 0 => tracing::info!(shop = %id, commands = n, "commands handled"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(shop = %id, error = %e, "commands not handled"),
+                }
                 poll_logged(&mut poller, &shared).await
             };
             shared.leases.release(&shop_lease(&id)).await;

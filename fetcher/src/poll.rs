@@ -18,7 +18,7 @@ use schemas::Secret;
 use schemas::alert::Alert;
 use schemas::config::{ApiVersion, ShopConfig};
 use schemas::poll::{POLL_SCHEMA_VERSION, PollSummary};
-use schemas::qapi::{self, ResultObject, RowFacts, code};
+use schemas::qapi::{self, QapiResponse, ResultObject, RowFacts, code};
 use schemas::raw::{RAW_SCHEMA_VERSION, RawEnvelope, RawQuery, RowKind};
 use schemas::subjects::Namespace;
 use serde_json::value::RawValue;
@@ -127,7 +127,7 @@ impl ShopPoller {
     }
 
     /// Fails once the shop's lease is lost.
-    fn fenced(&self) -> Result<(), PollError> {
+    pub(crate) fn fenced(&self) -> Result<(), PollError> {
         match &self.fence {
             Some(f) => Ok(f.check()?),
             None => Ok(()),
@@ -435,14 +435,17 @@ impl ShopPoller {
         }
     }
 
-    /// One call that must succeed; an authorization failure renews the key once and retries.
-    pub async fn call_rows(
+    /// One call whose result codes are answers, not errors (a write, the single-order read):
+    /// a refused key is renewed once; `retry`: transient failures are retried (a read) or not
+    /// (a write, whose lost answer must be read back first). Counts the call in `calls`.
+    pub async fn call_answer(
         &mut self,
         client: &QapiClient,
         method: &str,
         params: &[(&str, String)],
-        report: &mut PollReport,
-    ) -> Result<(Vec<Box<RawValue>>, DateTime<Utc>), PollError> {
+        retry: bool,
+        calls: &mut u32,
+    ) -> Result<QapiResponse, PollError> {
         // The key is renewed at most once per call, after Qoo10 refused it.
         let mut renewed = false;
         loop {
@@ -451,30 +454,47 @@ impl ShopPoller {
             }
             let sak = self.sak.clone().expect("certified above");
             let secrets = [&sak, self.shop.api_key(), self.shop.password()];
-            report.calls += 1;
-            let response = client.call(&self.gate, method, &sak, params, &secrets, &self.shop.id).await?;
-            let fetched_at = self.now();
+            *calls += 1;
+            let response = if retry {
+                client.call(&self.gate, method, &sak, params, &secrets, &self.shop.id).await?
+            } else {
+                client.call_once(&self.gate, method, &sak, params, &secrets).await?
+            };
             if code::needs_new_key(response.code) && !renewed {
                 tracing::info!(shop = %self.shop.id, method, code = response.code, message = %response.message, "certification key refused; issuing a new one");
                 self.sak = None;
                 renewed = true;
                 continue;
             }
-            let (method, code, message) = (method.to_owned(), response.code, response.message);
+            let (method, code) = (method.to_owned(), response.code);
             if code::needs_new_key(code) {
-                return Err(PollError::Credentials { method, code, message });
+                return Err(PollError::Credentials { method, code, message: response.message });
             }
             if code::not_permitted(code) {
-                return Err(PollError::NotPermitted { method, code, message });
+                return Err(PollError::NotPermitted { method, code, message: response.message });
             }
-            if code != code::OK {
-                return Err(PollError::Qapi { method, code, message });
-            }
-            return match response.object {
-                ResultObject::Empty => Ok((Vec::new(), fetched_at)),
-                ResultObject::Rows(rows) => Ok((rows, fetched_at)),
-                ResultObject::Text(_) | ResultObject::Other(_) => Err(PollError::Shape { method }),
-            };
+            return Ok(response);
+        }
+    }
+
+    /// One call that must succeed; an authorization failure renews the key once and retries.
+    pub async fn call_rows(
+        &mut self,
+        client: &QapiClient,
+        method: &str,
+        params: &[(&str, String)],
+        report: &mut PollReport,
+    ) -> Result<(Vec<Box<RawValue>>, DateTime<Utc>), PollError> {
+        let response = self.call_answer(client, method, params, true, &mut report.calls).await?;
+        let fetched_at = self.now();
+        if response.code != code::OK {
+            let (method, code, message) = (method.to_owned(), response.code, response.message);
+            return Err(PollError::Qapi { method, code, message });
+        }
+        match response.object {
+            ResultObject::Empty => Ok((Vec::new(), fetched_at)),
+            ResultObject::Rows(rows) => Ok((rows, fetched_at)),
+            ResultObject::Text(_) | ResultObject::Other(_) => Err(PollError::Shape { method: method.to_owned() }),
         }
     }
 
@@ -587,7 +607,7 @@ fn closing_summary(shop: &str, poll_id: &str, report: &PollReport, fetched_at: D
     }
 }
 
-async fn publish_alert(sink: &Sink, alert: &Alert) -> Result<(), PollError> {
+pub(crate) async fn publish_alert(sink: &Sink, alert: &Alert) -> Result<(), PollError> {
     for acked in runtime::nats::publish_all(&sink.js, [runtime::nats::alert_message(&sink.ns, alert)]).await {
         acked.map_err(|e| PollError::Publish(e.to_string()))?;
     }

@@ -27,6 +27,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub cadence: Cadence,
     pub leases: Leases,
+    /// For the shops' command consumers.
+    pub nats: schemas::config::NatsConfig,
 }
 
 /// The lease of a shop: one fetcher polls it at a time, however many list it.
@@ -51,6 +53,23 @@ pub async fn lease_for_job(leases: &Leases, shop: &str) -> anyhow::Result<()> {
         Err(_) => {
             let holder = leases.holder(&name).map(|h| h.to_string()).unwrap_or_else(|| "another fetcher".into());
             bail!("shop {shop} is being polled by {holder}; stop it, or let it poll the shop")
+        }
+    }
+}
+
+/// Applies every command waiting for the shop (`--once`, `apply`); returns how many.
+pub async fn apply_waiting(poller: &mut ShopPoller, shared: &Shared) -> Result<usize, PollError> {
+    let mut commands = crate::writeback::consumer(&shared.sink.js, &shared.nats, &poller.shop.id).await?;
+    // Most shops have no command waiting: one request says so, instead of a fetch that waits.
+    if runtime::nats::consumer_idle(commands.consumer()).await.unwrap_or(false) {
+        return Ok(0);
+    }
+    let mut total = 0;
+    loop {
+        let wait = Duration::from_millis(300);
+        match crate::writeback::apply_pending(poller, &shared.client, &shared.sink, &mut commands, wait).await? {
+            0 => return Ok(total),
+            n => total += n,
         }
     }
 }
@@ -110,7 +129,14 @@ async fn schedule(poller: &mut ShopPoller, shared: &Shared, lease: &str) {
     if !due_in.is_zero() {
         tracing::info!(shop = %poller.shop.id, wait_s = due_in.as_secs(), "resuming: last poll is recent");
     }
-    if !sleep_holding(&shared.leases, lease, due_in).await {
+    let mut commands = match crate::writeback::consumer(&shared.sink.js, &shared.nats, &poller.shop.id).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(shop = %poller.shop.id, error = %e, "command consumer not opened; polling only");
+            None
+        }
+    };
+    if !wait_holding(poller, shared, lease, commands.as_mut(), due_in).await {
         return;
     }
     let mut refused = 0u32;
@@ -130,11 +156,42 @@ async fn schedule(poller: &mut ShopPoller, shared: &Shared, lease: &str) {
                 jittered(interval, &poller.shop.id)
             }
         };
-        if !sleep_holding(&shared.leases, lease, wait).await {
+        if !wait_holding(poller, shared, lease, commands.as_mut(), wait).await {
             return;
         }
     }
 }
+
+/// Waits `d` while the lease holds, applying the shop's commands as they arrive; false as soon
+/// as the lease is lost.
+async fn wait_holding(
+    poller: &mut ShopPoller,
+    shared: &Shared,
+    lease: &str,
+    commands: Option<&mut runtime::durable::Durable>,
+    d: Duration,
+) -> bool {
+    let Some(commands) = commands else { return sleep_holding(&shared.leases, lease, d).await };
+    let end = tokio::time::Instant::now() + d;
+    loop {
+        let now = tokio::time::Instant::now();
+        if !shared.leases.holds(lease) {
+            return false;
+        }
+        if now >= end {
+            return true;
+        }
+        let wait = (end - now).min(COMMAND_WAIT);
+        let applied = crate::writeback::apply_pending(poller, &shared.client, &shared.sink, commands, wait).await;
+        if let Err(PollError::Lost(_)) = applied {
+            return false;
+        }
+    }
+}
+
+/// How long one wait for commands lasts: a command waits at most this long for a fetcher that
+/// is between polls, and thousands of shops make few requests to NATS.
+const COMMAND_WAIT: Duration = Duration::from_secs(10);
 
 /// Sleeps `d`; false as soon as the lease is lost.
 async fn sleep_holding(leases: &Leases, lease: &str, d: Duration) -> bool {

@@ -368,6 +368,7 @@ impl Leases {
                 if newer {
                     if view.claims.get(name).is_some_and(|c| c.holder.instance == self.inner.me.instance)
                         && holder.instance != self.inner.me.instance
+                        && !holder.instance.is_empty()
                     {
                         tracing::warn!(lease = name, holder = %holder, "lease taken by another instance");
                     }

@@ -80,7 +80,7 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result
         let name = ns.stream(stream);
         let config = stream::Config {
             name: name.clone(),
-            subjects: vec![ns.stream_subjects(stream)],
+            subjects: ns.stream_subject_list(stream),
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             num_replicas: cfg.stream_replicas,

@@ -167,6 +167,20 @@ pub fn v3_row(o: &Order, seller: &str, siblings: &[u64]) -> Value {
 }
 
 /// A `GetClaimInfo_V3` row (claim codes arrive as strings).
+/// A `GetShippingAndClaimInfoByOrderNo_V2` row: shipping and claim fields flattened into one,
+/// with the single-order API's own casing (`deliveryCompany`, `trackingNo`, `shippingDate`)
+/// and fewer fields (no addresses, no settlement).
+pub fn single_order_row(o: &Order) -> Value {
+    let mut row = claim_row(o);
+    let m = row.as_object_mut().expect("an object");
+    m.insert("shippingStatus".into(), json!(schemas::status::shipping_label(o.status)));
+    m.insert("EstShippingDate".into(), date_v2(o.est_ship_date));
+    for k in ["receiver", "receiverTel", "receiverMobile", "buyerTel", "buyerMobile"] {
+        m.remove(k);
+    }
+    row
+}
+
 pub fn claim_row(o: &Order) -> Value {
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {

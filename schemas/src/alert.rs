@@ -25,10 +25,12 @@ pub enum AlertKind {
     Qoo10CorrectionRequired,
     CredentialsInvalid,
     CredentialsExpiring,
+    /// A write-back command could not be applied (raised by the fetcher).
+    CommandRejected,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 11] = [
+    pub const ALL: [AlertKind; 12] = [
         AlertKind::ShipDateMissing,
         AlertKind::SkippedNewStatus,
         AlertKind::QuantityChanged,
@@ -40,6 +42,7 @@ impl AlertKind {
         AlertKind::Qoo10CorrectionRequired,
         AlertKind::CredentialsInvalid,
         AlertKind::CredentialsExpiring,
+        AlertKind::CommandRejected,
     ];
 
     /// The name on the wire, in subjects and in ClickHouse.
@@ -56,6 +59,7 @@ impl AlertKind {
             AlertKind::Qoo10CorrectionRequired => "qoo10_correction_required",
             AlertKind::CredentialsInvalid => "credentials_invalid",
             AlertKind::CredentialsExpiring => "credentials_expiring",
+            AlertKind::CommandRejected => "command_rejected",
         }
     }
 
@@ -65,7 +69,7 @@ impl AlertKind {
 
     /// Raised by the fetcher about a shop (the sink records them from `ALERTS`).
     pub fn from_fetcher(self) -> bool {
-        matches!(self, AlertKind::CredentialsInvalid | AlertKind::CredentialsExpiring)
+        matches!(self, AlertKind::CredentialsInvalid | AlertKind::CredentialsExpiring | AlertKind::CommandRejected)
     }
 }
 

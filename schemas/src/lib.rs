@@ -8,6 +8,7 @@
 
 pub mod alert;
 pub mod calendar;
+pub mod command;
 pub mod config;
 pub mod dlq;
 pub mod edit;

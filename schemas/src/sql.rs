@@ -175,6 +175,23 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "first_import" "UInt8",
         "new_in_known_cart" "UInt8",
     ],
+}, Migration {
+    version: 5,
+    name: "commands (write-back results)",
+    statements: &["CREATE TABLE IF NOT EXISTS commands (
+            command_id String,
+            shop_id String,
+            order_no UInt64,
+            action String,
+            state String,
+            qoo10_result_code Nullable(Int64),
+            reason String,
+            reason_ja String,
+            requested_at DateTime('UTC'),
+            updated_at DateTime('UTC'),
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version) ORDER BY (shop_id, command_id)"],
+    added_columns: &[],
 }];
 
 /// The table that records applied migrations.

@@ -26,10 +26,13 @@ pub enum Stream {
     FetchState,
     /// `leases.>`: which instance of a service works (`runtime::lease`), one message per subject.
     Leases,
+    /// `qoo10.commands.<shop>` (input: changes to make on Qoo10) and
+    /// `qoo10.command_results.<shop>` (what became of them).
+    Commands,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 8] = [
+    pub const ALL: [Stream; 9] = [
         Stream::Raw,
         Stream::Orders,
         Stream::Alerts,
@@ -38,6 +41,7 @@ impl Stream {
         Stream::FetchState,
         Stream::Polls,
         Stream::Leases,
+        Stream::Commands,
     ];
 
     /// The contract's stream name (before a deployment's prefix).
@@ -51,6 +55,7 @@ impl Stream {
             Stream::Polls => "QOO10_POLLS",
             Stream::FetchState => "QOO10_FETCH_STATE",
             Stream::Leases => "LEASES",
+            Stream::Commands => "QOO10_COMMANDS",
         }
     }
 
@@ -65,6 +70,7 @@ impl Stream {
             Stream::Polls => "qoo10.polls.>",
             Stream::FetchState => "qoo10.state.>",
             Stream::Leases => "leases.>",
+            Stream::Commands => "qoo10.commands.>",
         }
     }
 
@@ -74,7 +80,7 @@ impl Stream {
         match self {
             Stream::Raw | Stream::Polls => days(14),
             Stream::Orders => days(30),
-            Stream::Alerts | Stream::OmsEdits | Stream::Dlq => days(90),
+            Stream::Alerts | Stream::OmsEdits | Stream::Dlq | Stream::Commands => days(90),
             Stream::FetchState => std::time::Duration::ZERO,
             // Held claims are written again every hour; a dead instance's heartbeat goes.
             Stream::Leases => days(7),
@@ -87,6 +93,17 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Every subject pattern the stream captures: [`Stream::pattern`], and for
+    /// [`Stream::Commands`] the results beside the commands.
+    pub fn patterns(self) -> Vec<&'static str> {
+        match self {
+            Stream::Commands => vec![self.pattern(), "qoo10.command_results.>"],
+            _ => vec![self.pattern()],
+        }
+    }
+}
+
 /// Durable consumer names.
 pub const CONSUMER_NORMALIZER: &str = "normalizer";
 pub const CONSUMER_SINK: &str = "sink";
@@ -96,6 +113,8 @@ pub const CONSUMER_SINK: &str = "sink";
 pub enum Stage {
     Normalizer,
     Sink,
+    /// Commands the fetcher could not read (`dlq.fetcher.<shop>`).
+    Fetcher,
 }
 
 impl Stage {
@@ -103,11 +122,12 @@ impl Stage {
         match self {
             Stage::Normalizer => "normalizer",
             Stage::Sink => "sink",
+            Stage::Fetcher => "fetcher",
         }
     }
 
     pub fn parse(text: &str) -> Option<Stage> {
-        [Stage::Normalizer, Stage::Sink].into_iter().find(|s| s.as_str() == text)
+        [Stage::Normalizer, Stage::Sink, Stage::Fetcher].into_iter().find(|s| s.as_str() == text)
     }
 }
 
@@ -162,14 +182,30 @@ impl Namespace {
     pub fn fetch_state(&self, shop: &str) -> String {
         self.subject(&format!("qoo10.state.{shop}"))
     }
+    pub fn commands(&self, shop: &str) -> String {
+        self.subject(&format!("qoo10.commands.{shop}"))
+    }
+    pub fn command_results(&self, shop: &str) -> String {
+        self.subject(&format!("qoo10.command_results.{shop}"))
+    }
+    /// Where the fetcher keeps what it did with one command (`token`: a digest of its id), in
+    /// the fetch-state stream (one message per subject, kept until replaced).
+    pub fn command_record(&self, shop: &str, token: &str) -> String {
+        self.subject(&format!("qoo10.state.{shop}.command.{token}"))
+    }
     /// `leases.<rest>` (`runtime::lease`).
     pub fn leases(&self, rest: &str) -> String {
         self.subject(&format!("leases.{rest}"))
     }
 
-    /// The wildcard subject a stream captures.
+    /// The wildcard subject a stream captures (the first, for a stream of several).
     pub fn stream_subjects(&self, stream: Stream) -> String {
         self.subject(stream.pattern())
+    }
+
+    /// Every wildcard subject a stream captures.
+    pub fn stream_subject_list(&self, stream: Stream) -> Vec<String> {
+        stream.patterns().into_iter().map(|p| self.subject(p)).collect()
     }
 
     /// The shop id is the last token of every subject we publish on.

@@ -138,7 +138,11 @@ fn ship_date_missing(row: &OrderRow, ctx: &Context, t: &Thresholds) -> Verdict {
         format!(
             "注文 {no} の発送予定日が未設定です。QSMで発送予定日を設定してください（QAPIでも設定できます：ショップでwrite-backを有効にするとパイプラインが設定します）。"
         ),
-        json!({"field": "estimated_ship_date", "qoo10_status": row.qoo10_status}),
+        json!({"field": "estimated_ship_date", "qoo10_status": row.qoo10_status, "command": {
+            // What write-back would send (ship_date: 発送可能日 when it is ahead, else to fill in).
+            "action": "set_ship_date", "order_no": no,
+            "ship_date": date(row.available_ship_date).filter(|d| *d > ctx.today_jst).map(|d| d.to_string()),
+        }}),
     )
 }
 

@@ -32,7 +32,7 @@ pub async fn retention(config: &PipelineConfig, days: u32, dry_run: bool) -> any
 /// `sink replay-dlq`: lists dead letters of a stage and, unless `dry_run`, sends each back to
 /// the subject it came from (payload and original headers as they were) and removes it.
 pub async fn replay_dlq(config: &PipelineConfig, stage: &str, shop: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
-    let Some(stage) = Stage::parse(stage) else { anyhow::bail!("--stage must be `normalizer` or `sink`") };
+    let Some(stage) = Stage::parse(stage) else { anyhow::bail!("--stage must be `normalizer`, `sink` or `fetcher`") };
     let ns = Namespace::from_config(&config.nats);
     let (_client, js) = runtime::nats::connect_jetstream(&config.nats, "sink-replay-dlq").await?;
     let mut stream = js.get_stream(ns.stream(Stream::Dlq)).await?;

@@ -34,6 +34,23 @@ pub fn target(edit: &OmsEdit) -> (Option<u64>, Option<u64>) {
     }
 }
 
+/// The write-back command that applies an edit on Qoo10, for the edits QAPI can apply
+/// (発送予定日); its id is the edit's.
+pub fn as_command(edit: &OmsEdit) -> Option<schemas::command::Command> {
+    let Change::SetShipDate { order_no, ship_date } = &edit.change else { return None };
+    Some(schemas::command::Command {
+        schema_version: schemas::command::COMMAND_SCHEMA_VERSION,
+        command_id: edit.edit_id.clone(),
+        shop_id: edit.shop_id.clone(),
+        action: schemas::command::Action::SetShipDate {
+            order_no: *order_no,
+            ship_date: *ship_date,
+            delay_type: 1,
+            memo: String::new(),
+        },
+    })
+}
+
 /// The change alert that a satisfied edit makes redundant (the seller did what the OMS said).
 pub fn predicted_kind(edit: &OmsEdit) -> AlertKind {
     match edit.change {
@@ -95,6 +112,10 @@ pub fn correction(edit: &OmsEdit, current: Option<&OrderRow>) -> Draft {
     let mut details = details;
     details["edit_id"] = json!(edit.edit_id);
     details["edit_key"] = json!(edit.key());
+    if let Some(cmd) = as_command(edit) {
+        // What write-back would send to fix it (the alert center can offer it).
+        details["command"] = json!(cmd);
+    }
     Draft { kind: AlertKind::Qoo10CorrectionRequired, severity: Severity::Warning, message, message_ja, details }
 }
 

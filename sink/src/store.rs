@@ -104,6 +104,42 @@ pub struct ExpectationRow {
     pub version: u64,
 }
 
+/// A row of `commands`: the latest result of a write-back command.
+#[derive(Debug, Clone, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct CommandRow {
+    pub command_id: String,
+    pub shop_id: String,
+    pub order_no: u64,
+    pub action: String,
+    pub state: String,
+    pub qoo10_result_code: Option<i64>,
+    pub reason: String,
+    pub reason_ja: String,
+    pub requested_at: u32,
+    pub updated_at: u32,
+    /// The result's time (µs): a later result of the same command replaces an earlier one.
+    pub version: u64,
+}
+
+impl CommandRow {
+    pub fn from_result(r: &schemas::command::CommandResult) -> CommandRow {
+        let secs = |t: chrono::DateTime<chrono::Utc>| u32::try_from(t.timestamp()).unwrap_or(0);
+        CommandRow {
+            command_id: r.command_id.clone(),
+            shop_id: r.shop_id.clone(),
+            order_no: r.order_no,
+            action: r.action.clone(),
+            state: r.state.as_str().into(),
+            qoo10_result_code: r.qoo10_result_code,
+            reason: r.reason.clone(),
+            reason_ja: r.reason_ja.clone(),
+            requested_at: secs(r.requested_at),
+            updated_at: secs(r.at),
+            version: u64::try_from(r.at.timestamp_micros()).unwrap_or(0),
+        }
+    }
+}
+
 /// One line of a cart, as [`Store::pack_lines`] reads it.
 #[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
 pub struct PackLine {
@@ -459,6 +495,10 @@ impl Store {
 
     pub async fn write_expectations(&self, rows: &[ExpectationRow]) -> Result<(), StoreError> {
         self.insert_all("oms_expectations", rows).await
+    }
+
+    pub async fn write_commands(&self, rows: &[CommandRow]) -> Result<(), StoreError> {
+        self.insert_all("commands", rows).await
     }
 
     /// Expectations not yet met by Qoo10's data.

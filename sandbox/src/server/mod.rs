@@ -17,6 +17,9 @@ mod control;
 mod qapi;
 #[cfg(test)]
 mod tests;
+mod writes;
+
+pub use writes::MAX_SHIP_DATE_DAYS;
 
 #[derive(Debug, Default)]
 pub struct World {
@@ -94,6 +97,8 @@ pub struct RequestLog {
     pub shop: Option<String>,
     /// QAPI result code answered (0 = success); `null` for routing errors and faults.
     pub code: Option<i64>,
+    /// The call changed an order (a write that was applied; for a Bulk call, at least one row).
+    pub changed: bool,
     /// The request exceeded the sandbox's rate limit (answered 429).
     pub violation: bool,
     /// The fault injected into this answer, if any.

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Value, json};
 
-use super::{Fault, RequestLog, SharedWorld, World};
+use super::{Fault, RequestLog, SharedWorld, World, writes};
 use crate::model::Order;
 use crate::render;
 
@@ -17,26 +17,29 @@ const KEY_VALIDITY_DAYS: i64 = 365;
 
 pub(super) struct Answer {
     pub(super) body: String,
-    code: Option<i64>,
+    pub(super) code: Option<i64>,
+    /// The call changed an order (a write that succeeded, for at least one row).
+    pub(super) changed: bool,
 }
 
-fn envelope(code: i64, msg: &str, object: Value) -> Answer {
-    Answer { body: json!({"ResultCode": code, "ResultMsg": msg, "ResultObject": object}).to_string(), code: Some(code) }
+pub(super) fn envelope(code: i64, msg: &str, object: Value) -> Answer {
+    let body = json!({"ResultCode": code, "ResultMsg": msg, "ResultObject": object}).to_string();
+    Answer { body, code: Some(code), changed: false }
 }
 
 fn gateway_error(code: i64, msg: &str) -> Answer {
-    Answer { body: json!({"ErrorCode": code, "ErrorMsg": msg}).to_string(), code: Some(code) }
+    Answer { body: json!({"ErrorCode": code, "ErrorMsg": msg}).to_string(), code: Some(code), changed: false }
 }
 
 fn plain(text: String) -> Answer {
-    Answer { body: text, code: None }
+    Answer { body: text, code: None, changed: false }
 }
 
 /// Request parameters from the query string and a form body, looked up without case.
 pub(super) struct Params(pub(super) Vec<(String, String)>);
 
 impl Params {
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
@@ -74,7 +77,7 @@ pub(super) async fn qapi(State(world): State<SharedWorld>, uri: Uri, headers: He
         let violation = w.over_limit(caller.as_deref(), arrived.timestamp_millis());
         let fault = if violation { None } else { w.take_fault(caller.as_deref(), &method) };
         let (answer, shop) = match (&fault, violation) {
-            (_, true) => (Answer { body: "Too Many Requests".into(), code: None }, caller.clone()),
+            (_, true) => (plain("Too Many Requests".into()), caller.clone()),
             (Some(f), _) if f.kind == "expire_key" => {
                 // The caller's certification key expires now: this and later calls with it get -90004.
                 if let Some(k) = w.keys.get_mut(&key) {
@@ -82,7 +85,11 @@ pub(super) async fn qapi(State(world): State<SharedWorld>, uri: Uri, headers: He
                 }
                 (envelope(-90004, "Seller authorization key is expired. Use a new key.", Value::Null), caller.clone())
             }
-            (Some(f), _) if f.kind != "latency" => (Answer { body: String::new(), code: None }, caller.clone()),
+            // A write that times out has made its change first: the answer is what is lost.
+            (Some(f), _) if f.kind == "timeout" && writes::is_write(&method.to_ascii_lowercase()) => {
+                dispatch(&mut w, &method, &key, &params, now)
+            }
+            (Some(f), _) if f.kind != "latency" => (plain(String::new()), caller.clone()),
             _ => dispatch(&mut w, &method, &key, &params, now),
         };
         if violation {
@@ -93,6 +100,7 @@ pub(super) async fn qapi(State(world): State<SharedWorld>, uri: Uri, headers: He
             method: method.clone(),
             shop,
             code: answer.code,
+            changed: answer.changed,
             violation,
             fault: fault.as_ref().map(|f| f.kind.clone()),
         });
@@ -187,9 +195,11 @@ pub(super) fn dispatch(
     match class.to_ascii_lowercase().as_str() {
         "certificationapi" if lname == "createcertificationkey" => create_key(w, key, p, now),
         "certificationapi" => (plain(format!("Can't find method Info {name}")), None),
-        "shippingbasic" => {
-            let known = ["getshippinginfo_v2", "getshippinginfo_v3", "getclaiminfo_v3"];
-            if !known.contains(&lname.as_str()) {
+        "shippingbasic" | "claim" => {
+            const READS: [&str; 4] =
+                ["getshippinginfo_v2", "getshippinginfo_v3", "getclaiminfo_v3", "getshippingandclaiminfobyorderno_v2"];
+            let known = READS.contains(&lname.as_str()) || writes::is_write(&method.to_ascii_lowercase());
+            if !known || (class.eq_ignore_ascii_case("claim") != (lname == "setcancelprocess")) {
                 return (plain(format!("Can't find method Info {name}")), None);
             }
             let shop = match authorize(w, key, now) {
@@ -204,14 +214,23 @@ pub(super) fn dispatch(
             if denied {
                 return (envelope(-90003, "You are not authorized for this.", Value::Null), Some(shop));
             }
-            let answer = match lname.as_str() {
-                "getshippinginfo_v2" => shipping_info(w, &shop, p, now, false),
-                "getshippinginfo_v3" => shipping_info(w, &shop, p, now, true),
-                _ => claim_info(w, &shop, p, now),
-            };
-            (answer, Some(shop))
+            (method_answer(w, &shop, &lname, p, now), Some(shop))
         }
         _ => (plain(format!("Can't find service Name {class}")), None),
+    }
+}
+
+fn method_answer(w: &mut World, shop: &str, lname: &str, p: &Params, now: DateTime<Utc>) -> Answer {
+    match lname {
+        "getshippinginfo_v2" => shipping_info(w, shop, p, now, false),
+        "getshippinginfo_v3" => shipping_info(w, shop, p, now, true),
+        "getclaiminfo_v3" => claim_info(w, shop, p, now),
+        "getshippingandclaiminfobyorderno_v2" => writes::by_order_no(w, shop, p),
+        "setsellercheckyn_v2" => writes::set_seller_check(w, shop, p),
+        "setsellercheckynbulk" => writes::set_seller_check_bulk(w, shop, p),
+        "setsendinginfo" => writes::set_sending_info(w, shop, p),
+        "setsendinginfobulk" => writes::set_sending_info_bulk(w, shop, p),
+        _ => writes::set_cancel_process(w, shop, p),
     }
 }
 

@@ -323,6 +323,8 @@ pub struct ShopFile {
     pub claims: bool,
     #[serde(default)]
     pub api_key_issued_on: Option<chrono::NaiveDate>,
+    #[serde(default)]
+    pub writeback: bool,
 }
 
 secret_fields!(ShopFile { api_key, api_key_env, api_key_file; password, password_env, password_file });
@@ -380,6 +382,7 @@ impl ShopFile {
             interval: self.interval,
             claims: self.claims,
             api_key_issued_on: self.api_key_issued_on,
+            writeback: self.writeback,
         })
     }
 }

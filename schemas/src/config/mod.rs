@@ -249,6 +249,9 @@ pub struct ShopConfig {
     /// it turns one year old. Without it, the first successful certification counts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_issued_on: Option<chrono::NaiveDate>,
+    /// The fetcher may change this shop's orders on Qoo10 (`qoo10.commands.<shop>`; see
+    /// docs/writeback.md). Off by default: it changes a seller's real orders.
+    pub writeback: bool,
 }
 
 impl ShopConfig {

@@ -53,6 +53,8 @@ pub struct Consumers {
     /// one arrives.
     polls: Durable,
     edits: Durable,
+    /// Write-back results (`qoo10.command_results.>`), into `commands`.
+    results: Durable,
     /// Alerts other services raise, one consumer per kind.
     external: Vec<Durable>,
 }
@@ -82,6 +84,8 @@ pub struct Consumer {
     /// When the held poll summaries were last told "in progress".
     polls_progress: Instant,
     stats: Stats,
+    /// Shops with `writeback = true`: their OMS edits of 発送予定日 become commands.
+    writeback: std::collections::HashSet<String>,
 }
 
 /// The durable consumer of each alert kind raised by another service.
@@ -113,6 +117,8 @@ impl Consumer {
         }
         let polls = Durable::open(js, nats, Stream::Polls, "sink-polls", None, 10 * minute).await?;
         let edits = Durable::open(js, nats, Stream::OmsEdits, "sink-edits", None, minute).await?;
+        let filter = Some(ns.command_results("*"));
+        let results = Durable::open(js, nats, Stream::Commands, "sink-command-results", filter, minute).await?;
         let Some(engine) = load_engine(config, &store).await? else { return Ok(None) };
         tracing::info!(database = %config.clickhouse.database, open_alerts = engine.open_alerts().len(), "sink started");
         let metrics = service.metrics.clone();
@@ -129,8 +135,9 @@ impl Consumer {
             isolate_until: None,
             polls_progress: Instant::now(),
             stats: Stats::default(),
+            writeback: config.shops.iter().filter(|s| s.writeback).map(|s| s.id.clone()).collect(),
         };
-        Ok(Some((consumer, Consumers { orders, polls, edits, external })))
+        Ok(Some((consumer, Consumers { orders, polls, edits, results, external })))
     }
 
     /// Works until stopped, or (`until_idle`) until nothing is pending and all is durable.
@@ -218,6 +225,7 @@ impl Consumer {
         }
         taken += self.record_polls(&mut c.polls).await?;
         taken += self.record_edits(&mut c.edits).await?;
+        taken += self.record_results(&mut c.results).await?;
         Ok(taken)
     }
 
@@ -249,7 +257,7 @@ impl Consumer {
 }
 
 async fn all_idle(c: &mut Consumers) -> anyhow::Result<bool> {
-    for consumer in c.external.iter_mut().chain([&mut c.edits, &mut c.orders]) {
+    for consumer in c.external.iter_mut().chain([&mut c.edits, &mut c.results, &mut c.orders]) {
         if !consumer_idle(consumer.consumer()).await? {
             return Ok(false);
         }

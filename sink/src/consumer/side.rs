@@ -138,9 +138,29 @@ impl Consumer {
             let version = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
             let delta = self.commit(self.engine.evaluate_edit(&edit, &rows, version, Utc::now()), &held).await?;
             self.engine.apply(delta);
+            if let Some(cmd) = edits::as_command(&edit).filter(|_| self.writeback.contains(&shop)) {
+                self.send_command(&cmd, &held).await?;
+            }
             runtime::nats::ack(msg).await;
         }
         Ok(batch.len())
+    }
+
+    /// A write-back command for the fetcher (an OMS edit it can apply), sent once per id.
+    async fn send_command(&self, cmd: &schemas::command::Command, held: &[&jetstream::Message]) -> anyhow::Result<()> {
+        let out = runtime::nats::Outgoing::json_with_id(
+            self.ns.commands(&cmd.shop_id),
+            &format!("command:{}", cmd.command_id),
+            cmd,
+            512,
+        );
+        let publish = || async {
+            let acked = runtime::nats::publish_all(&self.js, [out.clone()]).await;
+            acked.into_iter().next().expect("one message").map(|_| ()).map_err(async_nats::Error::from)
+        };
+        self.guard.run("send command", held, publish).await?;
+        tracing::info!(shop = %cmd.shop_id, command_id = %cmd.command_id, "OMS edit sent to the fetcher as a write-back command");
+        Ok(())
     }
 
     /// Qoo10's latest data for what an edit is about: its line, or its cart's lines.
@@ -160,26 +180,51 @@ impl Consumer {
         })
     }
 
+    /// Stores write-back results (the fetcher publishes one per state a command reaches);
+    /// returns how many arrived.
+    pub(super) async fn record_results(&mut self, consumer: &mut Durable) -> anyhow::Result<usize> {
+        let batch = consumer.fetch(100, Duration::from_millis(50)).await;
+        let (results, good) = self.readable::<schemas::command::CommandResult>(&batch, "a command result").await;
+        let rows: Vec<_> = results.iter().map(crate::store::CommandRow::from_result).collect();
+        self.guard.run("insert commands", &good, || self.store.write_commands(&rows)).await?;
+        for msg in good {
+            runtime::nats::ack(msg).await;
+        }
+        Ok(batch.len())
+    }
+
     /// Stores alerts other services published; returns how many arrived.
     pub(super) async fn record_external(&mut self, consumer: &mut Durable) -> anyhow::Result<usize> {
         let batch = consumer.fetch(100, Duration::from_millis(50)).await;
-        let (mut rows, mut good) = (Vec::with_capacity(batch.len()), Vec::with_capacity(batch.len()));
-        for msg in &batch {
-            match serde_json::from_slice::<Alert>(&msg.payload) {
-                Ok(a) => {
-                    rows.push(AlertRow::from_alert(a));
-                    good.push(msg);
-                }
-                Err(e) => {
-                    let reason = Reason::Unreadable { what: "an alert", detail: e.to_string() };
-                    self.dead_letters(&[(msg, Namespace::shop_of(&msg.subject), &reason)]).await;
-                }
-            }
-        }
+        let (alerts, good) = self.readable::<Alert>(&batch, "an alert").await;
+        let rows: Vec<AlertRow> = alerts.into_iter().map(AlertRow::from_alert).collect();
         self.guard.run("insert alerts", &good, || self.store.write_alerts(&rows)).await?;
         for msg in good {
             runtime::nats::ack(msg).await;
         }
         Ok(batch.len())
+    }
+
+    /// The messages of `batch` that parse as `T`, with the messages they came from; the others
+    /// are dead-lettered as unreadable (`what` names what they should have been).
+    async fn readable<'m, T: serde::de::DeserializeOwned>(
+        &mut self,
+        batch: &'m [jetstream::Message],
+        what: &'static str,
+    ) -> (Vec<T>, Vec<&'m jetstream::Message>) {
+        let (mut parsed, mut good) = (Vec::with_capacity(batch.len()), Vec::with_capacity(batch.len()));
+        for msg in batch {
+            match serde_json::from_slice::<T>(&msg.payload) {
+                Ok(v) => {
+                    parsed.push(v);
+                    good.push(msg);
+                }
+                Err(e) => {
+                    let reason = Reason::Unreadable { what, detail: e.to_string() };
+                    self.dead_letters(&[(msg, Namespace::shop_of(&msg.subject), &reason)]).await;
+                }
+            }
+        }
+        (parsed, good)
     }
 }
