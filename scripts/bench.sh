@@ -9,5 +9,5 @@ ensure_rust
 if [ -z "${NATS_URL:-}" ] || [ -z "${CLICKHOUSE_URL:-}" ]; then
   ./scripts/services.sh start >&2
 fi
-cargo build --release --locked --bins >&2
+cargo build --release --locked --bins --workspace --exclude e2e >&2
 exec "$ROOT/target/release/pipeline-bench" "$@"

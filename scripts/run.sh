@@ -13,14 +13,22 @@ ONCE=0
 
 ensure_rust
 ./scripts/services.sh start
-say "building (release)…"
-cargo build --release --bins --locked
-BIN="$ROOT/target/release"
+# RUN_BIN_DIR: use binaries built already (tests/tests/operations.rs times Ctrl-C with the
+# tests' debug build; a build here would wait on the running `cargo test`'s lock).
+if [ -n "${RUN_BIN_DIR:-}" ]; then
+  BIN="$RUN_BIN_DIR"
+else
+  say "building (release)…"
+  cargo build --release --bins --locked
+  BIN="$ROOT/target/release"
+fi
 mkdir -p "$LOCAL/logs"
 
 PIDS=()
+# Every background job goes, the summary loop's `sleep` included (else `wait` waits for it);
+# the services stop gracefully on SIGTERM within seconds.
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}" $(jobs -p); do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup EXIT

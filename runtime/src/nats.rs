@@ -73,7 +73,7 @@ pub async fn connect_jetstream(
 }
 
 /// Creates the contract's streams when missing (file storage, limits retention, each stream's
-/// own retention: [`Stream::max_age`]).
+/// retention from `[nats.retention]`, changed on an existing stream when it differs).
 pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result<(), NatsError> {
     let ns = Namespace::from_config(cfg);
     for stream in Stream::ALL {
@@ -85,13 +85,21 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result
             retention: stream::RetentionPolicy::Limits,
             num_replicas: cfg.stream_replicas,
             duplicate_window: cfg.duplicate_window,
-            max_age: stream.max_age(),
+            max_age: cfg.retention.max_age(stream),
             max_messages_per_subject: stream.per_subject(),
             ..Default::default()
         };
-        jetstream_call(&format!("stream {name}"), || js.get_or_create_stream(config.clone()))
+        let failed = |e: String| NatsError::Stream { stream: name.clone(), reason: e };
+        let made = jetstream_call(&format!("stream {name}"), || js.get_or_create_stream(config.clone()))
             .await
-            .map_err(|e| NatsError::Stream { stream: name.clone(), reason: e.to_string() })?;
+            .map_err(|e| failed(e.to_string()))?;
+        // A changed `[nats.retention]` applies to the stream as it exists.
+        let existing = made.cached_info().config.clone();
+        if existing.max_age != config.max_age {
+            tracing::info!(stream = %name, max_age_s = config.max_age.as_secs(), "stream retention changed");
+            let updated = stream::Config { max_age: config.max_age, ..existing };
+            js.update_stream(updated).await.map_err(|e| failed(e.to_string()))?;
+        }
     }
     Ok(())
 }

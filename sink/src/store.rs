@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use schemas::config::ClickHouseConfig;
+use schemas::config::{ClickHouseConfig, Compression};
 use schemas::sql::{MIGRATIONS, MIGRATIONS_TABLE};
 
 use crate::keys::{CartKey, LineKey};
@@ -163,7 +163,15 @@ struct MigrationRecord {
 
 impl Store {
     pub fn new(cfg: &ClickHouseConfig) -> Self {
-        let mut server = clickhouse::Client::default().with_url(&cfg.url).with_user(&cfg.user).with_validation(false);
+        let compression = match cfg.compression {
+            Compression::Lz4 => clickhouse::Compression::Lz4,
+            Compression::None => clickhouse::Compression::None,
+        };
+        let mut server = clickhouse::Client::default()
+            .with_url(&cfg.url)
+            .with_user(&cfg.user)
+            .with_validation(false)
+            .with_compression(compression);
         if let Some(p) = cfg.password() {
             server = server.with_password(p.expose());
         }

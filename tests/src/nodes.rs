@@ -115,6 +115,8 @@ pub fn nats_server_bin() -> PathBuf {
 pub struct NatsNode {
     pub port: u16,
     args: Vec<String>,
+    /// More environment for the server (variables its configuration file refers to).
+    env: Vec<(String, String)>,
     child: Option<std::process::Child>,
     log: PathBuf,
     _dir: std::sync::Arc<TempDir>,
@@ -123,12 +125,18 @@ pub struct NatsNode {
 impl NatsNode {
     /// One server; `extra` are more nats-server arguments (auth, TLS).
     pub async fn single(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::single_env(extra, &[]).await
+    }
+
+    /// [`NatsNode::single`] with environment variables for the server.
+    pub async fn single_env(extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = std::sync::Arc::new(TempDir::new(&unique("nats"))?);
         let port = free_port();
         let mut args = vec!["-a".into(), "127.0.0.1".into(), "-p".into(), port.to_string(), "-js".into()];
         args.extend(["-sd".into(), dir.0.join("js").display().to_string()]);
         args.extend(extra.iter().map(|a| a.to_string()));
-        let mut node = NatsNode { port, args, child: None, log: dir.0.join("nats.log"), _dir: dir };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut node = NatsNode { port, args, env, child: None, log: dir.0.join("nats.log"), _dir: dir };
         node.start()?;
         Ok(node)
     }
@@ -160,8 +168,14 @@ impl NatsNode {
             .iter()
             .map(|a| a.to_string())
             .collect();
-            let mut node =
-                NatsNode { port: *port, args, child: None, log: dir.0.join(format!("n{i}.log")), _dir: dir.clone() };
+            let mut node = NatsNode {
+                port: *port,
+                args,
+                env: Vec::new(),
+                child: None,
+                log: dir.0.join(format!("n{i}.log")),
+                _dir: dir.clone(),
+            };
             node.start()?;
             nodes.push(node);
         }
@@ -180,6 +194,7 @@ impl NatsNode {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new(nats_server_bin())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -39,6 +39,8 @@ fn newest_source(root: &Path, krate: &str) -> Option<(std::time::SystemTime, Pat
                     stack.extend(entries.flatten().map(|e| e.path()));
                 }
             } else if let Ok(t) = meta.modified()
+                // `tests.rs` modules are `#[cfg(test)]`: editing one rebuilds no binary.
+                && p.file_name().is_none_or(|f| f != "tests.rs")
                 && newest.as_ref().is_none_or(|(n, _)| t > *n)
             {
                 newest = Some((t, p));

@@ -227,3 +227,85 @@ async fn a_sink_started_during_a_clickhouse_outage_waits_then_catches_up() -> an
     assert_eq!(second.terminate()?, Some(0));
     Ok(())
 }
+
+/// `[nats.retention]` sets each stream's max age, also on streams that already exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_retention_follows_the_configuration() -> anyhow::Result<()> {
+    let dep = Deployment::new("[nats.retention]\nraw = \"3days\"\n").await?;
+    dep.run_ok("normalizer", &["--until-idle"])?;
+    let js = dep.nats().await?;
+    let ns = schemas::subjects::Namespace::new(&dep.prefix);
+    let raw = ns.stream(schemas::subjects::Stream::Raw);
+    let age = |js: async_nats::jetstream::Context, name: String| async move {
+        anyhow::Ok(js.get_stream(&name).await?.info().await?.config.max_age)
+    };
+    assert_eq!(age(js.clone(), raw.clone()).await?, Duration::from_secs(3 * 86_400));
+    let text = std::fs::read_to_string(&dep.config_path)?.replace("raw = \"3days\"", "raw = \"5days\"");
+    std::fs::write(&dep.config_path, text)?;
+    dep.run_ok("normalizer", &["--until-idle"])?;
+    assert_eq!(age(js.clone(), raw).await?, Duration::from_secs(5 * 86_400));
+    let orders = ns.stream(schemas::subjects::Stream::Orders);
+    assert_eq!(age(js, orders).await?, Duration::from_secs(30 * 86_400), "the others keep their default");
+    Ok(())
+}
+
+/// `./scripts/run.sh` (the main job) returns within seconds of Ctrl-C, with the services and
+/// the sandbox it started stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_main_job_stops_at_ctrl_c_within_seconds() -> anyhow::Result<()> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let dir = e2e::TempDir::new(&e2e::unique("runsh"))?;
+    let sandbox = format!("127.0.0.1:{}", e2e::free_port());
+    let database = e2e::unique("runsh");
+    let mut child = Command::new("setsid")
+        .args(["bash", "-c", "exec ./scripts/run.sh"])
+        .current_dir(root)
+        .env("RUN_BIN_DIR", e2e::bin("sink").parent().context("bin dir")?)
+        .env("PIPELINE_CONFIG", dir.0.join("none.toml"))
+        .env("SANDBOX_ADDR", &sandbox)
+        .env("CLICKHOUSE_DATABASE", &database)
+        .env("NATS_SUBJECT_PREFIX", &database)
+        .env("HTTP_LISTEN", "")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    // Running once it printed its first summary (after the first poll reached ClickHouse). The
+    // output is read to its end, as a terminal would: a closed pipe would kill the script.
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = String::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.starts_with("dead letters:") {
+                let _ = tx.send(std::mem::take(&mut seen));
+            }
+        }
+    });
+    let seen = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(300)))
+        .await?
+        .context("no summary within 300 s")?;
+    assert!(seen.contains("orders stored per status") && seen.contains("sandbox-1"), "{seen}");
+    let started = Instant::now();
+    // Ctrl-C at a terminal signals the whole foreground process group.
+    let sent = Command::new("kill").args(["-s", "INT", "--", &format!("-{pid}")]).status()?;
+    anyhow::ensure!(sent.success(), "kill -s INT -- -{pid}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "run.sh still running 30 s after Ctrl-C");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let took = started.elapsed();
+    println!("run.sh returned {:.1} s after Ctrl-C ({status})", took.as_secs_f64());
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let left = Command::new("pgrep").args(["-g", &pid.to_string()]).output()?;
+    assert!(left.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&left.stdout));
+    assert!(std::net::TcpStream::connect(&sandbox).is_err(), "the sandbox still listens");
+    Ok(())
+}

@@ -88,6 +88,37 @@ async fn nats_user_and_password() -> anyhow::Result<()> {
     .await
 }
 
+/// Credentials written in the NATS URL authenticate, and are printed nowhere: not by
+/// `--print-config`, not in the error a wrong one gives, not in the logs.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_in_a_url_are_used_and_never_printed() -> anyhow::Result<()> {
+    let secret = "Url-Pw-9c2d7b";
+    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "15"]).await?;
+    let node = NatsNode::single(&["--user", "pipeline", "--pass", secret]).await?;
+    let good = node.url().replace("nats://", &format!("nats://pipeline:{secret}@"));
+    let dep = Deployment::on_nats(&good, &shop_toml(&sandbox, "sandbox-api-key-1", "sandbox-password-1")).await?;
+    let runs = [("fetcher", "--once"), ("normalizer", "--until-idle"), ("sink", "--until-idle")];
+    let mut printed = String::new();
+    for (name, arg) in runs {
+        let out = dep.run_env(name, &[arg], &[("RUST_LOG", "debug")], Duration::from_secs(120))?;
+        printed += &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{name}: {printed}");
+    }
+    assert!(orders_stored(&dep).await? > 0, "orders went through NATS with the URL's credentials");
+    let shown = dep.run_ok("fetcher", &["--print-config"])?;
+    printed += &String::from_utf8_lossy(&shown.stdout);
+    assert!(printed.contains("nats://127.0.0.1:"), "the URL is shown without its user info");
+
+    let wrong = node.url().replace("nats://", &format!("nats://pipeline:{secret}-wrong@"));
+    let out = dep.run_env("fetcher", &["--once"], &[("NATS_URL", &wrong)], Duration::from_secs(30))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot connect to NATS"), "{stderr}");
+    printed += &stderr;
+    assert!(!printed.contains(secret), "{}", around(&printed, secret));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn nats_token_from_a_file() -> anyhow::Result<()> {
     let secret = "Nats-Token-9b7c55";

@@ -118,6 +118,15 @@ fn apply(dep: &Deployment, shop: &str, args: &[&str]) -> anyhow::Result<(Option<
     Ok((out.status.code(), stdout))
 }
 
+/// Each of `expected` ("kind shop order state") is among the stored alerts.
+async fn assert_alerts(dep: &Deployment, expected: &[String]) -> anyhow::Result<()> {
+    let stored = alert_rows(dep).await?;
+    for e in expected {
+        assert!(stored.contains(e), "{e} in {stored:?}");
+    }
+    Ok(())
+}
+
 async fn alert_rows(dep: &Deployment) -> anyhow::Result<Vec<String>> {
     let rows = dep
         .query("SELECT kind, shop_id, toString(order_no), state FROM alerts FINAL ORDER BY kind, shop_id, order_no")
@@ -196,18 +205,19 @@ async fn commands_change_qoo10_once_or_say_why_not() -> anyhow::Result<()> {
 
     // The pipeline's own data shows it after the next poll.
     dep.run_pipeline_once()?;
-    let after = alert_rows(&dep).await?;
-    for expected in [
-        format!("ship_date_missing {WB} 9001 resolved"),
-        format!("ship_date_missing {WB} 9003 resolved"),
-        format!("ship_date_missing {RO} 9101 open"),
-        format!("command_rejected {WB} 9002 open"),
-        format!("command_rejected {RO} 9101 open"),
-        format!("command_rejected {WB} 9004 open"),
-        format!("command_rejected {WB} 9005 open"),
-    ] {
-        assert!(after.contains(&expected), "{expected} in {after:?}");
-    }
+    assert_alerts(
+        &dep,
+        &[
+            format!("ship_date_missing {WB} 9001 resolved"),
+            format!("ship_date_missing {WB} 9003 resolved"),
+            format!("ship_date_missing {RO} 9101 open"),
+            format!("command_rejected {WB} 9002 open"),
+            format!("command_rejected {RO} 9101 open"),
+            format!("command_rejected {WB} 9004 open"),
+            format!("command_rejected {WB} 9005 open"),
+        ],
+    )
+    .await?;
     let commands = dep
         .query("SELECT command_id, state, toString(qoo10_result_code) FROM commands FINAL ORDER BY command_id")
         .await?;
@@ -267,15 +277,16 @@ async fn an_oms_ship_date_edit_is_applied_and_the_alerts_resolve() -> anyhow::Re
     dep.run_pipeline_once()?;
     let o = order(&sandbox, WB, 9201).await?;
     assert_eq!(o["status"], json!(3), "{o}");
-    let after = alert_rows(&dep).await?;
-    for expected in [
-        format!("qoo10_correction_required {WB} 9201 resolved"),
-        format!("ship_date_missing {WB} 9201 resolved"),
-        format!("qoo10_correction_required {RO} 9301 open"),
-        format!("ship_date_missing {RO} 9301 open"),
-    ] {
-        assert!(after.contains(&expected), "{expected} in {after:?}");
-    }
+    assert_alerts(
+        &dep,
+        &[
+            format!("qoo10_correction_required {WB} 9201 resolved"),
+            format!("ship_date_missing {WB} 9201 resolved"),
+            format!("qoo10_correction_required {RO} 9301 open"),
+            format!("ship_date_missing {RO} 9301 open"),
+        ],
+    )
+    .await?;
     assert_eq!(results(&dep, "edit-ro").await?, Vec::<Value>::new(), "a read-only shop's edit is no command");
     let applied = results(&dep, "edit-wb").await?;
     assert!(!applied.is_empty() && applied.iter().all(|r| r["state"] == json!("applied")), "{applied:?}");

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::userinfo::{self, UserInfo};
 use super::{
-    AlertsConfig, ClickHouseConfig, FetcherConfig, NatsConfig, NormalizerConfig, Qoo10Config, ShopConfig, SinkConfig,
-    duration_text,
+    AlertsConfig, ClickHouseConfig, Compression, FetcherConfig, NatsConfig, NormalizerConfig, Qoo10Config, ShopConfig,
+    SinkConfig, StreamRetention, duration_text,
 };
 use crate::secret::{Secret, SecretRef};
 use crate::status::{self, Status};
@@ -37,10 +38,21 @@ pub struct PipelineFile {
 }
 
 impl PipelineFile {
-    /// Applies `NATS_URL`, `CLICKHOUSE_*` and `HTTP_LISTEN` from `get`.
+    /// Applies `NATS_URL`, `NATS_SUBJECT_PREFIX`, `NATS_USER`, `NATS_PASSWORD`, `CLICKHOUSE_*` and `HTTP_LISTEN` from
+    /// `get` (so that one file serves services that each have their own user, as in compose.yaml).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
         if let Some(v) = get("NATS_URL") {
             self.nats.url = v;
+        }
+        if let Some(v) = get("NATS_SUBJECT_PREFIX") {
+            self.nats.subject_prefix = v;
+        }
+        if let Some(v) = get("NATS_USER") {
+            self.nats.user = Some(v);
+        }
+        if let Some(v) = get("NATS_PASSWORD") {
+            let n = &mut self.nats;
+            (n.password, n.password_env, n.password_file) = (Some(Secret::new(v)), None, None);
         }
         if let Some(v) = get("CLICKHOUSE_URL") {
             self.clickhouse.url = v;
@@ -113,6 +125,7 @@ pub struct NatsFile {
     #[serde(with = "duration_text")]
     pub duplicate_window: Duration,
     pub max_deliver: i64,
+    pub retention: StreamRetention,
 }
 
 secret_fields!(NatsFile { password, password_env, password_file; token, token_env, token_file });
@@ -138,17 +151,31 @@ impl Default for NatsFile {
             stream_replicas: d.stream_replicas,
             duplicate_window: d.duplicate_window,
             max_deliver: d.max_deliver,
+            retention: d.retention,
         }
     }
 }
 
 impl NatsFile {
     pub fn validate(&self) -> Result<NatsConfig, Bad> {
-        let password = self.password().resolve("nats.password")?;
-        let token = self.token().resolve("nats.token")?;
+        let (mut user, mut password) = (self.user.clone(), self.password().resolve("nats.password")?);
+        let mut token = self.token().resolve("nats.token")?;
+        let (url, info) = nats_userinfo(&self.url)?;
+        if let Some(info) = info {
+            if user.is_some() || password.is_some() || token.is_some() || self.credentials_file.is_some() {
+                return bad(
+                    "nats.url",
+                    "holds user info and nats.user/password/token/credentials_file are set: use one",
+                );
+            }
+            match info.password {
+                Some(p) => (user, password) = (Some(info.user), Some(Secret::new(p))),
+                None => token = Some(Secret::new(info.user)),
+            }
+        }
         let c = NatsConfig {
-            url: self.url.clone(),
-            user: self.user.clone(),
+            url,
+            user,
             password,
             token,
             credentials_file: self.credentials_file.clone(),
@@ -160,10 +187,24 @@ impl NatsFile {
             stream_replicas: self.stream_replicas,
             duplicate_window: self.duplicate_window,
             max_deliver: self.max_deliver,
+            retention: self.retention,
         };
         check_nats(&c)?;
         Ok(c)
     }
+}
+
+/// The URLs without user info, and the one user info they share (each seed may repeat it).
+fn nats_userinfo(urls: &str) -> Result<(String, Option<UserInfo>), Bad> {
+    let split: Vec<(String, Option<UserInfo>)> =
+        urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(userinfo::split).collect();
+    let mut infos: Vec<&UserInfo> = split.iter().filter_map(|(_, i)| i.as_ref()).collect();
+    infos.dedup();
+    if infos.len() > 1 {
+        return bad("nats.url", "its URLs hold different user info: give the credentials once (nats.user, ...)");
+    }
+    let info = infos.first().map(|i| (*i).clone());
+    Ok((split.into_iter().map(|(u, _)| u).collect::<Vec<_>>().join(","), info))
 }
 
 fn check_nats(c: &NatsConfig) -> Result<(), Bad> {
@@ -205,6 +246,11 @@ fn check_nats(c: &NatsConfig) -> Result<(), Bad> {
     if !(2..=1000).contains(&c.max_deliver) {
         return bad("nats.max_deliver", "must be 2 to 1000");
     }
+    // A stage behind by less than a day loses nothing; JetStream wants more than the window.
+    let floor = c.duplicate_window.max(Duration::from_secs(86_400));
+    if let Some((key, _)) = c.retention.all().into_iter().find(|(_, d)| *d < floor) {
+        return bad(&format!("nats.retention.{key}"), "must be at least 1 day (and the duplicate window)");
+    }
     Ok(())
 }
 
@@ -219,6 +265,7 @@ pub struct ClickHouseFile {
     pub password_file: Option<PathBuf>,
     #[serde(with = "duration_text")]
     pub timeout: Duration,
+    pub compression: Compression,
 }
 
 secret_fields!(ClickHouseFile { password, password_env, password_file });
@@ -234,15 +281,23 @@ impl Default for ClickHouseFile {
             password_env: None,
             password_file: None,
             timeout: d.timeout,
+            compression: d.compression,
         }
     }
 }
 
 impl ClickHouseFile {
     pub fn validate(&self) -> Result<ClickHouseConfig, Bad> {
-        let password = self.password().resolve("clickhouse.password")?;
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return bad("clickhouse.url", format!("{:?} is not an http:// or https:// URL", self.url));
+        let (mut user, mut password) = (self.user.clone(), self.password().resolve("clickhouse.password")?);
+        let (url, info) = userinfo::split(&self.url);
+        if let Some(info) = info {
+            if password.is_some() {
+                return bad("clickhouse.url", "holds user info and clickhouse.password is set: use one");
+            }
+            (user, password) = (info.user, info.password.map(Secret::new));
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return bad("clickhouse.url", format!("{:?} is not an http:// or https:// URL", url));
         }
         let d = &self.database;
         if d.is_empty()
@@ -255,19 +310,27 @@ impl ClickHouseFile {
             return bad("clickhouse.timeout", "must be at least 1s");
         }
         Ok(ClickHouseConfig {
-            url: self.url.clone(),
+            url,
             database: d.clone(),
-            user: self.user.clone(),
+            user,
             password,
             timeout: self.timeout,
+            compression: self.compression,
         })
     }
 }
 
 impl Qoo10Config {
     pub fn validate(&self) -> Result<(), Bad> {
+        let shown = userinfo::redact(&self.base_url);
         if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
-            return bad("qoo10.base_url", format!("{:?} is not an http(s) URL", self.base_url));
+            return bad("qoo10.base_url", format!("{shown:?} is not an http(s) URL"));
+        }
+        if userinfo::split(&self.base_url).1.is_some() {
+            return bad(
+                "qoo10.base_url",
+                format!("{shown:?} holds user info: QAPI takes none (credentials go in [[shops]])"),
+            );
         }
         if !(self.requests_per_second > 0.0 && self.requests_per_second <= 1000.0) {
             return bad("qoo10.requests_per_second", "must be above 0 and at most 1000");

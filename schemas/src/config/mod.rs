@@ -7,6 +7,7 @@
 //! [`PipelineConfig`] holds a valid one: nothing is checked, or resolved, later.
 
 pub mod file;
+pub mod userinfo;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -77,6 +78,75 @@ pub struct NatsConfig {
     /// Deliveries of one message at most: at the last, a stage that still fails dead-letters
     /// it with the error, so no message is redelivered forever.
     pub max_deliver: i64,
+    /// `[nats.retention]`: how long each stream keeps a message.
+    pub retention: StreamRetention,
+}
+
+/// `[nats.retention]`: how long each stream keeps a message (applied to existing streams at a
+/// service's start). Buyers' names and addresses are in `raw`, `orders` and `dlq`: see
+/// docs/alerts.md, "Personal data".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamRetention {
+    #[serde(with = "duration_text")]
+    pub raw: Duration,
+    #[serde(with = "duration_text")]
+    pub orders: Duration,
+    #[serde(with = "duration_text")]
+    pub alerts: Duration,
+    #[serde(with = "duration_text")]
+    pub oms_edits: Duration,
+    #[serde(with = "duration_text")]
+    pub dlq: Duration,
+    #[serde(with = "duration_text")]
+    pub polls: Duration,
+    #[serde(with = "duration_text")]
+    pub commands: Duration,
+}
+
+impl Default for StreamRetention {
+    fn default() -> Self {
+        use crate::subjects::Stream as S;
+        StreamRetention {
+            raw: S::Raw.max_age(),
+            orders: S::Orders.max_age(),
+            alerts: S::Alerts.max_age(),
+            oms_edits: S::OmsEdits.max_age(),
+            dlq: S::Dlq.max_age(),
+            polls: S::Polls.max_age(),
+            commands: S::Commands.max_age(),
+        }
+    }
+}
+
+impl StreamRetention {
+    /// The max age of `stream` (the fetch state and the leases keep their own).
+    pub fn max_age(&self, stream: crate::subjects::Stream) -> Duration {
+        use crate::subjects::Stream as S;
+        match stream {
+            S::Raw => self.raw,
+            S::Orders => self.orders,
+            S::Alerts => self.alerts,
+            S::OmsEdits => self.oms_edits,
+            S::Dlq => self.dlq,
+            S::Polls => self.polls,
+            S::Commands => self.commands,
+            S::FetchState | S::Leases => stream.max_age(),
+        }
+    }
+
+    /// Each with its key, for validation.
+    pub fn all(&self) -> [(&'static str, Duration); 7] {
+        [
+            ("raw", self.raw),
+            ("orders", self.orders),
+            ("alerts", self.alerts),
+            ("oms_edits", self.oms_edits),
+            ("dlq", self.dlq),
+            ("polls", self.polls),
+            ("commands", self.commands),
+        ]
+    }
 }
 
 impl NatsConfig {
@@ -110,6 +180,7 @@ impl Default for NatsConfig {
             stream_replicas: 1,
             duplicate_window: Duration::from_secs(120),
             max_deliver: 10,
+            retention: StreamRetention::default(),
         }
     }
 }
@@ -124,6 +195,17 @@ pub struct ClickHouseConfig {
     /// How long one call may take before it counts as timed out (then retried).
     #[serde(with = "duration_text")]
     pub timeout: Duration,
+    /// What goes over the wire: `lz4` (ClickHouse's own block compression, both ways) or `none`.
+    pub compression: Compression,
+}
+
+/// `[clickhouse] compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Lz4,
+    None,
 }
 
 impl Default for ClickHouseConfig {
@@ -134,6 +216,7 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password: None,
             timeout: Duration::from_secs(60),
+            compression: Compression::Lz4,
         }
     }
 }

@@ -115,10 +115,16 @@ fn env_overrides_connection_settings() {
         "NATS_URL" => Some("nats://10.0.0.1:4222".into()),
         "CLICKHOUSE_DATABASE" => Some("t1".into()),
         "CLICKHOUSE_PASSWORD" => Some("pw".into()),
+        "NATS_USER" => Some("sink".into()),
+        "NATS_SUBJECT_PREFIX" => Some("run7".into()),
+        "NATS_PASSWORD" => Some("npw".into()),
         _ => None,
     })
     .unwrap();
     assert_eq!(c.nats.url, "nats://10.0.0.1:4222");
+    assert_eq!(c.nats.user.as_deref(), Some("sink"));
+    assert_eq!(c.nats.subject_prefix, "run7");
+    assert_eq!(c.nats.password.as_ref().map(|p| p.expose()), Some("npw"));
     assert_eq!(c.clickhouse.database, "t1");
     assert_eq!(c.clickhouse.password().unwrap().expose(), "pw");
 }
@@ -135,4 +141,54 @@ fn pipeline_toml_example_loads() {
     assert_eq!(c.sink.flush_interval, d.sink.flush_interval);
     assert_eq!(c.nats.duplicate_window, d.nats.duplicate_window);
     assert_eq!(c.normalizer.batch_size, d.normalizer.batch_size);
+}
+
+/// Credentials written in a URL become the user and password; the URL kept, printed by
+/// `--print-config` and shown in errors, holds none.
+#[test]
+fn user_info_leaves_the_urls() {
+    let c = PipelineConfig::build(file::PipelineFile::default(), "env", |k| match k {
+        "NATS_URL" => Some("nats://app:Pw%2Fnats@10.0.0.1:4222,nats://app:Pw%2Fnats@10.0.0.2:4222".into()),
+        "CLICKHOUSE_URL" => Some("https://qoo10_sink:Pw-ch@ch.internal:8443".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(c.nats.url, "nats://10.0.0.1:4222,nats://10.0.0.2:4222");
+    assert_eq!((c.nats.user.as_deref(), c.nats.password.as_ref().map(|p| p.expose())), (Some("app"), Some("Pw/nats")));
+    assert_eq!(c.clickhouse.url, "https://ch.internal:8443");
+    assert_eq!(
+        (c.clickhouse.user.as_str(), c.clickhouse.password().map(|p| p.expose())),
+        ("qoo10_sink", Some("Pw-ch"))
+    );
+    let shown = format!("{c:?}{}", toml::to_string(&c).unwrap());
+    assert!(!shown.contains("Pw") && !shown.contains("Pw%2F"), "{shown}");
+
+    let token = PipelineConfig::build(file::PipelineFile::default(), "env", |k| {
+        (k == "NATS_URL").then(|| "nats://T0ken@h:4222".to_owned())
+    })
+    .unwrap();
+    assert_eq!(token.nats.token.as_ref().map(|t| t.expose()), Some("T0ken"));
+
+    let both =
+        load_str("[nats]\nurl = \"nats://u:Pw-1@h:4222\"\nuser = \"u\"\npassword = \"x\"\n").unwrap_err().to_string();
+    assert!(both.contains("nats.url") && !both.contains("Pw-1"), "{both}");
+    let qoo10 = load_str("[qoo10]\nbase_url = \"https://u:Pw-2@qapi.example/x\"\n").unwrap_err().to_string();
+    assert!(qoo10.contains("qoo10.base_url") && !qoo10.contains("Pw-2"), "{qoo10}");
+    let bad = load_str("[clickhouse]\nurl = \"ftp://u:Pw-3@h\"\n").unwrap_err().to_string();
+    assert!(bad.contains("clickhouse.url") && !bad.contains("Pw-3"), "{bad}");
+}
+
+#[test]
+fn stream_retention_is_configurable_and_bounded() {
+    let c = load_str("[nats.retention]\nraw = \"3days\"\ndlq = \"7days\"\n").unwrap();
+    let r = c.nats.retention;
+    assert_eq!(
+        (r.raw, r.dlq, r.orders),
+        (Duration::from_secs(3 * 86_400), Duration::from_secs(7 * 86_400), Duration::from_secs(30 * 86_400))
+    );
+    assert_eq!(r.max_age(crate::subjects::Stream::Raw), Duration::from_secs(3 * 86_400));
+    let e = load_str("[nats.retention]\norders = \"2h\"\n").unwrap_err().to_string();
+    assert!(e.contains("nats.retention.orders"), "{e}");
+    let e = load_str("[nats.retention]\nrow = \"3days\"\n").unwrap_err().to_string();
+    assert!(e.contains("row"), "{e}");
 }
