@@ -51,6 +51,7 @@ if [ "$#" -eq 0 ]; then
   if ! [ -x /usr/sbin/nats-server ]; then
     say "installing Debian's nats-server for the 2.9.10 compatibility run"
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
   fi
   compat="$LOCAL/services/nats-compat"
