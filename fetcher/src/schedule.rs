@@ -86,9 +86,13 @@ pub async fn report_role(leases: Leases, shops: Vec<String>, health: Arc<Health>
                 shops.len()
             )));
         }
-        tokio::time::sleep(runtime::lease::HEARTBEAT).await;
+        // In memory only: checked often, so a lease taken shows as ready before the first poll ends.
+        tokio::time::sleep(ROLE_EVERY).await;
     }
 }
+
+/// How often `/readyz` follows the leases this fetcher holds.
+const ROLE_EVERY: Duration = Duration::from_millis(250);
 
 /// One shop while this fetcher runs: polled on its schedule while this fetcher holds its lease;
 /// when another fetcher has it, waited for (taken over within the lease's TTL once that one is
