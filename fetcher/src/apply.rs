@@ -2,18 +2,14 @@
 //! sender's, and its result printed. If no fetcher holds the shop, this process takes the
 //! shop's lease and applies what is waiting itself; otherwise the holder applies it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chrono::NaiveDate;
-use fetcher::client::QapiClient;
-use fetcher::poll::ShopPoller;
-use fetcher::schedule::{Shared, apply_waiting, shop_lease};
+use fetcher::schedule::{apply_waiting, shop_lease};
 use futures::StreamExt;
 use schemas::command::{Action, COMMAND_SCHEMA_VERSION, Command, CommandResult, CommandState};
 use schemas::config::PipelineConfig;
-use tokio::sync::Semaphore;
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
@@ -74,18 +70,8 @@ pub async fn apply(config: &PipelineConfig, a: ApplyArgs) -> anyhow::Result<bool
     sink.js.publish(sink.ns.commands(&shop.id), payload.into()).await?.await?;
     let lease = shop_lease(&shop.id);
     if leases.acquire(&lease).await? {
-        let client = Arc::new(QapiClient::new(&config.qoo10).context("HTTP client")?);
-        let shared = Shared {
-            client,
-            sink: sink.clone(),
-            limit: Arc::new(Semaphore::new(1)),
-            metrics: service.metrics.clone(),
-            cadence: crate::cadence(config),
-            leases: leases.clone(),
-            nats: config.nats.clone(),
-        };
-        let mut poller = ShopPoller::new(shop.clone(), config.qoo10.api_version, config.qoo10.requests_per_second)
-            .with_fence(leases.fence(&lease));
+        let shared = crate::shared(config, sink.clone(), &leases, service.metrics.clone(), 1)?;
+        let mut poller = crate::poller(config, shop.clone(), &leases);
         let applied = apply_waiting(&mut poller, &shared).await;
         leases.release(&lease).await;
         applied?;

@@ -12,6 +12,7 @@ use fetcher::poll::{ShopPoller, Sink};
 use fetcher::schedule::{Shared, apply_waiting, follow_lease, lease_for_job, poll_logged, report_role, shop_lease};
 use runtime::lease::Leases;
 use runtime::service::{Service, Threads};
+use runtime::telemetry::Metrics;
 use schemas::config::{PipelineConfig, ShopConfig};
 use tokio::sync::Semaphore;
 
@@ -100,6 +101,26 @@ pub(crate) async fn connect(config: &PipelineConfig) -> anyhow::Result<(Service,
     Ok((service, sink, leases))
 }
 
+/// What every shop's task shares: the QAPI client, NATS, at most `concurrent` shops at work.
+fn shared(
+    config: &PipelineConfig,
+    sink: Sink,
+    leases: &Leases,
+    metrics: Arc<Metrics>,
+    concurrent: usize,
+) -> anyhow::Result<Shared> {
+    let client = Arc::new(QapiClient::new(&config.qoo10).context("HTTP client")?.with_metrics(metrics.clone()));
+    let limit = Arc::new(Semaphore::new(concurrent));
+    let (cadence, nats) = (cadence(config), config.nats.clone());
+    Ok(Shared { client, sink, limit, metrics, cadence, leases: leases.clone(), nats })
+}
+
+/// A shop's poller, fenced by its lease.
+fn poller(config: &PipelineConfig, shop: ShopConfig, leases: &Leases) -> ShopPoller {
+    let fence = leases.fence(&shop_lease(&shop.id));
+    ShopPoller::new(shop, config.qoo10.api_version, config.qoo10.requests_per_second).with_fence(fence)
+}
+
 async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow::Result<bool> {
     let mut shops = config.shops.clone();
     if let Some(id) = only {
@@ -113,19 +134,13 @@ async fn run(config: &PipelineConfig, once: bool, only: Option<&str>) -> anyhow:
     }
     let (service, sink, leases) = connect(config).await?;
     service.serve(&config.fetcher.http_listen, "fetcher.http_listen", None, Default::default()).await?;
-    let metrics = service.metrics.clone();
-    let client = Arc::new(QapiClient::new(&config.qoo10).context("HTTP client")?.with_metrics(metrics.clone()));
-    let limit = Arc::new(Semaphore::new(config.fetcher.max_concurrent_shops));
-    let nats = config.nats.clone();
-    let shared = Shared { client, sink, limit, metrics, cadence: cadence(config), leases: leases.clone(), nats };
+    let shared = shared(config, sink, &leases, service.metrics.clone(), config.fetcher.max_concurrent_shops)?;
     tracing::info!(shops = shops.len(), once, base_url = %config.qoo10.base_url, "fetcher started");
     let ids: Vec<String> = shops.iter().map(|s| s.id.clone()).collect();
     tokio::spawn(report_role(leases.clone(), ids.clone(), service.health.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     for shop in shops {
-        let fence = leases.fence(&shop_lease(&shop.id));
-        let poller = ShopPoller::new(shop, config.qoo10.api_version, config.qoo10.requests_per_second);
-        let (mut poller, shared) = (poller.with_fence(fence), shared.clone());
+        let (mut poller, shared) = (poller(config, shop, &leases), shared.clone());
         tasks.spawn(async move {
             let id = poller.shop.id.clone();
             if !once {
