@@ -10,6 +10,7 @@ GRANT SELECT, INSERT, CREATE TABLE, CREATE VIEW, DROP VIEW, ALTER ADD COLUMN, AL
 CREATE USER IF NOT EXISTS qoo10_analyst IDENTIFIED WITH sha256_password BY '${CLICKHOUSE_ANALYST_PASSWORD}';
 GRANT SELECT ON qoo10.orders TO qoo10_analyst;
 GRANT SELECT ON qoo10.order_versions TO qoo10_analyst;
+GRANT SELECT ON qoo10.order_carts TO qoo10_analyst;
 GRANT SELECT ON qoo10.alerts TO qoo10_analyst;
 GRANT SELECT ON qoo10.oms_expectations TO qoo10_analyst;
 GRANT SELECT ON qoo10.commands TO qoo10_analyst;

@@ -17,11 +17,13 @@
 
 mod env;
 mod fetcher;
+mod history;
 mod limits;
 mod load;
 mod pipeline;
 mod report;
 
+use anyhow::Context;
 use clap::Parser;
 
 use env::{Env, clean_up, hundredths};
@@ -50,6 +52,13 @@ struct Args {
     /// change to the stages. Prints their figures and no JSON line.
     #[arg(long)]
     pipeline_only: bool,
+    /// First store this many order lines of history (a year of 2,000 shops) and measure the
+    /// sink's start, memory, throughput and the analysts' queries on it (`"history"`).
+    #[arg(long, default_value_t = 0)]
+    history_lines: u64,
+    /// With `--history-lines`: only the history phase; the JSON line holds `rows` and `history`.
+    #[arg(long)]
+    history_only: bool,
 }
 
 #[tokio::main]
@@ -73,9 +82,20 @@ async fn measure(env: &Env, args: &Args) -> anyhow::Result<Option<Report>> {
     let items = load::payloads(args.rows, &from);
     let avg = items.iter().map(|(_, b)| b.len()).sum::<usize>() / items.len().max(1);
     println!("payloads: {} raw rows, {avg} bytes on average", items.len());
+    let history = match args.history_lines {
+        0 => None,
+        lines => Some(history_phase(env, lines, &items, &from).await?),
+    };
+    if args.history_only {
+        let history = history.context("--history-only needs --history-lines N")?;
+        println!("{}", serde_json::to_string(&serde_json::json!({"rows": items.len(), "history": history}))?);
+        return Ok(None);
+    }
     let throughput = pipeline::three_runs(env, &items, &from).await?;
     if args.pipeline_only {
         println!("peak RSS: normalizer {:.0} MB, sink {:.0} MB", throughput.rss_normalizer, throughput.rss_sink);
+        let per_order = report::CpuPerOrder::of(&throughput.median.cpu, items.len());
+        println!("CPU µs per order (median run): {}", serde_json::to_string(&per_order)?);
         return Ok(None);
     }
     // The limits are what the machine does with nothing else running (ClickHouse has finished
@@ -101,6 +121,7 @@ async fn measure(env: &Env, args: &Args) -> anyhow::Result<Option<Report>> {
         row_bytes_avg: avg,
         pipeline_orders_per_s: pipeline.round(),
         pipeline_runs_orders_per_s: throughput.runs,
+        pipeline_cpu_us_per_order: report::CpuPerOrder::of(&throughput.median.cpu, items.len()),
         pipeline_cpu_s: throughput.median.cpu,
         limit_jetstream_two_hop_per_s: copy.per_s.round(),
         limit_jetstream_two_hop_runs_per_s: copy.runs,
@@ -121,5 +142,35 @@ async fn measure(env: &Env, args: &Args) -> anyhow::Result<Option<Report>> {
         },
         fetcher,
         fetcher_calls: fetcher::call_budget(),
+        history,
     }))
+}
+
+/// `--history-lines`: the history stored, the sink started on it, the analysts' queries, then
+/// the throughput run into an empty database and into the history's, one after the other.
+async fn history_phase(
+    env: &Env,
+    lines: u64,
+    items: &[(String, bytes::Bytes)],
+    from: &str,
+) -> anyhow::Result<history::History> {
+    let name = env.name("hist");
+    let config = env.config(&name, "")?;
+    let insert_s = history::store(env, &name, lines).await?;
+    let (sink_start_s, start_rss) = history::sink_start(env, &config).await?;
+    let history_query_ms = history::queries(env, &name).await?;
+    let empty_prefix = env.name("histempty");
+    let empty = history::observed_run(env, &load::under_prefix(items, from, &empty_prefix), &empty_prefix, 0).await?;
+    env::wait_for_quiet(env).await;
+    let before = env::ch_count(&env.ch_url, &format!("SELECT count() FROM {name}.order_versions")).await;
+    let full = history::observed_run(env, &load::under_prefix(items, from, &name), &name, before).await?;
+    Ok(history::History {
+        lines,
+        insert_s,
+        sink_start_s,
+        sink_rss_peak_mb: start_rss.max(full.rss_sink.round()),
+        pipeline_orders_per_s: full.per_s.round(),
+        pipeline_orders_per_s_empty: empty.per_s.round(),
+        history_query_ms,
+    })
 }

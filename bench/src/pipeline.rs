@@ -34,7 +34,7 @@ pub async fn three_runs(env: &Env, items: &[(String, Bytes)], from: &str) -> any
     let mut runs: Vec<PipelineRun> = Vec::new();
     for i in 1..=3 {
         let prefix = env.name(&format!("pipe{i}"));
-        let run = pipeline_run(env, &under_prefix(items, from, &prefix), &prefix).await?;
+        let run = pipeline_run(env, &under_prefix(items, from, &prefix), &prefix, 0).await?;
         let cpu = serde_json::to_string(&run.cpu)?;
         println!("pipeline run {i} of 3: {:.0} orders/s; cpu seconds: {cpu}", run.per_s);
         runs.push(run);
@@ -53,8 +53,14 @@ pub async fn three_runs(env: &Env, items: &[(String, Bytes)], from: &str) -> any
 }
 
 /// `items` published to QOO10_RAW under `prefix`; then the normalizer and the sink are started,
-/// and timed until every row is an order version in ClickHouse.
-async fn pipeline_run(env: &Env, items: &[(String, Bytes)], prefix: &str) -> anyhow::Result<PipelineRun> {
+/// and timed until every row is an order version in ClickHouse (database `prefix`, which held
+/// `before` order versions).
+pub async fn pipeline_run(
+    env: &Env,
+    items: &[(String, Bytes)],
+    prefix: &str,
+    before: u64,
+) -> anyhow::Result<PipelineRun> {
     let (js, _) = connect(env, prefix).await?;
     publish_all(&js, items).await?;
     // BENCH_EXTRA_CONFIG: more pipeline.toml text for experiments (batch sizes, ...).
@@ -63,7 +69,7 @@ async fn pipeline_run(env: &Env, items: &[(String, Bytes)], prefix: &str) -> any
     let servers_before = (cpu_of_all("nats-server"), cpu_of_all("clickhouse-serv"));
     let normalizer = env.spawn("normalizer", &config, "127.0.0.1:0", &[])?;
     let sink = env.spawn("sink", &config, "127.0.0.1:0", &[])?;
-    wait_for_rows(env, prefix, items.len(), Duration::from_secs(900)).await?;
+    wait_for_rows(env, prefix, before as usize + items.len(), Duration::from_secs(900)).await?;
     let wall = started.elapsed().as_secs_f64();
     let nats = used(servers_before.0, cpu_of_all("nats-server"));
     let ch = used(servers_before.1, cpu_of_all("clickhouse-serv"));

@@ -18,6 +18,8 @@ pub struct Report {
     pub pipeline_runs_orders_per_s: Vec<f64>,
     /// Where the cores went during the median pipeline run.
     pub pipeline_cpu_s: CpuSeconds,
+    /// The same, per order: CPU microseconds each process spent on one order of that run.
+    pub pipeline_cpu_us_per_order: CpuPerOrder,
     /// The bare JetStream limit: the same payloads copied across two hops as the stages do
     /// (consume, publish, ack; consume, ack), no work in between. Median of three, and each.
     pub limit_jetstream_two_hop_per_s: f64,
@@ -47,6 +49,9 @@ pub struct Report {
     pub fetcher: Option<FetcherRun>,
     /// The calls a shop makes per day, from the fetcher's own planner.
     pub fetcher_calls: CallBudget,
+    /// With `--history-lines N` (see `history.rs`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::history::History>,
 }
 
 /// CPU seconds of each process during one pipeline run.
@@ -62,6 +67,27 @@ pub struct CpuSeconds {
     /// many files were deleted (the inode allocator skips recently deleted inodes), e.g. right
     /// after a previous run's clean-up or a test suite's dropped databases.
     pub clickhouse_system: f64,
+}
+
+/// CPU microseconds per order of each process in a pipeline run.
+#[derive(Debug, Serialize)]
+pub struct CpuPerOrder {
+    pub normalizer: f64,
+    pub sink: f64,
+    pub nats_server: f64,
+    pub clickhouse: f64,
+}
+
+impl CpuPerOrder {
+    pub fn of(cpu: &CpuSeconds, orders: usize) -> CpuPerOrder {
+        let us = |s: f64| (s * 1e6 / orders.max(1) as f64).round();
+        CpuPerOrder {
+            normalizer: us(cpu.normalizer),
+            sink: us(cpu.sink),
+            nats_server: us(cpu.nats_server),
+            clickhouse: us(cpu.clickhouse),
+        }
+    }
 }
 
 /// Peak resident memory (VmHWM) of each service over the run, in MB.

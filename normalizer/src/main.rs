@@ -2,6 +2,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use normalizer::stage::{Counters, Normalizer, process_batch};
 use runtime::durable::Durable;
 use runtime::nats::consumer_idle;

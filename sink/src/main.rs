@@ -2,6 +2,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use runtime::lease::Leases;
 use runtime::service::{Service, Threads};
 use runtime::telemetry::ReadyCheck;

@@ -114,6 +114,20 @@ impl OpenAlerts {
         self.groups.values().map(HashMap::len).sum()
     }
 
+    /// The open alerts about an order line opened by a version before `version` (µs): the
+    /// candidates for [`crate::engine::Engine::settle`].
+    pub fn order_alerts_before(&self, version: u64) -> Vec<AlertKey> {
+        let mut out = Vec::new();
+        for ((kind, shop), group) in &self.groups {
+            for (subject, slim) in group {
+                if slim.version < version && matches!(subject, Subject::Order(n) if *n != 0) {
+                    out.push(AlertKey { kind: *kind, shop: shop.to_string(), subject: subject.clone() });
+                }
+            }
+        }
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }

@@ -309,3 +309,43 @@ async fn the_main_job_stops_at_ctrl_c_within_seconds() -> anyhow::Result<()> {
     assert!(std::net::TcpStream::connect(&sandbox).is_err(), "the sandbox still listens");
     Ok(())
 }
+
+/// A deployment upgraded from migration 5 keeps finding its carts: migration 6 copies the stored
+/// history into `order_carts` (keyed by cart), and ClickHouse feeds it from every insert after.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_fills_order_carts_from_the_stored_history() -> anyhow::Result<()> {
+    let dep = Deployment::new("").await?;
+    let run = |db: &str, sql: String| {
+        let url = format!("{}/?database={db}", dep.servers.clickhouse_url);
+        async move {
+            let r = http().post(url).body(sql.clone()).send().await?;
+            let (ok, text) = (r.status().is_success(), r.text().await?);
+            anyhow::ensure!(ok, "{sql}: {text}");
+            anyhow::Ok(())
+        }
+    };
+    run("default", format!("CREATE DATABASE {}", dep.database)).await?;
+    run(&dep.database, schemas::sql::MIGRATIONS_TABLE.to_owned()).await?;
+    // The tables as migrations 1–5 left them, with two carts of history.
+    for m in schemas::sql::MIGRATIONS.iter().filter(|m| m.version <= 5) {
+        for s in m.statements() {
+            run(&dep.database, s).await?;
+        }
+        run(&dep.database, format!("INSERT INTO schema_migrations VALUES ({}, 'old', now())", m.version)).await?;
+    }
+    let line = |order: u64, pack: u64, claim: u8| {
+        format!(
+            "INSERT INTO order_versions (shop_id, order_no, pack_no, claim_status, version) VALUES ('s', {order}, {pack}, {claim}, 1)"
+        )
+    };
+    for sql in [line(1, 77, 0), line(2, 77, 3), line(3, 78, 0)] {
+        run(&dep.database, sql).await?;
+    }
+    dep.run_ok("sink", &["--until-idle"])?;
+    let carts = dep.query("SELECT pack_no, order_no, claim_status FROM order_carts FINAL ORDER BY order_no").await?;
+    assert_eq!(carts, vec![vec!["77", "1", "0"], vec!["77", "2", "3"], vec!["78", "3", "0"]]);
+    // Fed by ClickHouse from now on, whoever inserts.
+    run(&dep.database, line(4, 78, 0)).await?;
+    assert_eq!(dep.count("SELECT count() FROM order_carts FINAL WHERE pack_no = 78").await, 2);
+    Ok(())
+}

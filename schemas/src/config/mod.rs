@@ -419,7 +419,9 @@ pub struct AlertsConfig {
     /// time between sightings. Accepted so that existing files still load.
     #[serde(with = "duration_text")]
     pub item_added_after: Duration,
-    /// How often time-dependent rules (overdue, grace periods) are re-checked.
+    /// How often the sink checks whether time-dependent rules (overdue, grace periods) are due:
+    /// they read the active lines once per JST day (and at start), as their verdicts change only
+    /// with the date; each check also forgets old line fingerprints and (hourly) settles alerts.
     #[serde(with = "duration_text")]
     pub sweep_interval: Duration,
     /// Optional webhook (Slack-compatible `{"text": …}` body) for every alert transition. A URL

@@ -83,6 +83,10 @@ pub struct Consumer {
     isolate_until: Option<Instant>,
     /// When the held poll summaries were last told "in progress".
     polls_progress: Instant,
+    /// When old alerts were last checked for settled lines (hourly: `side::settle`).
+    settled: Option<Instant>,
+    /// The JST day of the last complete sweep of the active lines (`side::sweep`).
+    swept_on: Option<chrono::NaiveDate>,
     stats: Stats,
     /// Shops with `writeback = true`: their OMS edits of 発送予定日 become commands.
     writeback: std::collections::HashSet<String>,
@@ -134,6 +138,8 @@ impl Consumer {
             polls: HashMap::new(),
             isolate_until: None,
             polls_progress: Instant::now(),
+            settled: None,
+            swept_on: None,
             stats: Stats::default(),
             writeback: config.shops.iter().filter(|s| s.writeback).map(|s| s.id.clone()).collect(),
         };
@@ -276,7 +282,8 @@ async fn load_engine(config: &PipelineConfig, store: &Store) -> anyhow::Result<O
     let Some(pending) = at_start("read expectations", || store.pending_expectations()).await? else {
         return Ok(None);
     };
-    let Some(known) = at_start("read stored lines", || store.load_known()).await? else { return Ok(None) };
+    let since = crate::known::window_start(chrono::Utc::now().timestamp());
+    let Some(known) = at_start("read stored lines", || store.load_known(since)).await? else { return Ok(None) };
     let expectations: Expectations = pending
         .into_iter()
         .filter_map(|r| {

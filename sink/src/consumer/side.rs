@@ -1,7 +1,7 @@
 //! The sink's low-volume consumers (poll summaries, OMS edits, the fetcher's alerts) and the
 //! time-dependent sweep.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
@@ -16,12 +16,78 @@ use crate::edits;
 use crate::engine::polls::{coverage, poll_started};
 use crate::keys::LineKey;
 use crate::rows::{AlertRow, OrderRow};
+use crate::store::StoreError;
+
+/// Active lines per step of the sweep.
+const SWEEP_CHUNK: usize = 2_000;
 
 impl Consumer {
     /// Time-dependent rules (grace periods, overdue ship dates) on the active lines.
+    /// The active lines are streamed and evaluated [`SWEEP_CHUNK`] at a time, each chunk's plan
+    /// committed before the next is read: memory stays one chunk's however many lines are open.
+    /// A read that fails part-way ends this sweep (logged); the next one starts again, and what
+    /// the chunks before committed stays (a plan opens an alert once).
+    ///
+    /// The rules it applies change their verdict only when the JST date does (business days since
+    /// payment, a ship date passed), and every new version is judged on arrival: so the active
+    /// lines are read once per JST day (and at start), not every `sweep_interval`, and the sweep's
+    /// cost (a read of `orders FINAL`, which grows with history) is paid once a day.
     pub(super) async fn sweep(&mut self) -> anyhow::Result<()> {
-        let rows = self.guard.run("read active orders", &[], || self.store.active_orders()).await?;
-        let plan = self.engine.sweep(&rows, Utc::now());
+        let today = schemas::time::today_jst(Utc::now());
+        if self.swept_on != Some(today) {
+            match self.sweep_active(today).await? {
+                Ok(()) => self.swept_on = Some(today),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweep: reading the active lines failed; the next sweep starts again")
+                }
+            }
+        }
+        self.engine.forget_old_lines(Utc::now());
+        self.settle().await
+    }
+
+    /// The outer error is a commit's (as for any plan); the inner one the read's.
+    async fn sweep_active(&mut self, today: chrono::NaiveDate) -> anyhow::Result<Result<(), StoreError>> {
+        let store = self.store.clone();
+        let mut cursor = match store.active_lines(today) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut chunk = Vec::with_capacity(SWEEP_CHUNK);
+        loop {
+            let key = match store.next_active(&mut cursor).await {
+                Ok(key) => key,
+                Err(e) => return Ok(Err(e)),
+            };
+            let end = key.is_none();
+            chunk.extend(key);
+            if chunk.len() == SWEEP_CHUNK || (end && !chunk.is_empty()) {
+                let keys = std::mem::take(&mut chunk);
+                let rows = self.guard.run("read active orders", &[], || self.store.latest(&keys)).await?;
+                let rows: Vec<OrderRow> = rows.into_values().collect();
+                let plan = self.engine.sweep(&rows, Utc::now());
+                let delta = self.commit(plan, &[]).await?;
+                self.engine.apply(delta);
+            }
+            if end {
+                return Ok(Ok(()));
+            }
+        }
+    }
+
+    /// Alerts on lines terminal for a month resolve (`Engine::settle`): the lines behind old
+    /// alerts are read by key, so the cost follows the open alerts, not the history.
+    async fn settle(&mut self) -> anyhow::Result<()> {
+        if self.settled.is_some_and(|at| at.elapsed() < Duration::from_secs(3600)) {
+            return Ok(());
+        }
+        self.settled = Some(Instant::now());
+        let lines = self.engine.settle_candidates(Utc::now());
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let latest = self.guard.run("read settled lines", &[], || self.store.latest(&lines)).await?;
+        let plan = self.engine.settle(&latest, Utc::now());
         let delta = self.commit(plan, &[]).await?;
         self.engine.apply(delta);
         Ok(())

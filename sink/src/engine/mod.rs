@@ -26,7 +26,7 @@ use schemas::edit::OmsEdit;
 use schemas::status::StatusMap;
 
 use crate::alerts::{self, Context, Thresholds, Verdict};
-use crate::keys::{AlertKey, ExpectationKey, LineKey};
+use crate::keys::{AlertKey, ExpectationKey, LineKey, Subject};
 use crate::known::Known;
 use crate::open::{AlertChanges, OpenAlerts, Pending};
 use crate::rows::OrderRow;
@@ -62,8 +62,8 @@ pub struct Delta {
     alerts: AlertChanges,
     expectations_met: Vec<ExpectationKey>,
     expectations_added: Vec<(ExpectationKey, (OmsEdit, u64))>,
-    /// Lines now stored: (shop, order, cart).
-    stored: Vec<(String, u64, u64)>,
+    /// Lines now stored: (shop, order, cart, ordered_at).
+    stored: Vec<(String, u64, u64, u32)>,
 }
 
 impl Engine {
@@ -92,12 +92,52 @@ impl Engine {
             self.expectations.remove(&key);
         }
         self.expectations.extend(delta.expectations_added);
-        for (shop, order_no, pack_no) in delta.stored {
-            self.known.add(&shop, order_no, pack_no);
+        for (shop, order_no, pack_no, ordered_at) in delta.stored {
+            self.known.add(&shop, order_no, pack_no, ordered_at);
         }
     }
 
-    /// Time-dependent rules on the active lines (`Store::active_orders`), evaluated on the same
+    /// Step 1 of [`Engine::settle`]: the order lines behind alerts open for longer than
+    /// [`SETTLE_AFTER_DAYS`], whose latest rows are to be read.
+    pub fn settle_candidates(&self, now: DateTime<Utc>) -> Vec<LineKey> {
+        let mut lines: Vec<LineKey> = self
+            .open
+            .order_alerts_before(settle_cutoff(now))
+            .into_iter()
+            .filter_map(|k| match k.subject {
+                Subject::Order(n) => Some(LineKey::new(&k.shop, n)),
+                Subject::Edit(_) => None,
+            })
+            .collect();
+        lines.sort();
+        lines.dedup();
+        lines
+    }
+
+    /// Step 2: resolves every open alert about a line that has been terminal (delivered,
+    /// cancelled, returned, refunded) for [`SETTLE_AFTER_DAYS`]: nothing is left to correct on
+    /// Qoo10, and the fetcher no longer follows the line, so no new version would ever end it.
+    /// Alerts on lines still open stay open (and shown and counted) however old they are.
+    pub fn settle(&self, latest: &HashMap<LineKey, OrderRow>, now: DateTime<Utc>) -> Plan {
+        let cutoff = settle_cutoff(now);
+        let mut pending = Pending::new(&self.open);
+        let mut transitions = Vec::new();
+        for key in self.open.order_alerts_before(cutoff) {
+            let Subject::Order(n) = key.subject else { continue };
+            let Some(row) = latest.get(&LineKey::new(&key.shop, n)) else { continue };
+            if schemas::status::is_terminal(row.qoo10_status, row.claim_status) && row.version < cutoff {
+                transitions.extend(pending.close(&key).map(|open| alerts::resolve(&open, row.version, now)));
+            }
+        }
+        Plan { transitions, delta: Delta { alerts: pending.into_changes(), ..Delta::default() }, ..Plan::default() }
+    }
+
+    /// Lets go of the fingerprints of lines ordered before the recent window (crate::known).
+    pub fn forget_old_lines(&mut self, now: DateTime<Utc>) {
+        self.known.forget_before(crate::known::window_start(now.timestamp()));
+    }
+
+    /// Time-dependent rules on the sweep's lines (`Store::active_lines`), evaluated on the same
     /// version on both sides: only conditions that depend on time can change.
     pub fn sweep(&self, rows: &[OrderRow], now: DateTime<Utc>) -> Plan {
         let ctx = Context { now, today_jst: schemas::time::today_jst(now), pack_has_active_sibling: false };
@@ -113,6 +153,14 @@ impl Engine {
         }
         Plan { transitions, delta: Delta { alerts: pending.into_changes(), ..Delta::default() }, ..Plan::default() }
     }
+}
+
+/// An alert about a line that has been terminal this long resolves (see [`Engine::settle`]).
+pub const SETTLE_AFTER_DAYS: i64 = 30;
+
+/// The version (µs) before which an alert or a terminal row counts as settled.
+fn settle_cutoff(now: DateTime<Utc>) -> u64 {
+    u64::try_from((now - chrono::Duration::days(SETTLE_AFTER_DAYS)).timestamp_micros()).unwrap_or(0)
 }
 
 /// Verdicts → transitions against the open alerts as the plan sees them.

@@ -102,7 +102,7 @@ impl Engine {
         }
         let (mut lookups, mut keep_payload) = (Vec::new(), HashSet::new());
         for (i, p) in &good {
-            let stored = self.known.may_have_line(&p.row.shop_id, p.row.order_no);
+            let stored = self.known.may_have_line(&p.row.shop_id, p.row.order_no, p.row.ordered_at);
             if stored {
                 lookups.push(line_of(&p.row));
             }
@@ -208,7 +208,7 @@ impl Engine {
             .changes
             .iter()
             .filter(|(prev, row)| prev.is_none() || row.claim_status != 0)
-            .filter(|(_, row)| self.known.may_have_pack(&row.shop_id, row.pack_no))
+            .filter(|(_, row)| self.known.may_have_pack(&row.shop_id, row.pack_no, row.ordered_at))
             .map(|(_, row)| CartKey { shop: row.shop_id.clone(), pack_no: row.pack_no })
             .collect();
         carts.sort();
@@ -240,7 +240,7 @@ impl Engine {
         plan.delta = Delta {
             alerts: pending.into_changes(),
             expectations_met: met.into_iter().collect(),
-            stored: m.orders.iter().map(|o| (o.shop_id.clone(), o.order_no, o.pack_no)).collect(),
+            stored: m.orders.iter().map(|o| (o.shop_id.clone(), o.order_no, o.pack_no, o.ordered_at)).collect(),
             ..Delta::default()
         };
         plan

@@ -110,7 +110,7 @@ fn a_plan_not_applied_changes_nothing() {
     let (first, _) = batch(&e, vec![line(1, 2, 10)], &stored);
     let (second, _) = batch(&e, vec![line(1, 2, 10)], &stored);
     assert_eq!(first.transitions, second.transitions);
-    assert!(e.open_alerts().is_empty() && !e.known().may_have_line("s", 1));
+    assert!(e.open_alerts().is_empty() && !e.known().may_have_line("s", 1, 1_795_000_000));
 }
 
 /// Arrival order does not matter: a late first version raises what in-order delivery raises.
@@ -233,4 +233,46 @@ fn an_edit_waits_for_qoo10_and_its_predicted_change_is_not_raised() {
     let (p, _) = batch(&e, vec![OrderRow { quantity: 3, ..line(1, 3, 20) }], &stored);
     assert_eq!(kinds(&p), vec![("qoo10_correction_required".into(), AlertState::Resolved)], "no quantity_changed");
     assert_eq!(p.expectations[0].state, "matched");
+}
+
+/// Alerts about lines terminal for a month resolve; alerts on lines still open stay open,
+/// however old (they are still to be acted on, shown and counted).
+#[test]
+fn alerts_on_lines_settled_for_a_month_resolve_and_others_stay() {
+    use crate::alerts::{Draft, open};
+    use crate::keys::AlertKey;
+    use schemas::alert::{AlertKind, Severity};
+    let micros = |at: &str| u64::try_from(at.parse::<DateTime<Utc>>().unwrap().timestamp_micros()).unwrap();
+    let (old, recent) = (micros("2026-09-01T00:00:00Z"), micros("2026-11-20T00:00:00Z"));
+    let mut alerts = OpenAlerts::default();
+    let draft = |kind| Draft {
+        kind,
+        severity: Severity::Warning,
+        message: "m".into(),
+        message_ja: "m".into(),
+        details: serde_json::json!({}),
+    };
+    for (kind, order_no, opened) in [
+        (AlertKind::ItemRemoved, 1, old),
+        (AlertKind::OrderVanished, 2, old),
+        (AlertKind::ItemRemoved, 3, old),
+        (AlertKind::CommandRejected, 4, recent),
+    ] {
+        let a = open(&draft(kind), &line(order_no, 2, opened), opened, now());
+        alerts.insert(AlertKey::order(kind, "s", order_no), &a);
+    }
+    let e = Engine::new(StatusMap::default(), Thresholds::default(), alerts, Expectations::default(), Known::default());
+    let candidates = e.settle_candidates(now());
+    assert_eq!(candidates.iter().map(|k| k.order_no).collect::<Vec<_>>(), vec![1, 2, 3], "opened a month ago");
+    let latest: HashMap<LineKey, OrderRow> = [
+        (1, OrderRow { claim_status: 3, ..line(1, 2, old + 1) }), // cancelled in September
+        (2, line(2, 3, old)),                                     // still 配送準備: stays open
+        (3, OrderRow { claim_status: 3, ..line(3, 2, recent) }),  // cancelled a week ago
+    ]
+    .into_iter()
+    .map(|(n, r)| (LineKey::new("s", n), r))
+    .collect();
+    let plan = e.settle(&latest, now());
+    let resolved: Vec<(u64, AlertState)> = plan.transitions.iter().map(|a| (a.order_no, a.state)).collect();
+    assert_eq!(resolved, vec![(1, AlertState::Resolved)]);
 }
