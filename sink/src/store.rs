@@ -296,16 +296,18 @@ impl Store {
         Ok(())
     }
 
-    /// The latest stored row of each of these order lines (those that exist). One query for the
-    /// whole batch (shops and numbers as two IN lists; the pairs are picked out here).
+    /// The latest stored row of each of these order lines (those that exist), by key.
     pub async fn latest(&self, keys: &[LineKey]) -> Result<HashMap<LineKey, OrderRow>, StoreError> {
-        let rows = self.rows_of("orders", keys).await.map_err(self.err("read latest orders"))?;
+        let rows = self.rows_of("orders", "shop_id, order_no", keys).await.map_err(self.err("read latest orders"))?;
         Ok(rows.into_iter().map(|r| (LineKey::new(&r.shop_id, r.order_no), r)).collect())
     }
 
     /// Every stored version of these order lines, oldest first.
     pub async fn history(&self, keys: &[LineKey]) -> Result<HashMap<LineKey, Vec<OrderRow>>, StoreError> {
-        let mut rows = self.rows_of("order_versions", keys).await.map_err(self.err("read order history"))?;
+        let mut rows = self
+            .rows_of("order_versions", "shop_id, order_no, version", keys)
+            .await
+            .map_err(self.err("read order history"))?;
         rows.sort_by_key(|r| r.version);
         let mut out: HashMap<LineKey, Vec<OrderRow>> = HashMap::new();
         for r in rows {
@@ -314,25 +316,34 @@ impl Store {
         Ok(out)
     }
 
-    /// The latest rows (of `orders`) or every version (of `order_versions`) of these lines
-    /// ([`IDS_PER_QUERY`] keys per query).
-    async fn rows_of(&self, table: &str, keys: &[LineKey]) -> Result<Vec<OrderRow>, clickhouse::error::Error> {
+    /// The rows of `table` for these lines, the newest one per `unique_by` (`orders`: per line;
+    /// `order_versions`: per version) ([`IDS_PER_QUERY`] keys per query).
+    async fn rows_of(
+        &self,
+        table: &str,
+        unique_by: &str,
+        keys: &[LineKey],
+    ) -> Result<Vec<OrderRow>, clickhouse::error::Error> {
         let mut out = Vec::new();
         for chunk in keys.chunks(IDS_PER_QUERY) {
-            out.extend(self.rows_of_chunk(table, chunk).await?);
+            out.extend(self.rows_of_chunk(table, unique_by, chunk).await?);
         }
         Ok(out)
     }
 
-    /// Without `FINAL`: the latest row per key (`LIMIT 1 BY`; with `order_versions`, one row per
-    /// version) is picked from the matching rows only. `FINAL` merges every row of the granules
+    /// Without `FINAL`: the newest row per `unique_by` (`LIMIT 1 BY`) is picked from the
+    /// matching rows only. `FINAL` merges every row of the granules
     /// read before filtering: 1.08–1.31 s against 0.18–0.20 s for 595 lines at 10,000,000.
-    async fn rows_of_chunk(&self, table: &str, keys: &[LineKey]) -> Result<Vec<OrderRow>, clickhouse::error::Error> {
+    async fn rows_of_chunk(
+        &self,
+        table: &str,
+        unique_by: &str,
+        keys: &[LineKey],
+    ) -> Result<Vec<OrderRow>, clickhouse::error::Error> {
         let (condition, shops) = key_tuples(keys.iter().map(|k| (k.shop.as_str(), k.order_no)), "order_no");
-        let by = if table == "order_versions" { "shop_id, order_no, version" } else { "shop_id, order_no" };
-        let mut q = self
-            .client
-            .query(&format!("SELECT ?fields FROM {table} WHERE {condition} ORDER BY version DESC LIMIT 1 BY {by}"));
+        let mut q = self.client.query(&format!(
+            "SELECT ?fields FROM {table} WHERE {condition} ORDER BY version DESC LIMIT 1 BY {unique_by}"
+        ));
         for shop in shops {
             q = q.bind(shop);
         }
