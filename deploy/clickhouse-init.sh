@@ -11,6 +11,7 @@ CREATE USER IF NOT EXISTS qoo10_analyst IDENTIFIED WITH sha256_password BY '${CL
 GRANT SELECT ON qoo10.orders TO qoo10_analyst;
 GRANT SELECT ON qoo10.order_versions TO qoo10_analyst;
 GRANT SELECT ON qoo10.order_carts TO qoo10_analyst;
+GRANT SELECT ON qoo10.alert_acks TO qoo10_analyst;
 GRANT SELECT ON qoo10.alerts TO qoo10_analyst;
 GRANT SELECT ON qoo10.oms_expectations TO qoo10_analyst;
 GRANT SELECT ON qoo10.commands TO qoo10_analyst;

@@ -26,12 +26,12 @@ if ! command -v faketime >/dev/null; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
 fi
 
-# The status page is tested in a real headless browser.
-if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
-  say "installing chromium (Debian) for the status page test"
+# The alert center is tested in a real headless browser; its screenshots need a Japanese font.
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null || ! fc-list :lang=ja 2>/dev/null | grep -q .; then
+  say "installing chromium and a Japanese font (Debian) for the alert center test"
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-ipafont-gothic >/dev/null
 fi
 
 # The end-to-end tests run the real binaries as processes.

@@ -117,6 +117,7 @@ pub(crate) fn shop_alert(
         opened_at: now,
         updated_at: now,
         version: micros(now),
+        acknowledged_at: None,
     }
 }
 

@@ -63,6 +63,24 @@ impl AlertKind {
         }
     }
 
+    /// The kind in Japanese, as the alert center and digests name it.
+    pub fn japanese(self) -> &'static str {
+        match self {
+            AlertKind::ShipDateMissing => "発送予定日が未設定",
+            AlertKind::SkippedNewStatus => "新規注文を飛ばした注文",
+            AlertKind::QuantityChanged => "数量の変更",
+            AlertKind::ItemAdded => "商品の追加",
+            AlertKind::ItemRemoved => "商品の削除",
+            AlertKind::ShipDateChanged => "発送予定日の変更",
+            AlertKind::ShipDateOverdue => "発送予定日の超過",
+            AlertKind::OrderVanished => "注文が取得できない",
+            AlertKind::Qoo10CorrectionRequired => "Qoo10側の修正が必要",
+            AlertKind::CredentialsInvalid => "認証情報が無効",
+            AlertKind::CredentialsExpiring => "APIキーの期限切れ間近",
+            AlertKind::CommandRejected => "書き戻しの拒否",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<AlertKind> {
         AlertKind::ALL.into_iter().find(|k| k.as_str() == text)
     }
@@ -138,11 +156,20 @@ pub struct Alert {
     pub updated_at: DateTime<Utc>,
     /// Increases with every transition of this alert.
     pub version: u64,
+    /// When someone took the alert in hand (alert center, `POST /api/alerts/<id>/acknowledge`).
+    /// An acknowledgement is published as the open alert with its version unchanged and this
+    /// set (`Nats-Msg-Id` `alert:<id>:acknowledged`); the alert stays open until its condition
+    /// ends. Absent on transitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<DateTime<Utc>>,
 }
 
 /// `Nats-Msg-Id` of an alert transition: a re-sent transition is stored once.
 pub fn alert_msg_id(alert: &Alert) -> String {
-    format!("alert:{}:{}", alert.alert_id, alert.state.as_str())
+    match alert.acknowledged_at {
+        Some(_) if alert.state == AlertState::Open => format!("alert:{}:acknowledged", alert.alert_id),
+        _ => format!("alert:{}:{}", alert.alert_id, alert.state.as_str()),
+    }
 }
 
 #[cfg(test)]

@@ -214,6 +214,20 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "INSERT INTO order_carts SELECT shop_id, pack_no, order_no, claim_status, version FROM order_versions",
     ],
     added_columns: &[],
+}, Migration {
+    version: 7,
+    name: "alert_acks: alerts taken in hand in the alert center",
+    statements: &[
+        // One row per acknowledged alert (the alert itself stays in `alerts`, unchanged): read by
+        // key when the alert center starts, joined by analysts on alert_id.
+        "CREATE TABLE IF NOT EXISTS alert_acks (
+            alert_id String,
+            shop_id String,
+            kind String,
+            acknowledged_at DateTime('UTC')
+        ) ENGINE = ReplacingMergeTree() ORDER BY alert_id",
+    ],
+    added_columns: &[],
 }];
 
 /// The table that records applied migrations.

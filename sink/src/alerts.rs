@@ -351,11 +351,27 @@ pub fn open(draft: &Draft, row: &OrderRow, version: u64, now: DateTime<Utc>) -> 
         severity: draft.severity,
         message: draft.message.clone(),
         message_ja: draft.message_ja.clone(),
-        details: draft.details.clone(),
+        details: with_clock(&draft.details, row),
         opened_at: now,
         updated_at: now,
         version,
+        acknowledged_at: None,
     }
+}
+
+/// The draft's details plus what the alert center's penalty clock reads (`crate::center::urgency`):
+/// `paid_at` (UTC) and `ship_by`, the JST date the order must ship by (発送予定日, else 発送可能日).
+fn with_clock(details: &serde_json::Value, row: &OrderRow) -> serde_json::Value {
+    let mut details = details.clone();
+    if let serde_json::Value::Object(m) = &mut details {
+        if let Some(paid) = row.paid_at.and_then(|t| DateTime::from_timestamp(i64::from(t), 0)) {
+            m.insert("paid_at".into(), json!(paid.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+        }
+        if let Some(d) = crate::rows::date(row.estimated_ship_date.or(row.available_ship_date)) {
+            m.insert("ship_by".into(), json!(d.to_string()));
+        }
+    }
+    details
 }
 
 /// The resolution of an open alert, caused by version `by_version` of the order line.

@@ -9,10 +9,11 @@
 //! Beside them: [`rows`] (canonical order → rows, the merge rule between row kinds), [`open`]
 //! (the open alerts, compact), [`keys`], [`known`] (fingerprints of stored lines), [`edits`]
 //! (OMS edits as expectations, pure), [`input`] (what the input subjects may carry), [`store`]
-//! (ClickHouse), [`webhook`], [`commands`] (operator commands), [`page`] and [`status`] (the
-//! status page).
+//! (ClickHouse), [`webhook`], [`commands`] (operator commands), [`center`] (the alert center:
+//! page and API, on its own thread).
 
 pub mod alerts;
+pub mod center;
 pub mod commands;
 pub mod consumer;
 pub mod edits;
@@ -22,8 +23,6 @@ pub mod keys;
 pub mod known;
 pub mod metrics;
 pub mod open;
-pub mod page;
 pub mod rows;
-pub mod status;
 pub mod store;
 pub mod webhook;

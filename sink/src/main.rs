@@ -1,5 +1,4 @@
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Parser;
 
@@ -8,7 +7,6 @@ use clap::Parser;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use runtime::lease::Leases;
 use runtime::service::{Service, Threads};
-use runtime::telemetry::ReadyCheck;
 use schemas::config::PipelineConfig;
 use sink::consumer::{Consumer, HeldError, at_start};
 use sink::store::Store;
@@ -111,9 +109,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 async fn serve(config: &PipelineConfig, until_idle: bool) -> anyhow::Result<()> {
     let store = Store::new(&config.clickhouse);
     let service = Service::connect(config, "sink", config.sink.stall_after).await?;
-    let configured: Vec<String> = config.shops.iter().map(|s| s.id.clone()).collect();
-    let page = sink::page::router(store.clone(), service.js.clone(), service.ns.clone(), configured);
-    service.serve(&config.sink.http_listen, "sink.http_listen", Some(clickhouse_ready(store.clone())), page).await?;
+    // The alert center and /metrics, /healthz, /readyz: on a thread of their own (a page load
+    // never waits for a batch), on standbys too.
+    sink::center::start(config, &service).await?;
     let leases = Leases::start(service.js.clone(), service.ns.clone(), "sink").await?;
     loop {
         let health = service.health.clone();
@@ -175,11 +173,4 @@ async fn active(
     };
     service.health.active();
     consumer.run(consumers, config, until_idle).await
-}
-
-fn clickhouse_ready(store: Store) -> ReadyCheck {
-    Arc::new(move || {
-        let store = store.clone();
-        Box::pin(async move { store.ping().await.map_err(|e| format!("clickhouse unreachable: {e}")) })
-    })
 }

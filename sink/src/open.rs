@@ -88,6 +88,7 @@ impl OpenAlerts {
             opened_at: DateTime::UNIX_EPOCH,
             updated_at: DateTime::UNIX_EPOCH,
             version: slim.version,
+            acknowledged_at: None,
         })
     }
 

@@ -201,6 +201,7 @@ impl AlertRow {
             opened_at: DateTime::from_timestamp(i64::from(self.opened_at), 0).unwrap_or_default(),
             updated_at: DateTime::from_timestamp(i64::from(self.updated_at), 0).unwrap_or_default(),
             version: self.version,
+            acknowledged_at: None,
         })
     }
 }

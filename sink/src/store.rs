@@ -13,6 +13,9 @@ use schemas::sql::{MIGRATIONS, MIGRATIONS_TABLE};
 use crate::keys::{CartKey, LineKey};
 use crate::rows::{AlertRow, ContactRow, OrderRow};
 
+mod center;
+pub use center::{AckRow, AlertDay, AlertQuery, OrdersDay};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("ClickHouse at {url}: {op}: {source}")]

@@ -10,6 +10,7 @@
 //! Modules by concern: [`servers`] (where NATS and ClickHouse are), [`deployment`] (our services
 //! against the [`sandbox`]), [`nodes`] (processes a test stops and starts), [`proxy`], [`support`].
 
+mod browser;
 mod deployment;
 mod nodes;
 mod proxy;
@@ -17,6 +18,7 @@ mod sandbox;
 mod servers;
 mod support;
 
+pub use browser::*;
 pub use deployment::*;
 pub use nodes::*;
 pub use proxy::*;

@@ -553,7 +553,10 @@ async fn alerts_reach_a_webhook_with_retries_and_a_dead_webhook_blocks_nothing()
     let (url, bodies) = receiver(1).await?;
     let mut s = Scenario::new(vec![line(9801, 8801, 2)]).await?;
     let config = std::fs::read_to_string(&s.dep.config_path)?;
-    std::fs::write(&s.dep.config_path, config.replace("[alerts]\n", &format!("[alerts]\nwebhook_url = \"{url}\"\n")))?;
+    std::fs::write(
+        &s.dep.config_path,
+        config.replace("[alerts]\n", &format!("[alerts]\nwebhook_url = \"{url}\"\nwebhook_mode = \"each\"\n")),
+    )?;
     let msgs = s.poll().await?;
     assert_eq!(kinds(&msgs), vec![k("ship_date_missing", "open", 9801)]);
     let got = bodies.lock().unwrap().clone();

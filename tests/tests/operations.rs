@@ -103,52 +103,6 @@ async fn print_config_shows_the_effective_configuration_without_secrets() -> any
 
 /// The browser for page tests: `$CHROMIUM`, else `chromium` on the PATH (./scripts/test.sh
 /// installs Debian's package). Missing, the test fails: a skipped page test tests nothing.
-fn chromium() -> String {
-    let name = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let found = Command::new(&name)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(found, "{name} not found: install Debian's chromium (./scripts/test.sh does) or set CHROMIUM");
-    name
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_status_page_shows_shops_orders_and_alerts_in_a_browser() -> anyhow::Result<()> {
-    let browser = chromium();
-    let sandbox = Sandbox::start(&["--shops", "1", "--orders", "40"]).await?;
-    let dep = Deployment::new(&format!(
-        "[qoo10]\nbase_url = \"{}\"\nrequests_per_second = 50\n\n[[shops]]\nid = \"sandbox-1\"\nuser_id = \"sandbox-seller-1\"\n\
-         api_key = \"sandbox-api-key-1\"\npassword = \"sandbox-password-1\"\nlookback_days = 7\n",
-        sandbox.base_url()
-    ))
-    .await?;
-    dep.run_pipeline_once()?;
-    let open = dep.query("SELECT count() FROM alerts FINAL WHERE state = 'open' AND shop_id = 'sandbox-1'").await?;
-    let message: Vec<Vec<String>> =
-        dep.query("SELECT message_ja FROM alerts FINAL WHERE state = 'open' ORDER BY alert_id LIMIT 1").await?;
-    assert!(!message.is_empty(), "the sandbox world raises alerts");
-
-    let (mut sink, port) = start_ready(&dep, "sink").await?;
-    let profile = e2e::TempDir::new(&format!("chromium-{port}"))?;
-    let out = Command::new(&browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--dump-dom"])
-        .arg(format!("--user-data-dir={}", profile.0.display()))
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output()?;
-    let _ = sink.terminate();
-    let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(dom.contains("<h2>sandbox-1</h2>"), "{dom}");
-    assert!(dom.contains("最終取得 / last poll: <b class=\"last-poll\">20"), "the fetcher's last poll is shown: {dom}");
-    assert!(dom.contains("<td>新規受付</td>") || dom.contains("<td>発送待ち</td>"), "orders by status: {dom}");
-    assert!(dom.contains(&format!("対応が必要なアラート / open alerts ({})", open[0][0])), "{dom}");
-    assert!(dom.contains(&message[0][0]), "Japanese instructions are on the page: {dom}");
-    Ok(())
-}
-
 /// A one-shop sandbox deployment whose services reach ClickHouse only through a proxy the test
 /// can cut.
 async fn behind_a_proxy(shop: &str, orders: &str) -> anyhow::Result<(Sandbox, e2e::Proxy, Deployment)> {

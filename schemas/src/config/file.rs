@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::userinfo::{self, UserInfo};
 use super::{
     AlertsConfig, ClickHouseConfig, Compression, FetcherConfig, NatsConfig, NormalizerConfig, Qoo10Config, ShopConfig,
-    SinkConfig, StreamRetention, duration_text,
+    SinkConfig, StreamRetention, WebhookMode, duration_text,
 };
 use crate::secret::{Secret, SecretRef};
 use crate::status::{self, Status};
@@ -86,7 +86,7 @@ pub struct SecretFields {
 }
 
 impl SecretFields {
-    fn resolve(&self, key: &str) -> Result<Option<Secret>, Bad> {
+    pub fn resolve(&self, key: &str) -> Result<Option<Secret>, Bad> {
         SecretRef { name: key, value: self.value.as_ref(), env: self.env.as_deref(), file: self.file.as_deref() }
             .resolve()
     }
@@ -497,7 +497,19 @@ impl SinkConfig {
         if self.stall_after < Duration::from_secs(10) {
             return bad("sink.stall_after", "must be at least 10s");
         }
+        if self.page_refresh < Duration::from_secs(1) {
+            return bad("sink.page_refresh", "must be at least 1s");
+        }
         Ok(())
+    }
+
+    /// `http_token`, `http_token_env`, `http_token_file` as one secret.
+    pub fn token_fields(&self) -> SecretFields {
+        SecretFields {
+            value: self.http_token.clone(),
+            env: self.http_token_env.clone(),
+            file: self.http_token_file.clone(),
+        }
     }
 }
 
@@ -514,6 +526,10 @@ pub struct AlertsFile {
     pub webhook_url: Option<Secret>,
     pub webhook_url_env: Option<String>,
     pub webhook_url_file: Option<PathBuf>,
+    pub webhook_mode: WebhookMode,
+    pub page_url: String,
+    #[serde(with = "duration_text")]
+    pub webhook_min_interval: Duration,
 }
 
 secret_fields!(AlertsFile { webhook_url, webhook_url_env, webhook_url_file });
@@ -530,6 +546,9 @@ impl Default for AlertsFile {
             webhook_url: None,
             webhook_url_env: None,
             webhook_url_file: None,
+            webhook_mode: d.webhook_mode,
+            page_url: d.page_url,
+            webhook_min_interval: d.webhook_min_interval,
         }
     }
 }
@@ -542,6 +561,9 @@ impl AlertsFile {
         {
             return bad("alerts.webhook_url", "is not an http(s) URL");
         }
+        if !(self.page_url.starts_with("http://") || self.page_url.starts_with("https://")) {
+            return bad("alerts.page_url", "is not an http(s) URL");
+        }
         if self.sweep_interval.is_zero() {
             return bad("alerts.sweep_interval", "must be above 0");
         }
@@ -552,6 +574,9 @@ impl AlertsFile {
             item_added_after: self.item_added_after,
             sweep_interval: self.sweep_interval,
             webhook_url,
+            webhook_mode: self.webhook_mode,
+            page_url: self.page_url.clone(),
+            webhook_min_interval: self.webhook_min_interval,
         })
     }
 }

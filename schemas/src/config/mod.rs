@@ -390,6 +390,26 @@ pub struct SinkConfig {
     /// `/readyz` says `stalled` when messages are pending and nothing was committed for this long.
     #[serde(with = "duration_text")]
     pub stall_after: Duration,
+    /// When set (inline, `http_token_env` or `http_token_file`), every `/api/` call of the alert
+    /// center needs `Authorization: Bearer <token>`, and the page's buttons need it once typed in.
+    /// Resolved at load: after it, only `http_token` holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_token: Option<Secret>,
+    #[serde(skip_serializing)]
+    pub http_token_env: Option<String>,
+    #[serde(skip_serializing)]
+    pub http_token_file: Option<PathBuf>,
+    /// How often the alert center re-reads what it shows from ClickHouse besides the alerts it
+    /// follows live (orders by status, the charts): a full read of `orders`, so not too often.
+    #[serde(with = "duration_text")]
+    pub page_refresh: Duration,
+}
+
+impl SinkConfig {
+    /// The token the alert center's `/api/` and buttons require, if any.
+    pub fn http_token(&self) -> Option<&Secret> {
+        self.http_token.as_ref()
+    }
 }
 
 impl Default for SinkConfig {
@@ -399,8 +419,24 @@ impl Default for SinkConfig {
             flush_interval: Duration::from_secs(1),
             http_listen: "127.0.0.1:9466".into(),
             stall_after: Duration::from_secs(120),
+            http_token: None,
+            http_token_env: None,
+            http_token_file: None,
+            page_refresh: Duration::from_secs(60),
         }
     }
+}
+
+/// How the webhook tells of alert transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookMode {
+    /// One message per shop and burst of transitions (a poll's): counts by kind, the most urgent
+    /// few, a link to the alert center.
+    #[default]
+    Digest,
+    /// One message per transition.
+    Each,
 }
 
 /// Thresholds of the alert rules.
@@ -428,6 +464,12 @@ pub struct AlertsConfig {
     /// often embeds a token, so it is a secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<Secret>,
+    pub webhook_mode: WebhookMode,
+    /// The alert center's address as the webhook's readers reach it (a digest links to it).
+    pub page_url: String,
+    /// At most one webhook message per this interval (Slack accepts about one a second).
+    #[serde(with = "duration_text")]
+    pub webhook_min_interval: Duration,
 }
 
 impl AlertsConfig {
@@ -445,6 +487,9 @@ impl Default for AlertsConfig {
             item_added_after: Duration::from_secs(600),
             sweep_interval: Duration::from_secs(60),
             webhook_url: None,
+            webhook_mode: WebhookMode::Digest,
+            page_url: "http://127.0.0.1:9466/".into(),
+            webhook_min_interval: Duration::from_secs(1),
         }
     }
 }
@@ -489,6 +534,8 @@ impl PipelineConfig {
         raw.fetcher.validate().map_err(invalid)?;
         raw.normalizer.validate().map_err(invalid)?;
         raw.sink.validate().map_err(invalid)?;
+        raw.sink.http_token = raw.sink.token_fields().resolve("sink.http_token").map_err(invalid)?;
+        (raw.sink.http_token_env, raw.sink.http_token_file) = (None, None);
         Ok(PipelineConfig {
             nats: raw.nats.validate().map_err(invalid)?,
             clickhouse: raw.clickhouse.validate().map_err(invalid)?,

@@ -126,7 +126,8 @@ impl Consumer {
         let Some(engine) = load_engine(config, &store).await? else { return Ok(None) };
         tracing::info!(database = %config.clickhouse.database, open_alerts = engine.open_alerts().len(), "sink started");
         let metrics = service.metrics.clone();
-        let webhook = config.alerts.webhook().cloned().map(|url| Webhook::start(url, 10_000, metrics.clone()));
+        let webhook =
+            config.alerts.webhook().cloned().map(|url| Webhook::start(url, &config.alerts, 10_000, metrics.clone()));
         let guard = Guard { fence, metrics, health: service.health.clone() };
         let consumer = Consumer {
             engine,

@@ -1,0 +1,155 @@
+//! The alert center (`[sink] http_listen`): the page for the people who act on alerts (`GET /`)
+//! and its API (`/api/summary`, `/api/alerts`, acknowledge, write-back fixes).
+//!
+//! It runs on a thread and runtime of its own, with its own NATS connection and ClickHouse
+//! client: a page load never waits for a batch, and a batch never waits for a page. What it
+//! shows comes from state it keeps, never from a scan per request:
+//! - [`board`]: the open alerts, compact, loaded from ClickHouse at start and kept current from
+//!   every transition on `ALERTS` (so a standby sink's center is as current as the active one's);
+//! - a snapshot refreshed every `[sink] page_refresh` (orders by status, the charts' 30 days,
+//!   the fetcher's last poll and error per shop).
+//!
+//! Texts of the alerts shown (a page of the queue) are read from `alerts` by key.
+
+mod actions;
+pub mod board;
+pub mod charts;
+mod feed;
+mod http;
+mod page;
+pub mod urgency;
+mod view;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use schemas::Secret;
+use schemas::calendar::BusinessDays;
+use schemas::config::PipelineConfig;
+use schemas::poll::FetchStatus;
+use schemas::subjects::Namespace;
+
+use crate::store::{AlertDay, OrdersDay, Store};
+
+pub use http::router;
+
+/// A configured shop as the center needs it.
+#[derive(Debug, Clone)]
+pub struct ShopInfo {
+    pub id: String,
+    pub interval: Duration,
+    pub writeback: bool,
+}
+
+/// What the center re-reads every `page_refresh`.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// (shop, canonical status, order lines).
+    pub orders_by_status: Vec<(String, String, u64)>,
+    pub orders_per_day: Vec<OrdersDay>,
+    pub alert_days: Vec<AlertDay>,
+    pub fetch: HashMap<String, FetchStatus>,
+    pub refreshed_at: Option<DateTime<Utc>>,
+    /// Why the last refresh failed, if it did (the figures shown are then older).
+    pub error: Option<String>,
+}
+
+/// The center's state, shared by its tasks and requests.
+#[derive(Debug)]
+pub struct Center {
+    pub board: RwLock<board::Board>,
+    pub snapshot: RwLock<Snapshot>,
+    /// False until the board is loaded, and while it is reloaded after losing `ALERTS`.
+    pub live: std::sync::atomic::AtomicBool,
+    store: Store,
+    js: async_nats::jetstream::Context,
+    ns: Namespace,
+    pub shops: Vec<ShopInfo>,
+    token: Option<Secret>,
+    refresh: Duration,
+    days: BusinessDays,
+}
+
+/// Today in JST.
+pub fn today() -> NaiveDate {
+    Utc::now().with_timezone(&schemas::time::jst()).date_naive()
+}
+
+impl Center {
+    fn new(config: &PipelineConfig, store: Store, js: async_nats::jetstream::Context) -> Center {
+        let days = BusinessDays { closed: config.alerts.holidays.clone() };
+        Center {
+            board: RwLock::new(board::Board::new(today(), days.clone())),
+            snapshot: RwLock::new(Snapshot::default()),
+            live: false.into(),
+            store,
+            js,
+            ns: Namespace::from_config(&config.nats),
+            shops: config
+                .shops
+                .iter()
+                .map(|s| ShopInfo { id: s.id.clone(), interval: s.interval, writeback: s.writeback })
+                .collect(),
+            token: config.sink.http_token().cloned(),
+            refresh: config.sink.page_refresh,
+            days,
+        }
+    }
+
+    pub fn shop(&self, id: &str) -> Option<&ShopInfo> {
+        self.shops.iter().find(|s| s.id == id)
+    }
+}
+
+/// Starts the center on its own thread: serves `[sink] http_listen` (with `/metrics`, `/healthz`
+/// and `/readyz` of `service`) and keeps its state. Returns once the listener is bound, or the
+/// error naming the key.
+pub async fn start(config: &PipelineConfig, service: &runtime::service::Service) -> anyhow::Result<()> {
+    if config.sink.http_listen.is_empty() {
+        return Ok(()); // served nowhere: nothing to keep
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+    let (config, service) = (config.clone(), service.clone());
+    std::thread::Builder::new().name("alert-center".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(e.into()));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let store = Store::new(&config.clickhouse);
+            let js = match runtime::nats::connect_jetstream(&config.nats, "sink-center").await {
+                Ok((_, js)) => js,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            let center = Arc::new(Center::new(&config, store.clone(), js));
+            let ready = clickhouse_ready(store);
+            let served =
+                service.serve(&config.sink.http_listen, "sink.http_listen", Some(ready), router(center.clone()));
+            let bound = served.await.map_err(anyhow::Error::from);
+            let failed = bound.is_err();
+            let _ = tx.send(bound);
+            if failed {
+                return;
+            }
+            tokio::spawn(center.clone().refresh_forever());
+            center.follow_forever().await;
+        });
+    })?;
+    rx.await.map_err(|_| anyhow::anyhow!("the alert center's thread ended before it started"))?
+}
+
+/// `/readyz`'s ClickHouse check.
+fn clickhouse_ready(store: Store) -> runtime::telemetry::ReadyCheck {
+    Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| format!("clickhouse unreachable: {e}")) })
+    })
+}
