@@ -75,7 +75,7 @@ pub async fn ch(env: &Env, db: &str, sql: &str) -> anyhow::Result<String> {
 
 /// The sink's tables in `db`, every migration run and recorded, as a sink that has run all year
 /// leaves them (an unrecorded migration would run again at the sink's start and be timed with it).
-async fn create_tables(env: &Env, db: &str) -> anyhow::Result<()> {
+pub async fn create_tables(env: &Env, db: &str) -> anyhow::Result<()> {
     ch(env, "", &format!("CREATE DATABASE IF NOT EXISTS {db}")).await?;
     ch(env, db, schemas::sql::MIGRATIONS_TABLE).await?;
     for m in schemas::sql::MIGRATIONS {

@@ -15,6 +15,7 @@
 //!    time against the minimum the configured rate limits allow, requests over the limit, CPU
 //!    seconds, RSS; and the planner's call budget per shop.
 
+mod center;
 mod env;
 mod fetcher;
 mod history;
@@ -59,6 +60,10 @@ struct Args {
     /// With `--history-lines`: only the history phase; the JSON line holds `rows` and `history`.
     #[arg(long)]
     history_only: bool,
+    /// Only the alert center with this many open alerts (2,000 shops): its load, page and API
+    /// times and the sink's RSS; the JSON line holds `center`.
+    #[arg(long, default_value_t = 0)]
+    center_alerts: u64,
 }
 
 #[tokio::main]
@@ -78,6 +83,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// Every phase in turn; `None` with `--pipeline-only`.
 async fn measure(env: &Env, args: &Args) -> anyhow::Result<Option<Report>> {
+    if args.center_alerts > 0 {
+        let center = center::measure(env, args.center_alerts).await?;
+        println!("{}", serde_json::to_string(&serde_json::json!({"center": center}))?);
+        return Ok(None);
+    }
     let from = env.name("pipe");
     let items = load::payloads(args.rows, &from);
     let avg = items.iter().map(|(_, b)| b.len()).sum::<usize>() / items.len().max(1);

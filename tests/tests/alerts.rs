@@ -274,7 +274,12 @@ async fn quantity_and_ship_date_changes_are_reported_with_from_and_to() -> anyho
             "注文 9201（緑茶 ティーバッグ 100包）の数量が 2 から 5 に変更されました。OMSとQoo10（QSM）の両方で数量を合わせてください。"
         )
     );
-    assert_eq!(msgs[0].1["details"], json!({"field": "quantity", "from": 2, "to": 5}));
+    let details = &msgs[0].1["details"];
+    assert_eq!((&details["field"], &details["from"], &details["to"]), (&json!("quantity"), &json!(2), &json!(5)));
+    assert!(
+        details["paid_at"].is_string() && details["ship_by"] == json!(first),
+        "the penalty clock's dates: {details}"
+    );
 
     let second = (now_jst() + Days::days(4)).date().to_string();
     s.act(9201, "set_ship_date", json!({"date": second})).await?;

@@ -82,8 +82,10 @@ fn nats_and_clickhouse_require_credentials() {
     let sink = env(&all["sink"]);
     assert_eq!(sink["CLICKHOUSE_USER"], "qoo10_sink");
     assert_eq!(required(&sink["CLICKHOUSE_PASSWORD"]), Some("CLICKHOUSE_SINK_PASSWORD"));
+    assert_eq!(required(&sink["SINK_HTTP_TOKEN"]), Some("SINK_HTTP_TOKEN"), "the alert center needs its token");
+    assert!(read("deploy/pipeline.compose.toml").contains("http_token_env = \"SINK_HTTP_TOKEN\""));
     let env_example = read(".env.example");
-    for var in ["NATS_FETCHER_PASSWORD", "CLICKHOUSE_ADMIN_PASSWORD", "CLICKHOUSE_SINK_PASSWORD"] {
+    for var in ["NATS_FETCHER_PASSWORD", "CLICKHOUSE_ADMIN_PASSWORD", "CLICKHOUSE_SINK_PASSWORD", "SINK_HTTP_TOKEN"] {
         assert!(env_example.contains(&format!("{var}=")), ".env.example sets {var}");
     }
 }

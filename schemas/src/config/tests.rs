@@ -192,3 +192,31 @@ fn stream_retention_is_configurable_and_bounded() {
     let e = load_str("[nats.retention]\nrow = \"3days\"\n").unwrap_err().to_string();
     assert!(e.contains("row"), "{e}");
 }
+
+/// The alert center's token: inline, from the environment or a file (one of the three), never
+/// printed; the webhook's digest settings are checked at load.
+#[test]
+fn the_alert_center_token_and_the_webhook_settings() {
+    let dir = std::env::temp_dir().join(format!("qoo10-cfg-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    let from_file =
+        PipelineConfig::from_text(&format!("[sink]\nhttp_token_file = {:?}\n", file.display().to_string()), "t")
+            .unwrap();
+    assert_eq!(from_file.sink.http_token().map(|t| t.expose()), Some("from-a-file"));
+    let inline = PipelineConfig::from_text("[sink]\nhttp_token = \"s3cret-token\"\n", "t").unwrap();
+    assert!(!inline.to_toml().contains("s3cret-token"), "{}", inline.to_toml());
+    assert!(!format!("{inline:?}").contains("s3cret-token"));
+    let both = PipelineConfig::from_text("[sink]\nhttp_token = \"a\"\nhttp_token_env = \"B\"\n", "t").unwrap_err();
+    assert!(both.to_string().contains("sink.http_token"), "{both}");
+    let unset = PipelineConfig::from_text("[sink]\nhttp_token_env = \"QOO10_NO_SUCH_VARIABLE\"\n", "t").unwrap_err();
+    assert!(unset.to_string().contains("QOO10_NO_SUCH_VARIABLE"), "{unset}");
+    assert!(defaults().sink.http_token().is_none());
+    let bad = PipelineConfig::from_text("[alerts]\npage_url = \"ftp://x/\"\n", "t").unwrap_err();
+    assert!(bad.to_string().contains("alerts.page_url"), "{bad}");
+    let mode = PipelineConfig::from_text("[alerts]\nwebhook_mode = \"hourly\"\n", "t").unwrap_err();
+    assert!(mode.to_string().contains("webhook_mode"), "{mode}");
+    assert_eq!(defaults().alerts.webhook_mode, crate::config::WebhookMode::Digest);
+    let _ = std::fs::remove_dir_all(&dir);
+}

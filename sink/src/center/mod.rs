@@ -1,8 +1,8 @@
 //! The alert center (`[sink] http_listen`): the page for the people who act on alerts (`GET /`)
 //! and its API (`/api/summary`, `/api/alerts`, acknowledge, write-back fixes).
 //!
-//! It runs on a thread and runtime of its own, with its own NATS connection and ClickHouse
-//! client: a page load never waits for a batch, and a batch never waits for a page. What it
+//! It runs on a thread and runtime of its own, with its own ClickHouse client (NATS through
+//! the sink's client): a page load never waits for a batch, and a batch never waits for a page. What it
 //! shows comes from state it keeps, never from a scan per request:
 //! - [`board`]: the open alerts, compact, loaded from ClickHouse at start and kept current from
 //!   every transition on `ALERTS` (so a standby sink's center is as current as the active one's);
@@ -121,15 +121,11 @@ pub async fn start(config: &PipelineConfig, service: &runtime::service::Service)
             }
         };
         rt.block_on(async move {
+            // NATS through the sink's own client (its connection task runs on the sink's
+            // runtime; requests and deliveries are channel sends): one connection, which
+            // reconnects by itself, instead of a second one that could fail at start.
             let store = Store::new(&config.clickhouse);
-            let js = match runtime::nats::connect_jetstream(&config.nats, "sink-center").await {
-                Ok((_, js)) => js,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into()));
-                    return;
-                }
-            };
-            let center = Arc::new(Center::new(&config, store.clone(), js));
+            let center = Arc::new(Center::new(&config, store.clone(), service.js.clone()));
             let ready = clickhouse_ready(store);
             let served =
                 service.serve(&config.sink.http_listen, "sink.http_listen", Some(ready), router(center.clone()));
