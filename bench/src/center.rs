@@ -24,6 +24,8 @@ pub struct Center {
     pub api_alerts_100_ms: (f64, f64),
     pub page_bytes: usize,
     pub sink_rss_peak_mb: f64,
+    /// The same sink without the alert center (`HTTP_LISTEN=""`), 20 s after its start.
+    pub sink_rss_peak_mb_without_center: f64,
 }
 
 const SHOPS: u64 = 2_000;
@@ -96,8 +98,13 @@ pub async fn measure(env: &Env, n: u64) -> anyhow::Result<Center> {
         api_alerts_100_ms: timed(&http, &format!("{base}/api/alerts?limit=100")).await?.0,
         page_bytes,
         sink_rss_peak_mb: peak_rss_mb(sink.id()).round(),
+        sink_rss_peak_mb_without_center: 0.0,
     };
     stop(sink);
+    let alone = env.spawn("sink", &config, "", &[])?;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let result = Center { sink_rss_peak_mb_without_center: peak_rss_mb(alone.id()).round(), ..result };
+    stop(alone);
     println!("center: {}", serde_json::to_string(&result).context("report")?);
     Ok(result)
 }

@@ -109,6 +109,8 @@ async fn page_get(State(c): State<Arc<Center>>, headers: HeaderMap, Query(q): Qu
         let shop = filter.shop.as_deref();
         (view::summary(&board, &snap, &c.shops, shop, now), view::charts(&snap, shop, today()))
     };
+    let (overview, more_shops, stale, more_stale, details) =
+        page::arrange(page::shop_lines(&summary), filter.shop.is_some());
     let pages = total.div_ceil(PER_PAGE).max(1);
     let link = |p: usize| format!("/?{}", q.filters.query(&[("page", p.to_string())]));
     let html = Page {
@@ -132,7 +134,11 @@ async fn page_get(State(c): State<Arc<Center>>, headers: HeaderMap, Query(q): Qu
                 .map(|(v, l)| (v.into(), l.into())),
             &q.filters.acknowledged,
         ),
-        shops: page::shop_lines(&summary),
+        overview,
+        more_shops,
+        stale,
+        more_stale,
+        shops: details,
         charts: page::svgs(&charts),
         rows,
         total,

@@ -144,6 +144,22 @@ pub struct ShopLine {
     pub stale: bool,
 }
 
+/// Shops the overview names at most (2,000 shops would make a page of megabytes).
+pub const OVERVIEW: usize = 30;
+/// Up to this many shops, every shop's details are on the page; above, the chosen one's.
+pub const DETAILS: usize = 10;
+
+/// (overview, left out, stale named, stale left out, details) of the page.
+pub fn arrange(mut lines: Vec<ShopLine>, chosen: bool) -> (Vec<ShopLine>, usize, Vec<ShopLine>, usize, Vec<ShopLine>) {
+    lines.sort_by(|a, b| (b.overdue, b.open_total).cmp(&(a.overdue, a.open_total)).then(a.shop_id.cmp(&b.shop_id)));
+    let stale: Vec<ShopLine> = lines.iter().filter(|l| l.stale).cloned().collect();
+    let more_stale = stale.len().saturating_sub(OVERVIEW);
+    let details = if chosen || lines.len() <= DETAILS { lines.clone() } else { Vec::new() };
+    let more = lines.len().saturating_sub(OVERVIEW);
+    lines.truncate(OVERVIEW);
+    (lines, more, stale.into_iter().take(OVERVIEW).collect(), more_stale, details)
+}
+
 pub fn shop_lines(summary: &Summary) -> Vec<ShopLine> {
     summary
         .shops
@@ -187,6 +203,14 @@ pub struct Page {
     pub refresh_error: Option<String>,
     pub live: bool,
     pub refresh_seconds: u64,
+    /// The overview: the shops with the most overdue, then open alerts first, at most
+    /// [`OVERVIEW`]; `more_shops` are left out (choose one in the filter).
+    pub overview: Vec<ShopLine>,
+    pub more_shops: usize,
+    /// Stale shops (at most [`OVERVIEW`] named), and how many more.
+    pub stale: Vec<ShopLine>,
+    pub more_stale: usize,
+    /// Per-shop details: the chosen shop, or every shop when there are few.
     pub shops: Vec<ShopLine>,
     pub shop_choices: Vec<Choice>,
     pub kind_choices: Vec<Choice>,
@@ -216,4 +240,36 @@ impl Page {
 /// `charts` as (title, inline SVG).
 pub fn svgs(charts: &[Chart]) -> Vec<(String, String)> {
     charts.iter().map(|c| (c.title.clone(), c.svg())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(i: usize, overdue: u64, stale: bool) -> ShopLine {
+        ShopLine {
+            shop_id: format!("s{i:03}"),
+            orders: Vec::new(),
+            alerts: Vec::new(),
+            open_total: i as u64,
+            acknowledged: 0,
+            overdue,
+            last_poll: "—".into(),
+            last_error: None,
+            stale,
+        }
+    }
+
+    #[test]
+    fn many_shops_show_the_most_urgent_few_and_say_how_many_are_left_out() {
+        let lines: Vec<ShopLine> = (0..2000).map(|i| line(i, u64::from(i == 5) * 9, i % 3 == 0)).collect();
+        let (overview, more, stale, more_stale, details) = arrange(lines.clone(), false);
+        assert_eq!((overview.len(), more, details.len()), (OVERVIEW, 2000 - OVERVIEW, 0));
+        assert_eq!(overview[0].shop_id, "s005", "overdue first");
+        assert_eq!(overview[1].shop_id, "s1999", "then the most open alerts");
+        assert_eq!((stale.len(), more_stale), (OVERVIEW, 667 - OVERVIEW));
+        let few: Vec<ShopLine> = lines.into_iter().take(4).collect();
+        let (_, more, _, _, details) = arrange(few, false);
+        assert_eq!((more, details.len()), (0, 4), "few shops: every shop's details");
+    }
 }
