@@ -226,7 +226,8 @@ async fn secrets_never_appear_in_logs_errors_messages_or_tables() -> anyhow::Res
     const QOO10_PW: &str = "Qx-Pw+7f3a/9c21";
     const NATS_PW: &str = "Nx-Pw-c0ffee42";
     const CH_PW: &str = "Cx-Pw-deadbe11";
-    let secrets = [API_KEY, QOO10_PW, NATS_PW, CH_PW];
+    const CENTER_TOKEN: &str = "Hx-Token-77aa01";
+    let secrets = [API_KEY, QOO10_PW, NATS_PW, CH_PW, CENTER_TOKEN];
     let debug = [("RUST_LOG", "debug")];
     let mut captured: Vec<(String, String)> = Vec::new();
     let mut keep = |what: &str, out: &std::process::Output| {
@@ -245,6 +246,9 @@ async fn secrets_never_appear_in_logs_errors_messages_or_tables() -> anyhow::Res
     )
     .await?;
     dep.add_nats_settings(&format!("user = \"pipeline\"\npassword = \"{NATS_PW}\""))?;
+    let mut config = std::fs::read_to_string(&dep.config_path)?;
+    config.push_str(&format!("\n[sink]\nhttp_token = \"{CENTER_TOKEN}\"\n"));
+    std::fs::write(&dep.config_path, &config)?;
     let good = std::fs::read_to_string(&dep.config_path)?;
 
     // 1. Success, with the key expiring once mid-poll (renewed and retried), then a bad raw row.
@@ -269,6 +273,32 @@ async fn secrets_never_appear_in_logs_errors_messages_or_tables() -> anyhow::Res
     let out = dep.run_env("sink", &["--until-idle"], &debug, Duration::from_secs(60))?;
     keep("sink, credentials alert", &out);
 
+    // The alert center: its page, its API answered and refused, and the sink's log meanwhile.
+    let mut sink = dep.spawn("sink", &[])?;
+    let base = format!("http://127.0.0.1:{}", sink.port);
+    sink.wait_readyz(200, Duration::from_secs(30)).await?;
+    let mut center: Vec<(String, String)> = Vec::new();
+    let paths = [
+        ("/", None),
+        ("/api/summary", Some(CENTER_TOKEN)),
+        ("/api/alerts", Some(CENTER_TOKEN)),
+        ("/api/alerts", None),
+        ("/api/alerts?state=x", Some(CENTER_TOKEN)),
+    ];
+    for (path, token) in paths {
+        let mut req = e2e::http().get(format!("{base}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await?;
+        let headers = format!("{:?}", r.headers());
+        center.push((format!("GET {path}"), format!("{headers} {}", r.text().await?)));
+    }
+    let wrong = e2e::http().post(format!("{base}/api/alerts/none/acknowledge")).bearer_auth("wrong").send().await?;
+    center.push(("POST acknowledge, wrong token".into(), format!("{} {}", wrong.status(), wrong.text().await?)));
+    let _ = sink.terminate();
+    center.push(("sink log (alert center)".into(), std::fs::read_to_string(&sink.log)?));
+
     // 3. NATS refuses the password.
     std::fs::write(&dep.config_path, good.replace(NATS_PW, &format!("{NATS_PW}-old")))?;
     let out = dep.run_env("fetcher", &["--once"], &debug, Duration::from_secs(30))?;
@@ -285,6 +315,8 @@ async fn secrets_never_appear_in_logs_errors_messages_or_tables() -> anyhow::Res
     anyhow::ensure!(stderr.contains("ClickHouse"), "{stderr}");
     keep("sink, ClickHouse refused", &out);
     std::fs::write(&dep.config_path, &good)?;
+
+    captured.extend(center);
 
     // Everything printed, every message on every stream of the deployment, every stored row.
     let client = async_nats::ConnectOptions::with_user_and_password("pipeline".into(), NATS_PW.into())

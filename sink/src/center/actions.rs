@@ -69,8 +69,7 @@ impl Center {
     pub async fn open_alerts(&self, filter: &Filter, offset: usize, limit: usize) -> anyhow::Result<Listed> {
         let (total, entries) = {
             let board = self.board.read().expect("board lock");
-            let (total, page) = board.queue(filter, offset, limit);
-            (total, page.into_iter().cloned().collect::<Vec<Entry>>())
+            board.queue(filter, offset, limit)
         };
         let ids: Vec<String> = entries.iter().map(|e| e.alert_id.to_string()).collect();
         let mut texts: HashMap<String, Alert> = self
@@ -148,7 +147,7 @@ impl Center {
     /// fetcher applies it between polls). The command id names order and date: sending the same
     /// fix again never calls Qoo10 twice.
     pub async fn fix(&self, alert_id: &str, ship_date: &str) -> Result<Fixed, ActionError> {
-        let entry = self.board.read().expect("board lock").get(alert_id).cloned();
+        let entry = self.board.read().expect("board lock").get(alert_id);
         let Some(e) = entry else { return Err(ActionError::NotOpen(alert_id.into())) };
         if !self.fixable(&e) {
             return Err(ActionError::NotFixable(format!(

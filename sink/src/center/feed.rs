@@ -8,10 +8,9 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use schemas::alert::Alert;
 use schemas::subjects::Stream;
 
-use super::board::Board;
+use super::board::{Board, Seen};
 use super::{Center, Snapshot, today};
 
 /// The days the charts cover.
@@ -36,7 +35,7 @@ impl Center {
         let stream = self.js.get_stream(self.ns.stream(Stream::Alerts)).await?;
         let last = stream.get_info().await?.state.last_sequence;
         let mut board = Board::new(today(), self.days.clone());
-        self.store.each_open_alert(|a| board.apply(&a)).await?;
+        self.store.each_open_alert(|a| board.apply(&Seen::of(&a))).await?;
         for ack in self.store.open_acks().await? {
             board.acknowledge(&ack.alert_id, at(ack.acknowledged_at));
         }
@@ -52,7 +51,7 @@ impl Center {
         loop {
             tokio::select! {
                 m = messages.next() => match m {
-                    Some(Ok(m)) => match serde_json::from_slice::<Alert>(&m.payload) {
+                    Some(Ok(m)) => match serde_json::from_slice::<Seen<'_>>(&m.payload) {
                         Ok(a) => self.board.write().expect("board lock").apply(&a),
                         Err(e) => tracing::debug!(subject = %m.subject, error = %e, "alert center: not an alert; skipped"),
                     },

@@ -99,15 +99,15 @@ async fn page_get(State(c): State<Arc<Center>>, headers: HeaderMap, Query(q): Qu
     let page_no = q.page.unwrap_or(1).max(1);
     let (total, entries) = {
         let board = c.board.read().expect("board lock");
-        let (total, page) = board.queue(&filter, (page_no - 1) * PER_PAGE, PER_PAGE);
-        (total, page.into_iter().cloned().collect::<Vec<Entry>>())
+        board.queue(&filter, (page_no - 1) * PER_PAGE, PER_PAGE)
     };
     let rows = c.rows(&entries).await;
     let now = Utc::now();
     let (summary, charts) = {
         let (board, snap) = (c.board.read().expect("board lock"), c.snapshot.read().expect("snapshot lock"));
         let shop = filter.shop.as_deref();
-        (view::summary(&board, &snap, &c.shops, shop, now), view::charts(&snap, shop, today()))
+        let loaded = c.live.load(Ordering::Relaxed);
+        (view::summary((&board, loaded), &snap, &c.shops, shop, now), view::charts(&snap, shop, today()))
     };
     let (overview, more_shops, stale, more_stale, details) =
         page::arrange(page::shop_lines(&summary), filter.shop.is_some());
@@ -117,7 +117,7 @@ async fn page_get(State(c): State<Arc<Center>>, headers: HeaderMap, Query(q): Qu
         generated: page::jst(now),
         refreshed: summary.refreshed_at.map(page::jst).unwrap_or_else(|| "—".into()),
         refresh_error: summary.refresh_error.clone(),
-        live: c.live.load(Ordering::Relaxed),
+        live: summary.alerts_loaded,
         refresh_seconds: 60,
         shop_choices: choices(summary.shops.iter().map(|s| (s.shop_id.clone(), s.shop_id.clone())), &q.filters.shop),
         kind_choices: choices(
@@ -205,6 +205,25 @@ impl Center {
     }
 }
 
+/// A write must come from the center's own page or from a client that is no browser: a browser
+/// says where a POST comes from (`Sec-Fetch-Site`, `Origin`), and another site's page posting to
+/// this listener (which a loopback address does not stop) is refused, token or not.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if site.is_some_and(|s| s != "same-origin" && s != "none") {
+        return false;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(origin) => host.is_some_and(|h| origin.split_once("://").is_some_and(|(_, rest)| rest == h)),
+    }
+}
+
+fn cross_site() -> Response {
+    (StatusCode::FORBIDDEN, "cross-site request refused: post from the alert center's own page").into_response()
+}
+
 /// Compares without stopping at the first difference (the time taken says nothing of the token).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -226,7 +245,10 @@ struct LoginForm {
     back: String,
 }
 
-async fn login(State(c): State<Arc<Center>>, axum::Form(f): axum::Form<LoginForm>) -> Response {
+async fn login(State(c): State<Arc<Center>>, headers: HeaderMap, axum::Form(f): axum::Form<LoginForm>) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     let ok = c.token.as_ref().is_some_and(|t| constant_time_eq(f.token.as_bytes(), t.expose().as_bytes()));
     if !ok {
         return (StatusCode::UNAUTHORIZED, Html("トークンが違います / wrong token. <a href=\"/\">戻る / back</a>"))
@@ -260,6 +282,9 @@ async fn page_acknowledge(
     Path(id): Path<String>,
     axum::Form(f): axum::Form<BackForm>,
 ) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     if !c.authorized(&headers, true) {
         return unauthorized();
     }
@@ -276,6 +301,9 @@ async fn page_fix(
     Path(id): Path<String>,
     axum::Form(f): axum::Form<BackForm>,
 ) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     if !c.authorized(&headers, true) {
         return unauthorized();
     }
@@ -297,7 +325,8 @@ async fn api_summary(State(c): State<Arc<Center>>, headers: HeaderMap, Query(f):
     }
     let shop = (!f.shop.is_empty()).then_some(f.shop.as_str());
     let (board, snap) = (c.board.read().expect("board lock"), c.snapshot.read().expect("snapshot lock"));
-    axum::Json(view::summary(&board, &snap, &c.shops, shop, Utc::now())).into_response()
+    let loaded = c.live.load(Ordering::Relaxed);
+    axum::Json(view::summary((&board, loaded), &snap, &c.shops, shop, Utc::now())).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,6 +365,9 @@ async fn api_alerts(State(c): State<Arc<Center>>, headers: HeaderMap, Query(q): 
 }
 
 async fn api_acknowledge(State(c): State<Arc<Center>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     if !c.authorized(&headers, false) {
         return unauthorized();
     }
@@ -356,6 +388,9 @@ async fn api_fix(
     Path(id): Path<String>,
     axum::Json(b): axum::Json<FixBody>,
 ) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     if !c.authorized(&headers, false) {
         return unauthorized();
     }
@@ -375,4 +410,44 @@ fn error_response(e: ActionError) -> Response {
         ActionError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, e.to_string()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn writes_come_from_the_page_itself_or_from_no_browser() {
+        assert!(same_origin(&headers(&[("host", "127.0.0.1:9466")])), "curl, scripts");
+        let page = [("host", "127.0.0.1:9466"), ("origin", "http://127.0.0.1:9466"), ("sec-fetch-site", "same-origin")];
+        assert!(same_origin(&headers(&page)));
+        let other = [("host", "127.0.0.1:9466"), ("origin", "https://evil.example"), ("sec-fetch-site", "cross-site")];
+        assert!(!same_origin(&headers(&other)));
+        assert!(!same_origin(&headers(&[("host", "127.0.0.1:9466"), ("origin", "https://evil.example")])));
+        assert!(!same_origin(&headers(&[("host", "127.0.0.1:9466"), ("sec-fetch-site", "same-site")])));
+    }
+
+    #[test]
+    fn a_form_goes_back_only_to_the_page_with_its_filters() {
+        assert_eq!(back_to("shop=a&kind=item_added&page=2", None), "/?shop=a&kind=item_added&page=2");
+        assert_eq!(back_to("//evil.example/x", Some("done")), "/?page=1&notice=done");
+    }
+
+    #[test]
+    fn unknown_filter_values_are_errors_naming_the_parameter() {
+        let f = |kind: &str, ack: &str| {
+            Filters { kind: kind.into(), acknowledged: ack.into(), ..Filters::default() }.parse()
+        };
+        assert!(f("nope", "").unwrap_err().starts_with("kind:"));
+        assert!(f("", "yes").unwrap_err().starts_with("acknowledged:"));
+        assert_eq!(f("item_added", "false").unwrap().kind, Some(AlertKind::ItemAdded));
+    }
 }

@@ -67,6 +67,8 @@ pub struct ShopSummary {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Summary {
     pub generated_at: DateTime<Utc>,
+    /// False while the open alerts are (re)loading: counts are not complete yet.
+    pub alerts_loaded: bool,
     /// When orders and polls were last read (alerts are followed live).
     pub refreshed_at: Option<DateTime<Utc>>,
     pub refresh_error: Option<String>,
@@ -75,7 +77,13 @@ pub struct Summary {
 }
 
 /// The figures of every shop (or only `shop`).
-pub fn summary(board: &Board, snap: &Snapshot, shops: &[ShopInfo], shop: Option<&str>, now: DateTime<Utc>) -> Summary {
+pub fn summary(
+    (board, loaded): (&Board, bool),
+    snap: &Snapshot,
+    shops: &[ShopInfo],
+    shop: Option<&str>,
+    now: DateTime<Utc>,
+) -> Summary {
     let counts = board.counts(&Filter { shop: shop.map(str::to_owned), ..Filter::default() });
     let mut ids: Vec<&str> = shops.iter().map(|s| s.id.as_str()).collect();
     let seen = snap.orders_by_status.iter().map(|(s, _, _)| s.as_str()).chain(counts.keys().map(String::as_str));
@@ -97,6 +105,7 @@ pub fn summary(board: &Board, snap: &Snapshot, shops: &[ShopInfo], shop: Option<
     }
     Summary {
         generated_at: now,
+        alerts_loaded: loaded,
         refreshed_at: snap.refreshed_at,
         refresh_error: snap.error.clone(),
         shops: shops_out,

@@ -90,6 +90,11 @@ impl Digests {
     pub fn is_empty(&self) -> bool {
         self.shops.is_empty()
     }
+
+    /// Shops with a digest not yet taken out.
+    pub fn len(&self) -> usize {
+        self.shops.len()
+    }
 }
 
 /// The digest's text (Slack-compatible, Japanese first).

@@ -43,6 +43,8 @@ pub struct Webhook {
     digests: Arc<Mutex<Digests>>,
     wake: Arc<Notify>,
     stop: Arc<Notify>,
+    /// Messages taken out to be sent and not sent yet.
+    unsent: Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
     metrics: Arc<Metrics>,
 }
@@ -57,9 +59,10 @@ impl Webhook {
         let (each, rx) = mpsc::channel::<Alert>(queue);
         let (digests, wake, stop) =
             (Arc::new(Mutex::new(Digests::default())), Arc::new(Notify::new()), Arc::new(Notify::new()));
-        let sender = Sender::new(url, alerts.webhook_min_interval, metrics.clone());
+        let unsent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sender = Sender::new(url, alerts.webhook_min_interval, metrics.clone(), unsent.clone());
         let task = tokio::spawn(run(sender, rx, digests.clone(), wake.clone(), stop.clone(), alerts.page_url.clone()));
-        Webhook { mode: alerts.webhook_mode, each, digests, wake, stop, task, metrics }
+        Webhook { mode: alerts.webhook_mode, each, digests, wake, stop, unsent, task, metrics }
     }
 
     /// Takes a transition in; never waits.
@@ -78,11 +81,21 @@ impl Webhook {
         }
     }
 
-    /// Sends what is gathered and queued, for at most `limit`.
+    /// Sends what is gathered and queued, for at most `limit`; what is left then is counted as
+    /// dropped (a first import of 2,000 shops is 2,000 digests: half an hour at Slack's rate).
     pub async fn drain(self, limit: Duration) {
         drop(self.each);
         self.stop.notify_one();
-        let _ = tokio::time::timeout(limit, self.task).await;
+        let mut task = self.task;
+        if tokio::time::timeout(limit, &mut task).await.is_err() {
+            task.abort();
+            let left =
+                self.unsent.load(std::sync::atomic::Ordering::Relaxed) + self.digests.lock().expect("digests").len();
+            if left > 0 {
+                self.metrics.add(crate::metrics::WEBHOOK, &[("outcome", "dropped")], left as f64);
+                tracing::warn!(left, "webhook: stopping with notifications not sent; counted as dropped");
+            }
+        }
     }
 }
 
@@ -99,14 +112,12 @@ async fn run(
     let mut stopping = false;
     loop {
         let due = digests.lock().expect("digests").due(Instant::now(), stopping, &page_url);
-        for (shop, text) in due {
-            sender.send(&text, &shop).await;
-        }
+        sender.send_all(due).await;
         let next = digests.lock().expect("digests").next_due();
         let sleep = next.map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
         tokio::select! {
             a = each.recv(), if !stopping => match a {
-                Some(a) => sender.send(&text(&a), &a.alert_id).await,
+                Some(a) => sender.send_all(vec![(a.alert_id.clone(), text(&a))]).await,
                 None => stopping = true,
             },
             _ = wake.notified(), if !stopping => {}
@@ -114,13 +125,12 @@ async fn run(
             _ = tokio::time::sleep(sleep) => {}
         }
         if stopping {
+            let mut rest: Vec<(String, String)> = Vec::new();
             while let Ok(a) = each.try_recv() {
-                sender.send(&text(&a), &a.alert_id).await;
+                rest.push((a.alert_id.clone(), text(&a)));
             }
-            let rest = digests.lock().expect("digests").due(Instant::now(), true, &page_url);
-            for (shop, text) in rest {
-                sender.send(&text, &shop).await;
-            }
+            rest.extend(digests.lock().expect("digests").due(Instant::now(), true, &page_url));
+            sender.send_all(rest).await;
             return;
         }
     }
@@ -133,6 +143,7 @@ struct Sender {
     min_interval: Duration,
     last: Option<Instant>,
     metrics: Arc<Metrics>,
+    unsent: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A failed attempt: how long the receiver asked us to wait, if it did.
@@ -142,9 +153,24 @@ struct Refused {
 }
 
 impl Sender {
-    fn new(url: Secret, min_interval: Duration, metrics: Arc<Metrics>) -> Sender {
+    fn new(
+        url: Secret,
+        min_interval: Duration,
+        metrics: Arc<Metrics>,
+        unsent: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Sender {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("HTTP client");
-        Sender { url, http, min_interval, last: None, metrics }
+        Sender { url, http, min_interval, last: None, metrics, unsent }
+    }
+
+    /// Sends each (about, text) in turn, counting what is still to go.
+    async fn send_all(&mut self, messages: Vec<(String, String)>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.unsent.store(messages.len(), Relaxed);
+        for (about, text) in messages {
+            self.send(&text, &about).await;
+            self.unsent.fetch_sub(1, Relaxed);
+        }
     }
 
     /// Sends `text` (`about` names it in logs), retrying for at most a minute.
