@@ -111,7 +111,8 @@ async fn serve(config: &PipelineConfig, until_idle: bool) -> anyhow::Result<()> 
     let service = Service::connect(config, "sink", config.sink.stall_after).await?;
     // The alert center and /metrics, /healthz, /readyz: on a thread of their own (a page load
     // never waits for a batch), on standbys too.
-    sink::center::start(config, &service).await?;
+    let (active_tx, active_rx) = tokio::sync::watch::channel(false);
+    let tap = sink::center::start(config, &service, active_rx).await?;
     let leases = Leases::start(service.js.clone(), service.ns.clone(), "sink").await?;
     loop {
         let health = service.health.clone();
@@ -124,7 +125,10 @@ async fn serve(config: &PipelineConfig, until_idle: bool) -> anyhow::Result<()> 
         if !wait_for_lease(&leases, until_idle, waiting).await? {
             return Ok(());
         }
-        match active(config, &service, &store, &leases, until_idle).await {
+        active_tx.send_replace(true);
+        let worked = active(config, &service, &store, (&leases, tap.clone()), until_idle).await;
+        active_tx.send_replace(false);
+        match worked {
             Err(e) if e.downcast_ref::<HeldError>().is_some_and(|h| matches!(h, HeldError::Lost(_))) => {
                 tracing::warn!(error = %e, "this sink lost its lease: standby again");
             }
@@ -161,14 +165,14 @@ async fn active(
     config: &PipelineConfig,
     service: &Service,
     store: &Store,
-    leases: &Leases,
+    (leases, tap): (&Leases, Option<sink::center::Tap>),
     until_idle: bool,
 ) -> anyhow::Result<()> {
     tracing::info!("this sink is active");
     let Some(applied) = at_start("migrations", || store.migrate()).await? else { return Ok(()) };
     tracing::info!(migrations_applied = ?applied, "migrations");
     let fence = leases.fence(SINK_LEASE);
-    let Some((consumer, consumers)) = Consumer::start(config, service, store.clone(), fence).await? else {
+    let Some((consumer, consumers)) = Consumer::start(config, service, store.clone(), (fence, tap)).await? else {
         return Ok(());
     };
     service.health.active();

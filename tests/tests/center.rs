@@ -96,6 +96,23 @@ async fn the_api_gives_true_counts_and_filters_and_refuses_without_the_token() -
         let r = http().get(format!("http://127.0.0.1:{port}/api/alerts?{bad}")).bearer_auth(TOKEN).send().await?;
         assert_eq!(r.status(), 400, "{bad}");
     }
+
+    // A standby's center counts the same (it follows ALERTS), and what is acknowledged there
+    // reaches the active one's (which the sink itself feeds).
+    let (mut standby, standby_port, _) = center(&dep).await?;
+    let first = all["alerts"][0]["alert_id"].as_str().unwrap().to_owned();
+    let r = http()
+        .post(format!("http://127.0.0.1:{standby_port}/api/alerts/{first}/acknowledge"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await?);
+    let seen = wait_async(|| async {
+        api(port, "/api/alerts?acknowledged=true").await.is_ok_and(|a| a["alerts"][0]["alert_id"] == first.as_str())
+    })
+    .await;
+    assert!(seen, "the active sink's center shows the standby's acknowledgement");
+    let _ = standby.terminate();
     let _ = sink.terminate();
     Ok(())
 }

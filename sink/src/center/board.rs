@@ -115,15 +115,35 @@ impl<'a> Seen<'a> {
         let text = |k: &str| a.details.get(k).and_then(|v| v.as_str()).map(Cow::Borrowed);
         Seen {
             alert_id: Cow::Borrowed(&a.alert_id),
-            kind: a.kind,
             shop_id: Cow::Borrowed(&a.shop_id),
+            details: SeenDetails { paid_at: text("paid_at"), ship_by: text("ship_by") },
+            ..Seen::of_fields(a)
+        }
+    }
+
+    /// An owned copy, for the sink to hand over (`feed::Tap`).
+    pub fn owned(a: &Alert) -> Seen<'static> {
+        let text = |k: &str| a.details.get(k).and_then(|v| v.as_str()).map(|t| Cow::Owned(t.to_owned()));
+        Seen {
+            alert_id: Cow::Owned(a.alert_id.clone()),
+            shop_id: Cow::Owned(a.shop_id.clone()),
+            details: SeenDetails { paid_at: text("paid_at"), ship_by: text("ship_by") },
+            ..Seen::of_fields(a)
+        }
+    }
+
+    fn of_fields(a: &Alert) -> Seen<'static> {
+        Seen {
+            alert_id: Cow::Borrowed(""),
+            kind: a.kind,
+            shop_id: Cow::Borrowed(""),
             order_no: a.order_no,
             state: a.state,
             severity: a.severity,
             opened_at: a.opened_at,
             version: a.version,
             acknowledged_at: a.acknowledged_at,
-            details: SeenDetails { paid_at: text("paid_at"), ship_by: text("ship_by") },
+            details: SeenDetails::default(),
         }
     }
 

@@ -4,8 +4,9 @@
 //! It runs on a thread and runtime of its own, with its own ClickHouse client (NATS through
 //! the sink's client): a page load never waits for a batch, and a batch never waits for a page. What it
 //! shows comes from state it keeps, never from a scan per request:
-//! - [`board`]: the open alerts, compact, loaded from ClickHouse at start and kept current from
-//!   every transition on `ALERTS` (so a standby sink's center is as current as the active one's);
+//! - [`board`]: the open alerts, compact, loaded from ClickHouse, then kept current by the
+//!   active sink handing over every transition it stores ([`Tap`], in-process), or, on a standby,
+//!   from `ALERTS` (so a standby's center is as current as the active one's);
 //! - a snapshot refreshed every `[sink] page_refresh` (orders by status, the charts' 30 days,
 //!   the fetcher's last poll and error per shop).
 //!
@@ -33,6 +34,7 @@ use schemas::subjects::Namespace;
 
 use crate::store::{AlertDay, OrdersDay, Store};
 
+pub use feed::Tap;
 pub use http::router;
 
 /// A configured shop as the center needs it.
@@ -70,6 +72,10 @@ pub struct Center {
     token: Option<Secret>,
     refresh: Duration,
     days: BusinessDays,
+    /// Whether this sink is the active one (then the tap feeds the board, else `ALERTS`).
+    active: tokio::sync::watch::Receiver<bool>,
+    /// Set when the tap had to drop a batch: the board reloads.
+    tap_lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Today in JST.
@@ -78,7 +84,12 @@ pub fn today() -> NaiveDate {
 }
 
 impl Center {
-    fn new(config: &PipelineConfig, store: Store, js: async_nats::jetstream::Context) -> Center {
+    fn new(
+        config: &PipelineConfig,
+        store: Store,
+        js: async_nats::jetstream::Context,
+        (active, tap_lost): (tokio::sync::watch::Receiver<bool>, Arc<std::sync::atomic::AtomicBool>),
+    ) -> Center {
         let days = BusinessDays { closed: config.alerts.holidays.clone() };
         Center {
             board: RwLock::new(board::Board::new(today(), days.clone())),
@@ -95,6 +106,8 @@ impl Center {
             token: config.sink.http_token().cloned(),
             refresh: config.sink.page_refresh,
             days,
+            active,
+            tap_lost,
         }
     }
 
@@ -104,12 +117,19 @@ impl Center {
 }
 
 /// Starts the center on its own thread: serves `[sink] http_listen` (with `/metrics`, `/healthz`
-/// and `/readyz` of `service`) and keeps its state. Returns once the listener is bound, or the
-/// error naming the key.
-pub async fn start(config: &PipelineConfig, service: &runtime::service::Service) -> anyhow::Result<()> {
+/// and `/readyz` of `service`) and keeps its state; `active` says whether this sink is the
+/// active one. Returns, once the listener is bound, the tap the active sink hands its alerts to
+/// (`None` when served nowhere), or the error naming the key.
+pub async fn start(
+    config: &PipelineConfig,
+    service: &runtime::service::Service,
+    active: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<Tap>> {
     if config.sink.http_listen.is_empty() {
-        return Ok(()); // served nowhere: nothing to keep
+        return Ok(None); // served nowhere: nothing to keep
     }
+    let (tap, tapped) = Tap::channel();
+    let lost = tap.lost();
     let (tx, rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
     let (config, service) = (config.clone(), service.clone());
     std::thread::Builder::new().name("alert-center".into()).spawn(move || {
@@ -125,7 +145,7 @@ pub async fn start(config: &PipelineConfig, service: &runtime::service::Service)
             // runtime; requests and deliveries are channel sends): one connection, which
             // reconnects by itself, instead of a second one that could fail at start.
             let store = Store::new(&config.clickhouse);
-            let center = Arc::new(Center::new(&config, store.clone(), service.js.clone()));
+            let center = Arc::new(Center::new(&config, store.clone(), service.js.clone(), (active, lost)));
             let ready = clickhouse_ready(store);
             let served =
                 service.serve(&config.sink.http_listen, "sink.http_listen", Some(ready), router(center.clone()));
@@ -136,10 +156,11 @@ pub async fn start(config: &PipelineConfig, service: &runtime::service::Service)
                 return;
             }
             tokio::spawn(center.clone().refresh_forever());
-            center.follow_forever().await;
+            center.follow_forever(tapped).await;
         });
     })?;
-    rx.await.map_err(|_| anyhow::anyhow!("the alert center's thread ended before it started"))?
+    rx.await.map_err(|_| anyhow::anyhow!("the alert center's thread ended before it started"))??;
+    Ok(Some(tap))
 }
 
 /// `/readyz`'s ClickHouse check.

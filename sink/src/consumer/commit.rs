@@ -48,8 +48,12 @@ impl Consumer {
                 })
                 .await?;
             self.count(&transitions);
+            let tapped = self.tap.as_ref().map(|t| t.prepare(&transitions));
             let rows: Vec<AlertRow> = transitions.into_iter().map(AlertRow::from_alert).collect();
             self.guard.run("insert alerts", held, || self.store.write_alerts(&rows)).await?;
+            if let (Some(tap), Some(alerts)) = (&self.tap, tapped) {
+                tap.hand(alerts);
+            }
         }
         self.guard.run("insert expectations", held, || self.store.write_expectations(&expectations)).await?;
         Ok(delta)

@@ -77,6 +77,8 @@ pub struct Consumer {
     store: Store,
     guard: Guard,
     webhook: Option<Webhook>,
+    /// The alert center's feed: every transition and recorded alert, once stored.
+    tap: Option<crate::center::Tap>,
     /// Summaries of polls not yet complete, with their messages (acknowledged once evaluated).
     polls: HashMap<String, (Vec<jetstream::Message>, Vec<PollSummary>)>,
     /// Until then, batches of one message (a batch failed with a permanent error).
@@ -108,7 +110,7 @@ impl Consumer {
         config: &PipelineConfig,
         service: &Service,
         store: Store,
-        fence: Fence,
+        (fence, tap): (Fence, Option<crate::center::Tap>),
     ) -> anyhow::Result<Option<(Consumer, Consumers)>> {
         let (js, nats, minute) = (&service.js, &config.nats, Duration::from_secs(60));
         let ns = Namespace::from_config(nats);
@@ -136,6 +138,7 @@ impl Consumer {
             store,
             guard,
             webhook,
+            tap,
             polls: HashMap::new(),
             isolate_until: None,
             polls_progress: Instant::now(),

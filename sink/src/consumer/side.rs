@@ -263,8 +263,12 @@ impl Consumer {
     pub(super) async fn record_external(&mut self, consumer: &mut Durable) -> anyhow::Result<usize> {
         let batch = consumer.fetch(100, Duration::from_millis(50)).await;
         let (alerts, good) = self.readable::<Alert>(&batch, "an alert").await;
+        let tapped = self.tap.as_ref().map(|t| t.prepare(&alerts));
         let rows: Vec<AlertRow> = alerts.into_iter().map(AlertRow::from_alert).collect();
         self.guard.run("insert alerts", &good, || self.store.write_alerts(&rows)).await?;
+        if let (Some(tap), Some(alerts)) = (&self.tap, tapped) {
+            tap.hand(alerts);
+        }
         for msg in good {
             runtime::nats::ack(msg).await;
         }
