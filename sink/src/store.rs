@@ -417,23 +417,29 @@ impl Store {
         q.fetch_all::<AlertRow>().timed_by(self.timeout).await.map_err(self.err("read alerts"))
     }
 
-    /// Every open alert (the engine's state at start).
-    /// The open alerts, streamed into the engine's compact form (memory never holds them whole).
-    pub async fn load_open_alerts(&self) -> Result<crate::open::OpenAlerts, StoreError> {
-        let mut open = crate::open::OpenAlerts::default();
+    /// Every open alert's row, streamed to `f`.
+    pub async fn each_open_row(&self, mut f: impl FnMut(AlertRow)) -> Result<(), StoreError> {
         let mut cursor = self
             .client
             .query("SELECT ?fields FROM alerts FINAL WHERE state = 'open'")
             .fetch::<AlertRow>()
             .map_err(self.err("read open alerts"))?;
         while let Some(row) = cursor.next().timed_by(self.timeout).await.map_err(self.err("read open alerts"))? {
-            match row.to_alert() {
-                Some(alert) => open.insert(crate::keys::AlertKey::of(&alert), &alert),
-                None => {
-                    tracing::warn!(alert_id = %row.alert_id, kind = %row.kind, "an open alert of a kind this build does not know; left alone")
-                }
-            }
+            f(row);
         }
+        Ok(())
+    }
+
+    /// The open alerts, streamed into the engine's compact form (memory never holds them whole).
+    pub async fn load_open_alerts(&self) -> Result<crate::open::OpenAlerts, StoreError> {
+        let mut open = crate::open::OpenAlerts::default();
+        self.each_open_row(|row| match row.to_alert() {
+            Some(alert) => open.insert(crate::keys::AlertKey::of(&alert), &alert),
+            None => {
+                tracing::warn!(alert_id = %row.alert_id, kind = %row.kind, "an open alert of a kind this build does not know; left alone")
+            }
+        })
+        .await?;
         Ok(open)
     }
 

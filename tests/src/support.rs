@@ -136,3 +136,48 @@ impl AlertTap {
         n.into_iter().filter(|(_, c)| *c > 1).collect()
     }
 }
+
+/// Webhook bodies received, with when each arrived.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>;
+
+/// A webhook receiver on a free port: `answer(n)` is the status line (and headers) of the `n`th
+/// request (from 1); it keeps every body. Returns its URL.
+pub async fn webhook_receiver(
+    answer: impl Fn(usize) -> &'static str + Send + 'static,
+) -> anyhow::Result<(String, Received)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let seen: Received = Default::default();
+    let into = seen.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            while let Ok(k) = sock.read(&mut chunk).await {
+                if k == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..k]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                let Some(end) = text.find("\r\n\r\n") else { continue };
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                    into.lock().expect("received").push((std::time::Instant::now(), body));
+                    break;
+                }
+            }
+            n += 1;
+            let reply = format!("HTTP/1.1 {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n", answer(n));
+            let _ = sock.write_all(reply.as_bytes()).await;
+        }
+    });
+    Ok((url, seen))
+}

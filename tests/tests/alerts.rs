@@ -509,53 +509,9 @@ async fn oms_edits_require_a_qoo10_correction_until_qoo10_matches() -> anyhow::R
     Ok(())
 }
 
-/// A webhook receiver that answers HTTP 500 to the first `fail` requests, then 200, and keeps
-/// every body.
-async fn receiver(fail: usize) -> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<String>>>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/hook", listener.local_addr()?);
-    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = bodies.clone();
-    tokio::spawn(async move {
-        let mut n = 0;
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while let Ok(k) = sock.read(&mut chunk).await {
-                if k == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..k]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let len: usize = text
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        seen.lock().unwrap().push(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string());
-                        break;
-                    }
-                }
-            }
-            n += 1;
-            let status = if n <= fail { "500 Internal Server Error" } else { "200 OK" };
-            let _ = sock
-                .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
-                .await;
-        }
-    });
-    Ok((url, bodies))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn alerts_reach_a_webhook_with_retries_and_a_dead_webhook_blocks_nothing() -> anyhow::Result<()> {
-    let (url, bodies) = receiver(1).await?;
+    let (url, bodies) = e2e::webhook_receiver(|n| if n <= 1 { "500 Internal Server Error" } else { "200 OK" }).await?;
     let mut s = Scenario::new(vec![line(9801, 8801, 2)]).await?;
     let config = std::fs::read_to_string(&s.dep.config_path)?;
     std::fs::write(
@@ -564,7 +520,7 @@ async fn alerts_reach_a_webhook_with_retries_and_a_dead_webhook_blocks_nothing()
     )?;
     let msgs = s.poll().await?;
     assert_eq!(kinds(&msgs), vec![k("ship_date_missing", "open", 9801)]);
-    let got = bodies.lock().unwrap().clone();
+    let got: Vec<String> = bodies.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
     assert_eq!(got.len(), 2, "one failed attempt, one retry: {got:?}");
     let body: Value = serde_json::from_str(&got[1])?;
     let text = body["text"].as_str().unwrap();

@@ -261,52 +261,11 @@ async fn wait_async<F: std::future::Future<Output = bool>>(mut f: impl FnMut() -
     false
 }
 
-/// A webhook receiver that answers 429 with `Retry-After: 1` to the first request, then 200, and
-/// keeps each body with the time it arrived.
-async fn slack_like() -> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/hook", listener.local_addr()?);
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let into = seen.clone();
-    tokio::spawn(async move {
-        let mut n = 0;
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            while let Ok(k) = sock.read(&mut chunk).await {
-                if k == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..k]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                let Some(end) = text.find("\r\n\r\n") else { continue };
-                let len: usize = text
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    into.lock()
-                        .unwrap()
-                        .push((Instant::now(), String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string()));
-                    break;
-                }
-            }
-            n += 1;
-            let answer = if n == 1 { "429 Too Many Requests\r\nretry-after: 1" } else { "200 OK" };
-            let _ = sock
-                .write_all(format!("HTTP/1.1 {answer}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes())
-                .await;
-        }
-    });
-    Ok((url, seen))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_first_import_sends_one_digest_per_shop_at_the_receivers_pace() -> anyhow::Result<()> {
-    let (url, seen) = slack_like().await?;
+    // Like Slack when pressed: 429 with Retry-After to the first request.
+    let (url, seen) =
+        e2e::webhook_receiver(|n| if n == 1 { "429 Too Many Requests\r\nretry-after: 1" } else { "200 OK" }).await?;
     let sandbox = Sandbox::start(&["--shops", &SHOPS.to_string(), "--orders", "120"]).await?;
     let extra = format!("[alerts]\nwebhook_url = \"{url}\"\npage_url = \"http://center.example/\"\n\n");
     let dep = Deployment::new(&format!("{extra}{}", config(&sandbox.base_url()))).await?;

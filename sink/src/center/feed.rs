@@ -59,6 +59,9 @@ impl Center {
     /// seconds after losing either.
     pub async fn follow_forever(self: Arc<Self>, mut tapped: tokio::sync::mpsc::Receiver<Vec<Seen<'static>>>) {
         let mut active = self.active.clone();
+        // A sink knows within moments whether it is the active one: loading once for the mode
+        // it will be in saves a second load of every open alert.
+        let _ = tokio::time::timeout(Duration::from_secs(5), active.wait_for(|a| *a)).await;
         loop {
             let done = if *active.borrow_and_update() {
                 self.load_and_listen(&mut tapped, &mut active).await
@@ -75,6 +78,8 @@ impl Center {
 
     /// The open alerts and their acknowledgements from ClickHouse, as the board.
     async fn load(&self) -> anyhow::Result<()> {
+        // The old board goes first: memory holds one board at a time (the page says "loading").
+        *self.board.write().expect("board lock") = Board::new(today(), self.days.clone());
         let mut board = Board::new(today(), self.days.clone());
         self.store.each_open_alert(|a| board.apply(&Seen::of(&a))).await?;
         for ack in self.store.open_acks().await? {

@@ -220,6 +220,14 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
+/// Why a write is refused, if it is: from another site (403), or without the token (401).
+fn refuse_write(c: &Center, headers: &HeaderMap, cookie: bool) -> Option<Response> {
+    if !same_origin(headers) {
+        return Some(cross_site());
+    }
+    (!c.authorized(headers, cookie)).then(unauthorized)
+}
+
 fn cross_site() -> Response {
     (StatusCode::FORBIDDEN, "cross-site request refused: post from the alert center's own page").into_response()
 }
@@ -282,11 +290,8 @@ async fn page_acknowledge(
     Path(id): Path<String>,
     axum::Form(f): axum::Form<BackForm>,
 ) -> Response {
-    if !same_origin(&headers) {
-        return cross_site();
-    }
-    if !c.authorized(&headers, true) {
-        return unauthorized();
+    if let Some(refused) = refuse_write(&c, &headers, true) {
+        return refused;
     }
     let notice = match c.acknowledge(&id).await {
         Ok(_) => format!("対応中にしました / acknowledged: {id}"),
@@ -301,11 +306,8 @@ async fn page_fix(
     Path(id): Path<String>,
     axum::Form(f): axum::Form<BackForm>,
 ) -> Response {
-    if !same_origin(&headers) {
-        return cross_site();
-    }
-    if !c.authorized(&headers, true) {
-        return unauthorized();
+    if let Some(refused) = refuse_write(&c, &headers, true) {
+        return refused;
     }
     let notice = match c.fix(&id, &f.ship_date).await {
         Ok(Fixed { command_id, result: Some(r) }) => {
@@ -365,11 +367,8 @@ async fn api_alerts(State(c): State<Arc<Center>>, headers: HeaderMap, Query(q): 
 }
 
 async fn api_acknowledge(State(c): State<Arc<Center>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if !same_origin(&headers) {
-        return cross_site();
-    }
-    if !c.authorized(&headers, false) {
-        return unauthorized();
+    if let Some(refused) = refuse_write(&c, &headers, false) {
+        return refused;
     }
     match c.acknowledge(&id).await {
         Ok(alert) => axum::Json(super::actions::Listed::one(alert)).into_response(),
@@ -388,11 +387,8 @@ async fn api_fix(
     Path(id): Path<String>,
     axum::Json(b): axum::Json<FixBody>,
 ) -> Response {
-    if !same_origin(&headers) {
-        return cross_site();
-    }
-    if !c.authorized(&headers, false) {
-        return unauthorized();
+    if let Some(refused) = refuse_write(&c, &headers, false) {
+        return refused;
     }
     match c.fix(&id, &b.ship_date).await {
         Ok(f) => {

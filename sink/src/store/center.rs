@@ -48,17 +48,7 @@ pub struct AlertQuery<'a> {
 impl Store {
     /// Every open alert, streamed to `f` (memory never holds them whole).
     pub async fn each_open_alert(&self, mut f: impl FnMut(schemas::alert::Alert)) -> Result<(), StoreError> {
-        let mut cursor = self
-            .client
-            .query("SELECT ?fields FROM alerts FINAL WHERE state = 'open'")
-            .fetch::<AlertRow>()
-            .map_err(self.err("read open alerts"))?;
-        while let Some(row) = cursor.next().timed_by(self.timeout).await.map_err(self.err("read open alerts"))? {
-            if let Some(a) = row.to_alert() {
-                f(a);
-            }
-        }
-        Ok(())
+        self.each_open_row(|row| row.to_alert().into_iter().for_each(&mut f)).await
     }
 
     /// The acknowledgements of the open alerts.
