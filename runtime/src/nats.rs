@@ -58,7 +58,32 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
     options = options.require_tls(tls);
     let addrs: Vec<async_nats::ServerAddr> =
         cfg.urls().iter().map(|u| u.parse().map_err(|e| failed(format!("{u}: {e}")))).collect::<Result<_, _>>()?;
-    options.connect(addrs.as_slice()).await.map_err(|e| failed(e.to_string()))
+    connect_waiting(options, &addrs).await.map_err(|e| failed(e.to_string()))
+}
+
+/// How long a service starting while NATS is away (restarting, a node failing over) waits for
+/// it before giving up.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// Connects, waiting out for up to [`CONNECT_WAIT`] what waiting can cure (refused, reset, timed
+/// out); a refused login or a TLS mismatch fails at once.
+async fn connect_waiting(
+    options: async_nats::ConnectOptions,
+    addrs: &[async_nats::ServerAddr],
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    use async_nats::ConnectErrorKind::{Io, TimedOut};
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match options.clone().connect(addrs).await {
+            Err(e) if matches!(e.kind(), Io | TimedOut) && started.elapsed() + pause < CONNECT_WAIT => {
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "NATS not reachable yet; waiting");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Connects, and makes sure the contract's streams exist: what every service does first.
