@@ -112,11 +112,10 @@ pub struct SeenDetails<'a> {
 impl<'a> Seen<'a> {
     /// A full alert (as read from ClickHouse) in the board's terms.
     pub fn of(a: &'a Alert) -> Seen<'a> {
-        let text = |k: &str| a.details.get(k).and_then(|v| v.as_str()).map(Cow::Borrowed);
         Seen {
             alert_id: Cow::Borrowed(&a.alert_id),
             shop_id: Cow::Borrowed(&a.shop_id),
-            details: SeenDetails { paid_at: text("paid_at"), ship_by: text("ship_by") },
+            details: SeenDetails::of_json(&a.details),
             ..Seen::of_fields(a)
         }
     }
@@ -148,13 +147,25 @@ impl<'a> Seen<'a> {
     }
 
     fn dates(&self) -> Dates {
+        self.details.dates()
+    }
+}
+
+impl<'a> SeenDetails<'a> {
+    /// `paid_at` and `ship_by` of an alert's details, borrowed.
+    fn of_json(details: &'a serde_json::Value) -> SeenDetails<'a> {
+        let text = |k: &str| details.get(k).and_then(|v| v.as_str()).map(Cow::Borrowed);
+        SeenDetails { paid_at: text("paid_at"), ship_by: text("ship_by") }
+    }
+
+    /// As JST dates.
+    fn dates(&self) -> Dates {
         let paid = self
-            .details
             .paid_at
             .as_deref()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&schemas::time::jst()).date_naive());
-        Dates { paid, ship_by: self.details.ship_by.as_deref().and_then(|d| d.parse().ok()) }
+        Dates { paid, ship_by: self.ship_by.as_deref().and_then(|d| d.parse().ok()) }
     }
 }
 
@@ -354,7 +365,8 @@ impl Board {
     }
 }
 
-fn severity_rank(s: Severity) -> u8 {
+/// Critical first (the queue's and the digests' order).
+pub fn severity_rank(s: Severity) -> u8 {
     match s {
         Severity::Critical => 0,
         Severity::Warning => 1,
@@ -364,14 +376,7 @@ fn severity_rank(s: Severity) -> u8 {
 
 /// `details.paid_at` (RFC 3339) and `details.ship_by` (a date) as JST dates.
 pub fn dates_of(details: &serde_json::Value) -> Dates {
-    let text = |k: &str| details.get(k).and_then(|v| v.as_str()).map(Cow::Borrowed);
-    let seen = SeenDetails { paid_at: text("paid_at"), ship_by: text("ship_by") };
-    let paid = seen
-        .paid_at
-        .as_deref()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&schemas::time::jst()).date_naive());
-    Dates { paid, ship_by: seen.ship_by.as_deref().and_then(|d| d.parse().ok()) }
+    SeenDetails::of_json(details).dates()
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use schemas::alert::{Alert, AlertKind, AlertState, Severity};
+use schemas::alert::{Alert, AlertKind, AlertState};
 use schemas::calendar::BusinessDays;
 
-use crate::center::board::dates_of;
+use crate::center::board::{dates_of, severity_rank};
 use crate::center::urgency::Urgency;
 
 pub const QUIET: Duration = Duration::from_secs(3);
@@ -35,14 +35,6 @@ pub struct Pending {
 #[derive(Debug, Default)]
 pub struct Digests {
     shops: BTreeMap<String, Pending>,
-}
-
-fn severity_rank(s: Severity) -> u8 {
-    match s {
-        Severity::Critical => 0,
-        Severity::Warning => 1,
-        Severity::Info => 2,
-    }
 }
 
 impl Digests {
@@ -126,6 +118,7 @@ pub fn text(shop: &str, p: &Pending, page_url: &str) -> String {
 mod tests {
     use super::*;
     use chrono::DateTime;
+    use schemas::alert::Severity;
     use serde_json::json;
 
     fn alert(n: u64, kind: AlertKind, state: AlertState, details: serde_json::Value) -> Alert {
