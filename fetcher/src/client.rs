@@ -234,6 +234,8 @@ impl QapiClient {
             }
         })?;
         let status = response.status();
+        let server_time =
+            response.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok()).and_then(qapi::http_date);
         if !status.is_success() {
             let retry_after = response
                 .headers()
@@ -250,14 +252,16 @@ impl QapiClient {
                 CallError::Transport { method: method.into(), reason: clean(e) }
             }
         })?;
-        qapi::parse_response(&body).map_err(|source| {
+        let mut parsed = qapi::parse_response(&body).map_err(|source| {
             let source = match source {
                 ResponseError::Routing(t) => ResponseError::Routing(scrub(&t, secrets)),
                 ResponseError::NotJson(t) => ResponseError::NotJson(scrub(&t, secrets)),
                 ResponseError::NoEnvelope(t) => ResponseError::NoEnvelope(scrub(&t, secrets)),
             };
             CallError::Response { method: method.into(), source }
-        })
+        })?;
+        parsed.server_time = server_time;
+        Ok(parsed)
     }
 }
 

@@ -167,16 +167,22 @@ pub fn poll(now: DateTime<Utc>, shop: &ShopPlan, cadence: &Cadence, progress: &P
     let first = !progress.imported;
     let due = |family: Family, every: Duration| first || progress.latest(family).is_none_or(|t| now - t >= every);
     let mut calls = Vec::new();
-    let lookback = Span::Days(window_back(today, shop.lookback_days));
+    // A look-back longer than QAPI's 90-day limit is asked window by window (it once was one
+    // window, which Qoo10 refuses: a 120-day look-back imported nothing, ever).
+    let lookback = windows(today, shop.lookback_days);
     let early: Vec<u8> = shop.statuses.iter().copied().filter(|s| *s <= 3).collect();
-    calls.extend(
-        group(shop.version, &early, &[1, 2, 3])
-            .into_iter()
-            .map(|s| order_call(Family::Recent, s, condition::ORDER_DATE, lookback)),
-    );
+    for w in &lookback {
+        calls.extend(
+            group(shop.version, &early, &[1, 2, 3])
+                .into_iter()
+                .map(|s| order_call(Family::Recent, s, condition::ORDER_DATE, Span::Days(*w))),
+        );
+    }
     if first {
         for s in shop.statuses.iter().copied().filter(|s| *s >= 4) {
-            calls.push(order_call(Family::Recent, s, condition::ORDER_DATE, lookback));
+            for w in &lookback {
+                calls.push(order_call(Family::Recent, s, condition::ORDER_DATE, Span::Days(*w)));
+            }
         }
     }
     let since = |family: Family, kind: RowKind| match progress.last(family, kind) {
@@ -546,3 +552,6 @@ mod tests {
         assert_eq!(ws.len(), 5);
     }
 }
+
+#[cfg(test)]
+mod props;

@@ -90,7 +90,17 @@ pub struct ShopPoller {
     /// Added to the clock for this poll's times (fetch times, versions, poll id, windows): zero,
     /// or how far the clock is behind what the shop's state already recorded (stepped back).
     skew: chrono::Duration,
+    /// Qoo10's clock less this machine's, from the last answer's `Date` (zero while the two
+    /// agree within [`CLOCK_AGREES`]): Qoo10 stamps its dates by its clock, so windows,
+    /// fetch times and versions follow it, whichever way this machine's clock was stepped.
+    offset: chrono::Duration,
+    /// The earliest `Date` Qoo10 sent since this poll was planned: a window is complete only
+    /// up to it (one that ends later ends in Qoo10's future, which holds nothing yet).
+    answered_from: Option<DateTime<Utc>>,
 }
+
+/// Within this, this machine's clock and Qoo10's `Date` (whole seconds) agree.
+const CLOCK_AGREES: chrono::Duration = chrono::Duration::seconds(2);
 
 impl ShopPoller {
     pub fn new(shop: ShopConfig, version: ApiVersion, per_shop_rps: f64) -> Self {
@@ -103,12 +113,34 @@ impl ShopPoller {
             state: None,
             fence: None,
             skew: chrono::Duration::zero(),
+            offset: chrono::Duration::zero(),
+            answered_from: None,
         }
     }
 
-    /// The clock of this poll: the real one moved up by [`ShopPoller::skew`].
+    /// The clock of this poll: Qoo10's (this machine's moved by [`ShopPoller::offset`]), moved
+    /// up by [`ShopPoller::skew`].
     fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.skew
+        Utc::now() + self.offset + self.skew
+    }
+
+    /// Qoo10 answered at `server_time` (its `Date`): the offset follows it.
+    fn answered(&mut self, server_time: Option<DateTime<Utc>>) {
+        let Some(at) = server_time else { return };
+        self.answered_from = Some(self.answered_from.map_or(at, |t| t.min(at)));
+        let offset = at - Utc::now();
+        let offset = if offset.abs() <= CLOCK_AGREES { chrono::Duration::zero() } else { offset };
+        if (offset - self.offset).abs() > CLOCK_AGREES {
+            let offset_s = offset.num_seconds();
+            tracing::warn!(shop = %self.shop.id, offset_s, "this machine's clock and Qoo10's disagree: following Qoo10's");
+        }
+        self.offset = offset;
+    }
+
+    /// Until when this poll's windows were complete: its clock, or Qoo10's earliest answer
+    /// when that is earlier (this machine's clock ahead of Qoo10's).
+    fn complete_through(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.answered_from.map_or(now, |t| t.min(now))
     }
 
     /// Sets [`ShopPoller::skew`] for a poll starting at `clock`, from the shop's fetch state.
@@ -166,10 +198,27 @@ impl ShopPoller {
         cadence: &Cadence,
     ) -> Result<PollReport, PollError> {
         let progress = self.state(sink).await?.progress();
+        // A key first: its answer tells Qoo10's clock before any window is planned.
+        if self.sak.is_none()
+            && let Err(e) = self.certify(client).await
+        {
+            return self.failed_before_calls(sink, e).await;
+        }
+        let now = now + self.offset;
         self.set_skew(now);
         let now = now + self.skew;
+        self.answered_from = None;
         let calls = plan::poll(now, &self.plan(), cadence, &progress);
         self.run(client, sink, &calls, now, cadence, true, &mut |_, _| {}).await
+    }
+
+    /// The poll failed before its first call (no key): recorded as any failed poll.
+    async fn failed_before_calls(&mut self, sink: &Sink, e: PollError) -> Result<PollReport, PollError> {
+        let mut state = self.state.take().expect("loaded by the caller");
+        let saved = self.failed(sink, &mut state, &e).await;
+        self.state = Some(state);
+        saved?;
+        Err(e)
     }
 
     /// A past period by order date (`fetcher backfill`); `progress(done, total)` after every
@@ -234,7 +283,7 @@ impl ShopPoller {
             }
         }
         ran.retain(|key| !calls.iter().any(|c| (c.family, c.kind) == *key && refused(c)));
-        state.complete_poll(now, &ran, cadence.follow_days);
+        state.complete_poll(self.complete_through(now), &ran, cadence.follow_days);
         state.last_success = Some(Utc::now());
         let mut alerts = Vec::new();
         let causes: Vec<String> = state.credentials_alerts.keys().cloned().collect();
@@ -423,6 +472,7 @@ impl ShopPoller {
         let params = [("user_id", self.shop.user_id.clone()), ("pwd", self.shop.password().expose().to_owned())];
         let secrets = [self.shop.api_key(), self.shop.password()];
         let response = client.call(&self.gate, method, self.shop.api_key(), &params, &secrets, &self.shop.id).await?;
+        self.answered(response.server_time);
         match (response.code, response.object) {
             (code::OK, ResultObject::Text(sak)) if !sak.trim().is_empty() => {
                 self.sak = Some(Secret::new(sak.trim()));
@@ -460,6 +510,7 @@ impl ShopPoller {
             } else {
                 client.call_once(&self.gate, method, &sak, params, &secrets).await?
             };
+            self.answered(response.server_time);
             if code::needs_new_key(response.code) && !renewed {
                 tracing::info!(shop = %self.shop.id, method, code = response.code, message = %response.message, "certification key refused; issuing a new one");
                 self.sak = None;

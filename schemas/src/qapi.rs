@@ -70,6 +70,14 @@ pub struct QapiResponse {
     pub code: i64,
     pub message: String,
     pub object: ResultObject,
+    /// Qoo10's clock when it answered (the HTTP `Date` header, whole seconds), when it sent one:
+    /// its dates are stamped by that clock, so the fetcher's windows follow it.
+    pub server_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// An HTTP `Date` header (`Mon, 07 Dec 2026 17:35:39 GMT`), as an instant.
+pub fn http_date(value: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc2822(value.trim()).ok().map(|t| t.to_utc())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,7 +116,7 @@ pub fn parse_response(body: &[u8]) -> Result<QapiResponse, ResponseError> {
     if let Some(c) = get("ErrorCode") {
         let code = as_i64(&value(c)).unwrap_or(i64::MIN);
         let message = get("ErrorMsg").map(|m| as_text(&value(m))).unwrap_or_default();
-        return Ok(QapiResponse { code, message, object: ResultObject::Empty });
+        return Ok(QapiResponse { code, message, object: ResultObject::Empty, server_time: None });
     }
     let Some(c) = get("ResultCode") else {
         return Err(ResponseError::NoEnvelope(snippet(text)));
@@ -129,7 +137,7 @@ pub fn parse_response(body: &[u8]) -> Result<QapiResponse, ResponseError> {
             _ => ResultObject::Other(raw.to_owned()),
         },
     };
-    Ok(QapiResponse { code, message, object })
+    Ok(QapiResponse { code, message, object, server_time: None })
 }
 
 fn as_i64(v: &Value) -> Option<i64> {
@@ -197,6 +205,13 @@ impl RowFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates_are_instants() {
+        let t = http_date("Mon, 07 Dec 2026 17:35:39 GMT").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-12-07T17:35:39+00:00");
+        assert_eq!(http_date("yesterday"), None);
+    }
 
     #[test]
     fn normal_envelope_with_rows() {

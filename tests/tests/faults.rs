@@ -60,10 +60,13 @@ struct Snapshot {
     alert_messages: BTreeMap<String, usize>,
 }
 
-/// The sandbox's "now", the same for every run of this process.
+/// The sandbox's "now" (JST), the same for every run of this process: 40 hours ago, on the
+/// hour, so that after the 36 hours the workload advances it the world still lies in every
+/// stage's past. The fetcher follows the sandbox's clock (its `Date`), so the windows it asks
+/// for are the same in every run, whatever the machine's load or the hour of the run.
 fn now() -> &'static str {
     static NOW: OnceLock<String> = OnceLock::new();
-    NOW.get_or_init(|| (chrono::Utc::now() + chrono::Duration::hours(9)).format("%Y-%m-%d %H:00:00").to_string())
+    NOW.get_or_init(|| (chrono::Utc::now() + chrono::Duration::hours(9 - 40)).format("%Y-%m-%d %H:00:00").to_string())
 }
 
 /// The columns of `orders` that do not depend on when a row was fetched.
@@ -157,11 +160,13 @@ async fn setup(fault: Fault) -> anyhow::Result<Setup> {
     Ok(Setup { nodes, sandbox, clickhouse, dep })
 }
 
-/// The fetcher's clock in each poll: the real one, or for [`Fault::ClockSteps`] a few minutes
-/// ahead in poll 1 (inside what the stages accept) and hours behind in poll 2.
+/// The fetcher's clock in each poll: the real one, or for [`Fault::ClockSteps`] a day ahead
+/// in poll 1 and three hours behind in poll 2. Before the fetcher followed Qoo10's clock, the
+/// day ahead dead-lettered every row of poll 1 ("from the future") and its windows, recorded as
+/// ending a day ahead, left the shipments of that day unasked.
 fn fetcher_clock(fault: Fault, poll: usize) -> Option<&'static str> {
     match (fault, poll) {
-        (Fault::ClockSteps, 1) => Some("+4m"),
+        (Fault::ClockSteps, 1) => Some("+1d"),
         (Fault::ClockSteps, _) => Some("-3h"),
         _ => None,
     }

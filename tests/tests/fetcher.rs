@@ -315,6 +315,7 @@ async fn check_and_backfill_commands() -> anyhow::Result<()> {
     let orders = sandbox.get_json("/_sandbox/orders?shop=sandbox-1").await?;
     let mut new = orders.as_array().unwrap()[0].clone();
     let no = 1_019_999_999;
+    let ship_date = (Utc::now() + chrono::Duration::days(17)).date_naive().to_string();
     let ordered =
         (Utc::now() + chrono::Duration::hours(9) - chrono::Duration::hours(2)).format("%Y-%m-%d %H:%M:%S").to_string();
     for (k, v) in [
@@ -330,9 +331,7 @@ async fn check_and_backfill_commands() -> anyhow::Result<()> {
         new[k] = v;
     }
     sandbox.put_json("/_sandbox/orders", &json!([new])).await?;
-    sandbox
-        .post_json(&format!("/_sandbox/orders/sandbox-1/{no}/set_ship_date"), &json!({"date": "2026-12-24"}))
-        .await?;
+    sandbox.post_json(&format!("/_sandbox/orders/sandbox-1/{no}/set_ship_date"), &json!({"date": ship_date})).await?;
     let raw_before = dep.stream_messages("QOO10_RAW").await?.len();
     dep.run_ok("fetcher", &["--once", "--shop", "ok"])?;
     let raw = dep.stream_messages("QOO10_RAW").await?;
@@ -343,7 +342,7 @@ async fn check_and_backfill_commands() -> anyhow::Result<()> {
         .collect();
     assert_eq!(moved.len(), 1, "exactly the changed order is re-published");
     assert_eq!(moved[0]["row"]["ShippingStatus"], json!("Seller confirm(3)"));
-    assert_eq!(moved[0]["row"]["EstimatedShippingDate"], json!("2026-12-24"));
+    assert_eq!(moved[0]["row"]["EstimatedShippingDate"], json!(ship_date));
 
     let out = dep.run_ok("fetcher", &["backfill", "--shop", "ok", "--from", "2025-11-01", "--to", "2026-11-30"])?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -371,9 +371,8 @@ async fn a_poll_and_a_batch_beyond_five_thousand_publishes_in_flight_finish() ->
         "12000",
         "--days",
         "2",
+        // Frozen at the real "now" (no date written here: a fixed one expires with the look-back).
         "--frozen-clock",
-        "--now",
-        "2026-11-29 12:00:00",
     ])
     .await?;
     let dep = Deployment::new(&format!(

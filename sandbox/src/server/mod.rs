@@ -19,6 +19,7 @@ mod qapi;
 mod tests;
 mod writes;
 
+pub use qapi::check_read;
 pub use writes::MAX_SHIP_DATE_DAYS;
 
 #[derive(Debug, Default)]
@@ -121,5 +122,21 @@ pub fn router(world: SharedWorld) -> Router {
         .route("/_sandbox/orders/{shop}/{order_no}", delete(control::delete_order))
         .route("/_sandbox/orders/{shop}/{order_no}/{action}", post(control::order_action))
         .fallback(qapi::qapi)
-        .with_state(world)
+        .with_state(world.clone())
+        .layer(axum::middleware::map_response_with_state(world, stamp_date))
+}
+
+/// Every answer carries the sandbox's own clock in `Date`, as a web server's carries its
+/// machine's: with a frozen or advanced clock that is the time Qoo10's data is stamped by, not
+/// this machine's (hyper adds the machine's only where none is set).
+async fn stamp_date(
+    axum::extract::State(world): axum::extract::State<SharedWorld>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let now = world.lock().expect("world lock").now();
+    let text = now.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+        response.headers_mut().insert(axum::http::header::DATE, value);
+    }
+    response
 }

@@ -308,28 +308,66 @@ fn condition(p: &Params, name: &str, max: u8) -> Result<u8, Answer> {
     }
 }
 
-/// `GetShippingInfo_v2` / `_v3`. Each version takes its own parameter names only: a v2 name
-/// sent to v3 (or the reverse) is as if it were missing.
-fn shipping_info(w: &World, shop: &str, p: &Params, _now: DateTime<Utc>, v3: bool) -> Answer {
+/// What a read asks for, once its parameters passed QAPI's checks: the window, the statuses
+/// (shipping statuses, or the one claim status) and the date condition.
+pub(super) struct ReadQuery {
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    statuses: Vec<u8>,
+    condition: u8,
+}
+
+/// The parameters of `GetShippingInfo_v2` / `_v3`. Each version takes its own parameter names
+/// only: a v2 name sent to v3 (or the reverse) is as if it were missing.
+fn shipping_query(p: &Params, v3: bool) -> Result<ReadQuery, Answer> {
     let (start, end, status_name, condition_name) = if v3 {
         ("SearchStartDate", "SearchEndDate", "ShippingStatus", "SearchCondition")
     } else {
         ("search_Sdate", "search_Edate", "ShippingStat", "search_condition")
     };
-    let (start, end) = match window(p, &[start], &[end]) {
-        Ok(x) => x,
-        Err(a) => return a,
-    };
-    let status_text = p.get(status_name).unwrap_or("").trim();
-    let statuses: Vec<u8> = match status_text {
+    let (start, end) = window(p, &[start], &[end])?;
+    let statuses: Vec<u8> = match p.get(status_name).unwrap_or("").trim() {
         "" | "0" if v3 => vec![1, 2, 3],
         t => match t.parse::<u8>() {
             Ok(s @ 1..=5) => vec![s],
-            _ => return envelope(-10001, "ShippingStat Error", Value::Null),
+            _ => return Err(envelope(-10001, "ShippingStat Error", Value::Null)),
         },
     };
-    let condition = match condition(p, condition_name, 4) {
-        Ok(c) => c,
+    Ok(ReadQuery { start, end, statuses, condition: condition(p, condition_name, 4)? })
+}
+
+/// The parameters of `GetClaimInfo_V3`. A blank ClaimStat may return every claim [open in the
+/// reference, §11.1]: refused here, so that nothing comes to rely on it.
+fn claim_query(p: &Params) -> Result<ReadQuery, Answer> {
+    let (start, end) = window(p, &["search_Sdate"], &["search_Edate"])?;
+    let wanted: u8 = match p.get("ClaimStat").and_then(|s| s.trim().parse().ok()) {
+        Some(c) if schemas::status::CLAIM_STATUS_CODES.contains(&c) => c,
+        _ => return Err(envelope(-10001, "ClaimStat Error", Value::Null)),
+    };
+    Ok(ReadQuery { start, end, statuses: vec![wanted], condition: condition(p, "search_condition", 3)? })
+}
+
+/// The checks the server makes of a read's parameters (window, 90-day limit, statuses, date
+/// condition, each version's names), before it looks at any order: `Err((ResultCode,
+/// ResultMsg))` where QAPI would refuse the call. Tests hold the fetcher's planner to this very
+/// function, so the two cannot drift.
+pub fn check_read(method: &str, params: &[(&str, String)]) -> Result<(), (i64, String)> {
+    let p = Params(params.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect());
+    let checked = match method.to_ascii_lowercase().as_str() {
+        "shippingbasic.getshippinginfo_v2" => shipping_query(&p, false).map(drop),
+        "shippingbasic.getshippinginfo_v3" => shipping_query(&p, true).map(drop),
+        "shippingbasic.getclaiminfo_v3" => claim_query(&p).map(drop),
+        _ => return Err((-1, format!("not a read the sandbox checks: {method}"))),
+    };
+    checked.map_err(|a| {
+        let msg = serde_json::from_str::<Value>(&a.body).ok().and_then(|v| v["ResultMsg"].as_str().map(str::to_owned));
+        (a.code.unwrap_or(-1), msg.unwrap_or(a.body))
+    })
+}
+
+fn shipping_info(w: &World, shop: &str, p: &Params, _now: DateTime<Utc>, v3: bool) -> Answer {
+    let q = match shipping_query(p, v3) {
+        Ok(q) => q,
         Err(a) => return a,
     };
     let seller = w.shops.iter().find(|s| s.id == shop).map(|s| s.user_id.clone()).unwrap_or_default();
@@ -337,8 +375,8 @@ fn shipping_info(w: &World, shop: &str, p: &Params, _now: DateTime<Utc>, v3: boo
         w.orders.range((shop.to_owned(), 0)..=(shop.to_owned(), u64::MAX)).map(|(_, o)| o).collect();
     let rows: Vec<Value> = in_shop
         .iter()
-        .filter(|o| statuses.contains(&o.status) && !o.cancelled())
-        .filter(|o| date_for(o, condition).is_some_and(|d| d >= start && d <= end))
+        .filter(|o| q.statuses.contains(&o.status) && !o.cancelled())
+        .filter(|o| date_for(o, q.condition).is_some_and(|d| d >= q.start && d <= q.end))
         .map(|o| {
             let siblings: Vec<u64> = in_shop.iter().filter(|x| x.pack_no == o.pack_no).map(|x| x.order_no).collect();
             if v3 { render::v3_row(o, &seller, &siblings) } else { render::v2_row(o, &seller, &siblings) }
@@ -349,32 +387,22 @@ fn shipping_info(w: &World, shop: &str, p: &Params, _now: DateTime<Utc>, v3: boo
 }
 
 fn claim_info(w: &World, shop: &str, p: &Params, _now: DateTime<Utc>) -> Answer {
-    let (start, end) = match window(p, &["search_Sdate"], &["search_Edate"]) {
-        Ok(x) => x,
-        Err(a) => return a,
-    };
-    // A blank ClaimStat may return every claim [open in the reference, §11.1]: refused here, so
-    // that nothing comes to rely on it.
-    let wanted: u8 = match p.get("ClaimStat").and_then(|s| s.trim().parse().ok()) {
-        Some(c) if schemas::status::CLAIM_STATUS_CODES.contains(&c) => c,
-        _ => return envelope(-10001, "ClaimStat Error", Value::Null),
-    };
-    let condition = match condition(p, "search_condition", 3) {
-        Ok(c) => c,
+    let q = match claim_query(p) {
+        Ok(q) => q,
         Err(a) => return a,
     };
     let rows: Vec<Value> = w
         .orders
         .range((shop.to_owned(), 0)..=(shop.to_owned(), u64::MAX))
         .map(|(_, o)| o)
-        .filter(|o| o.claim_status == wanted)
+        .filter(|o| q.statuses.contains(&o.claim_status))
         .filter(|o| {
-            let d = match condition {
+            let d = match q.condition {
                 2 => o.claim_request_date,
                 3 => o.claim_done_date,
                 _ => Some(o.order_date),
             };
-            d.is_some_and(|d| d >= start && d <= end)
+            d.is_some_and(|d| d >= q.start && d <= q.end)
         })
         .map(render::claim_row)
         .collect();
