@@ -189,14 +189,8 @@ impl ShopPoller {
         }
     }
 
-    /// A regular poll at `now`: the calls the planner asks for, given the fetch state.
-    pub async fn poll(
-        &mut self,
-        client: &QapiClient,
-        sink: &Sink,
-        now: DateTime<Utc>,
-        cadence: &Cadence,
-    ) -> Result<PollReport, PollError> {
+    /// A poll now: the calls the planner asks for, given the fetch state.
+    pub async fn poll(&mut self, client: &QapiClient, sink: &Sink, cadence: &Cadence) -> Result<PollReport, PollError> {
         let progress = self.state(sink).await?.progress();
         // A key first: its answer tells Qoo10's clock before any window is planned.
         if self.sak.is_none()
@@ -204,7 +198,8 @@ impl ShopPoller {
         {
             return self.failed_before_calls(sink, e).await;
         }
-        let now = now + self.offset;
+        // Read after the key's answer: a window must not end before the instant Qoo10 said.
+        let now = Utc::now() + self.offset;
         self.set_skew(now);
         let now = now + self.skew;
         self.answered_from = None;

@@ -216,7 +216,7 @@ async fn sleep_holding(leases: &Leases, lease: &str, d: Duration) -> bool {
 pub async fn poll_logged(poller: &mut ShopPoller, shared: &Shared) -> Result<PollReport, PollError> {
     let (client, sink, metrics, cadence) = (&shared.client, &shared.sink, &shared.metrics, &shared.cadence);
     let started = std::time::Instant::now();
-    let result = poller.poll(client, sink, Utc::now(), cadence).await;
+    let result = poller.poll(client, sink, cadence).await;
     let id = poller.shop.id.as_str();
     let now = Utc::now().timestamp() as f64;
     match &result {

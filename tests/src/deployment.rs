@@ -328,8 +328,12 @@ impl Deployment {
             return Ok(out);
         }
         for seq in info.first_sequence..=info.last_sequence {
-            if let Ok(m) = stream.get_raw_message(seq).await {
-                out.push(m);
+            use async_nats::jetstream::stream::RawMessageErrorKind;
+            match stream.get_raw_message(seq).await {
+                Ok(m) => out.push(m),
+                // A message deleted from the middle of the stream (an erasure) leaves a gap.
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
+                Err(e) => anyhow::bail!("read {name} #{seq}: {e}"),
             }
         }
         Ok(out)

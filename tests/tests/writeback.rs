@@ -410,3 +410,151 @@ async fn many_shops_polling_and_writing_stay_within_the_rate_limits() -> anyhow:
     assert_eq!(applied, (shops * 4) as usize);
     Ok(())
 }
+
+/// Every write call the sandbox received for `order_no` (changed or refused, faults included),
+/// and how many of them changed it.
+async fn write_calls(sandbox: &Sandbox, order_no: u64) -> anyhow::Result<(usize, usize)> {
+    let log = sandbox.get_json("/_sandbox/requests").await?;
+    let calls: Vec<Value> = log
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r["method"].as_str().is_some_and(|m| m.contains(".Set")) && r["order_no"] == json!(order_no))
+        .collect();
+    Ok((calls.len(), calls.iter().filter(|r| r["changed"] == json!(true)).count()))
+}
+
+/// The fetcher aborted at `point` of the command protocol (`PIPELINE_CRASH_AT`, as kill -9 there
+/// would), then a fetcher taking the shop over: the command ends `applied`, Qoo10 got exactly
+/// one call for it (counted whatever its answer), the record ends final, and the message the
+/// crashed fetcher held, redelivered, calls nothing.
+async fn crash_during_a_command(point: &str, order_no: u64, calls_before_restart: usize) -> anyhow::Result<()> {
+    let (sandbox, dep) = setup(&[(WB, true)], vec![line(WB, order_no, 2)], "").await?;
+    let (date, id) = (jst_date(2), format!("c-{point}"));
+    let args = ["apply", "--shop", WB, "--order", &order_no.to_string(), "--ship-date", &date, "--command-id", &id];
+    let out = dep.run_env("fetcher", &args, &[("PIPELINE_CRASH_AT", point)], Duration::from_secs(60))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(!out.status.success() && stderr.contains("aborting here"), "{point}: not aborted: {stderr}");
+    assert_eq!(write_calls(&sandbox, order_no).await?.0, calls_before_restart, "{point}: calls before the restart");
+    // A fetcher takes the shop over (the crashed one's lease runs out first); the sender, who
+    // got no answer, sends the same command again.
+    let _fetcher = dep.spawn("fetcher", &[])?;
+    send_ship_date(&dep, &id, order_no, &date).await?;
+    let applied = |rs: &[Value]| rs.iter().filter(|r| r["state"] == json!("applied")).count();
+    wait_for("the command applied", Duration::from_secs(90), || async { Ok(applied(&results(&dep, &id).await?) > 0) })
+        .await?;
+    // The message the crashed fetcher held comes back (ack wait 45 s): answered from the record.
+    let published_before = results(&dep, &id).await?.len();
+    wait_for("the held message redelivered and answered", Duration::from_secs(90), || async {
+        Ok(results(&dep, &id).await?.len() > published_before || point == "writeback.result_published")
+    })
+    .await?;
+    let rs = results(&dep, &id).await?;
+    assert_eq!(applied(&rs), rs.len(), "{point}: every result says applied: {rs:?}");
+    assert_eq!(write_calls(&sandbox, order_no).await?, (1, 1), "{point}: one call, one change");
+    assert_eq!(order(&sandbox, WB, order_no).await?["status"], json!(3));
+    dep.run_ok("sink", &["--until-idle"])?;
+    let stored = dep.query(&format!("SELECT state FROM commands WHERE command_id = '{id}'")).await?;
+    anyhow::ensure!(!stored.is_empty() && stored.iter().all(|r| r[0] == "applied"), "{point}: {stored:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_the_intent_and_before_the_call_calls_once() -> anyhow::Result<()> {
+    crash_during_a_command("writeback.intent_recorded", 9501, 0).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_qoo10_answered_and_before_the_record_calls_once() -> anyhow::Result<()> {
+    crash_during_a_command("writeback.answered", 9502, 1).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_the_record_and_before_the_publish_calls_once() -> anyhow::Result<()> {
+    crash_during_a_command("writeback.result_recorded", 9503, 1).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_the_publish_and_before_the_ack_calls_once() -> anyhow::Result<()> {
+    crash_during_a_command("writeback.result_published", 9504, 1).await
+}
+
+/// The race a read-back cannot close: Qoo10 commits the first call only after the fetcher gave
+/// up on it and read the line back unchanged. The fetcher then calls again (the guarantee is
+/// "at most one change", not "at most one call"), and Qoo10's one-way transition refuses the
+/// late first call: two calls, one change, the order confirmed once with the command's date.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_commit_after_the_read_back_is_two_calls_and_one_change() -> anyhow::Result<()> {
+    let (sandbox, dep) = setup(&[(WB, true)], vec![line(WB, 9601, 2)], "timeout = \"2s\"").await?;
+    // Held 20 s, committed 8 s after it arrived: after the read-back (timeout 2 s, then 4 s).
+    let late = json!({"kind": "late_commit", "method": "ShippingBasic.SetSellerCheckYN_V2", "count": 1,
+                      "seconds": 20, "ms": 8000});
+    sandbox.post_json("/_sandbox/faults", &late).await?;
+    let date = jst_date(2);
+    let (code, out) = apply(&dep, WB, &["--order", "9601", "--ship-date", &date, "--command-id", "c-late"])?;
+    assert_eq!(code, Some(0), "{out}");
+    wait_for("the late commit", Duration::from_secs(30), || async {
+        let log = sandbox.get_json("/_sandbox/requests").await?;
+        Ok(log.as_array().into_iter().flatten().any(|r| r["fault"] == json!("late_commit") && !r["code"].is_null()))
+    })
+    .await?;
+    assert_eq!(write_calls(&sandbox, 9601).await?, (2, 1), "two calls, one change");
+    let o = order(&sandbox, WB, 9601).await?;
+    assert_eq!((o["status"].clone(), o["est_ship_date"].clone()), (json!(3), json!(date)), "{o}");
+    Ok(())
+}
+
+/// `failed` is not final: Qoo10 unreachable for every attempt (HTTP 503, three calls, each after
+/// a read-back), then the same command sent again is tried again and applied, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_command_sent_again_is_applied_once() -> anyhow::Result<()> {
+    let (sandbox, dep) = setup(&[(WB, true)], vec![line(WB, 9701, 2)], "timeout = \"2s\"").await?;
+    let down = json!({"kind": "status", "code": 503, "method": "ShippingBasic.SetSellerCheckYN_V2", "count": 3});
+    sandbox.post_json("/_sandbox/faults", &down).await?;
+    let date = jst_date(2);
+    let args = ["--order", "9701", "--ship-date", date.as_str(), "--command-id", "c-failed"];
+    let (code, out) = apply(&dep, WB, &args)?;
+    assert!(code == Some(1) && out.contains("failed"), "{out}");
+    assert_eq!(write_calls(&sandbox, 9701).await?, (3, 0));
+    let (code, out) = apply(&dep, WB, &args)?;
+    assert!(code == Some(0) && out.contains("applied"), "{out}");
+    assert_eq!(write_calls(&sandbox, 9701).await?, (4, 1), "tried again, changed once");
+    let (code, out) = apply(&dep, WB, &args)?;
+    assert!(code == Some(0) && out.contains("applied"), "{out}");
+    assert_eq!(write_calls(&sandbox, 9701).await?, (4, 1), "applied is final: no call");
+    Ok(())
+}
+
+/// A crash after a rejection is recorded and before its alert is published: the command sent
+/// again is answered from the record, and `command_rejected` still opens, once (a plain
+/// subscriber). Before, the known-command path only republished the result: the alert was lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_a_rejection_is_recorded_still_opens_its_alert_once() -> anyhow::Result<()> {
+    let (sandbox, dep) = setup(&[(WB, true)], vec![line(WB, 9801, 2)], "").await?;
+    let tap = dep.alert_tap().await?;
+    let (far, id) = (jst_date(60), "c-far-crash");
+    let args = ["apply", "--shop", WB, "--order", "9801", "--ship-date", &far, "--command-id", id];
+    let out =
+        dep.run_env("fetcher", &args, &[("PIPELINE_CRASH_AT", "writeback.result_recorded")], Duration::from_secs(60))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(!out.status.success() && stderr.contains("aborting here"), "not aborted: {stderr}");
+    let _fetcher = dep.spawn("fetcher", &[])?;
+    send_ship_date(&dep, id, 9801, &far).await?;
+    wait_for("the rejection published", Duration::from_secs(90), || async {
+        Ok(results(&dep, id).await?.iter().any(|r| r["state"] == json!("rejected")))
+    })
+    .await?;
+    let opened = |tap: &e2e::AlertTap| {
+        tap.all().iter().filter(|a| a["kind"] == json!("command_rejected") && a["order_no"] == json!(9801)).count()
+    };
+    wait_for("command_rejected seen", Duration::from_secs(30), || async { Ok(opened(&tap) > 0) }).await?;
+    // The held message comes back after the ack wait: answered again, the alert not again.
+    wait_for("the held message answered", Duration::from_secs(90), || async {
+        Ok(results(&dep, id).await?.len() >= 2)
+    })
+    .await?;
+    assert_eq!(opened(&tap), 1, "opened once: {:?}", tap.all());
+    assert_eq!(write_calls(&sandbox, 9801).await?, (1, 0), "Qoo10 refused the one call");
+    Ok(())
+}

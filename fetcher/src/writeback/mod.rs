@@ -97,7 +97,13 @@ async fn handle(
     let stored = record::load(sink, &shop, &cmd.command_id).await?;
     if let Some(done) = stored.record.as_ref().and_then(|r| r.result.clone()).filter(|r| r.state.is_final()) {
         tracing::info!(shop, command_id = %cmd.command_id, state = done.state.as_str(), "known command: result published again");
+        // A crash after the record may have left its alert and result unpublished: both again
+        // (the same messages: their times are the result's).
+        alert_for(sink, &done).await?;
         return publish_result(sink, &done, msg).await;
+    }
+    if stored.record.as_ref().is_some_and(|r| r.sending && r.result.is_none()) {
+        tracing::warn!(shop, command_id = %cmd.command_id, "a call for this command may have reached Qoo10 before a crash: reading the line back first");
     }
     let requested_at = stored.record.as_ref().map_or_else(Utc::now, |r| r.requested_at);
     let outcome = match cmd.validate(&shop) {
@@ -146,6 +152,7 @@ async fn decide_and_call(
     let intent = Record { command: cmd.clone(), requested_at, sending: true, result: None };
     poller.fenced().map_err(WriteError::Poll)?;
     record::save(sink, &poller.shop.id, &intent, stored.seq).await?;
+    runtime::crash::point("writeback.intent_recorded");
     // The caller records the outcome over the intent.
     call(poller, client, cmd).await
 }
@@ -169,6 +176,7 @@ async fn call(poller: &mut ShopPoller, client: &QapiClient, cmd: &Command) -> Re
         match poller.call_answer(client, method, &params, false, &mut calls).await {
             Ok(answer) => {
                 tracing::info!(shop = %poller.shop.id, command_id = %cmd.command_id, method, code = answer.code, "write answered");
+                runtime::crash::point("writeback.answered");
                 return Ok(match decide::after_answer(answer.code, &answer.message) {
                     Answered::Applied => Outcome::applied(Some(answer.code), "", ""),
                     Answered::Rejected(why) => Outcome::rejected(&why),
@@ -256,9 +264,12 @@ async fn finish(
     let seq = record::load(sink, &shop, &cmd.command_id).await?.seq;
     let done = Record { command: cmd.clone(), requested_at, sending: false, result: Some(result.clone()) };
     record::save(sink, &shop, &done, seq).await?;
+    runtime::crash::point("writeback.result_recorded");
     tracing::info!(shop, command_id = %cmd.command_id, state = result.state.as_str(), reason = %result.reason, "command result");
     alert_for(sink, &result).await?;
-    publish_result(sink, &result, msg).await
+    publish_result(sink, &result, msg).await?;
+    runtime::crash::point("writeback.result_published");
+    Ok(())
 }
 
 async fn publish_result(sink: &Sink, result: &CommandResult, msg: &jetstream::Message) -> Result<(), WriteError> {
@@ -273,15 +284,17 @@ async fn publish_result(sink: &Sink, result: &CommandResult, msg: &jetstream::Me
 }
 
 /// A rejection opens `command_rejected` for its order and action (replacing an earlier one);
-/// an applied command resolves it.
+/// an applied command resolves it. Dated by the result, so that doing it again after a crash
+/// publishes the same message (and finds it open already).
 async fn alert_for(sink: &Sink, result: &CommandResult) -> Result<(), WriteError> {
     let (shop, order, action) = (&result.shop_id, result.order_no, result.action.as_str());
     let open = record::open_alert(sink, shop, order, action).await?;
-    let now = Utc::now();
+    let now = result.at;
     let (publish, keep): (Option<Alert>, Option<Alert>) = match result.state {
         CommandState::Rejected => {
             let alert = rejected_alert(result, now);
-            (Some(alert.clone()), Some(alert))
+            let known = open.as_ref().is_some_and(|o| o.alert_id == alert.alert_id);
+            (Some(alert.clone()).filter(|_| !known), Some(alert))
         }
         CommandState::Applied => (open.map(|a| crate::credentials::resolved(a, now)), None),
         CommandState::Failed => return Ok(()),

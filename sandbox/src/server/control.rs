@@ -95,7 +95,7 @@ pub(super) async fn list_faults(State(world): State<SharedWorld>) -> impl IntoRe
 }
 
 pub(super) async fn add_fault(State(world): State<SharedWorld>, axum::Json(f): axum::Json<Fault>) -> Response {
-    let known = ["status", "timeout", "html", "garbage", "rate_limit", "latency", "expire_key"];
+    let known = ["status", "timeout", "html", "garbage", "rate_limit", "latency", "expire_key", "late_commit"];
     if !known.contains(&f.kind.as_str()) {
         return (StatusCode::BAD_REQUEST, format!("kind must be one of {known:?}")).into_response();
     }

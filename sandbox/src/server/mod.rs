@@ -70,8 +70,10 @@ impl World {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fault {
     /// `status` (HTTP `code`), `timeout` (no answer for `seconds`), `html`, `garbage`,
-    /// `rate_limit` (HTTP 429 with Retry-After), `latency` (a normal answer after `ms`), or
-    /// `expire_key` (the caller's certification key expires: QAPI answers -90004).
+    /// `rate_limit` (HTTP 429 with Retry-After), `latency` (a normal answer after `ms`),
+    /// `expire_key` (the caller's certification key expires: QAPI answers -90004), or
+    /// `late_commit` (a write: no answer for `seconds`, and the change made only `ms` after the
+    /// call arrived, as a server that commits after its client gave up).
     pub kind: String,
     /// Only requests of this shop (by its keys); all shops when absent.
     #[serde(default)]
@@ -104,6 +106,11 @@ pub struct RequestLog {
     pub violation: bool,
     /// The fault injected into this answer, if any.
     pub fault: Option<String>,
+    /// The call's `OrderNo`, if it named one (the writes and the single-order read).
+    pub order_no: Option<u64>,
+    /// Which key the call came with: a fingerprint (the first 12 hex digits of its SHA-256),
+    /// never the key. Each fetcher process certifies on its own, so this tells processes apart.
+    pub key: String,
 }
 
 pub type SharedWorld = Arc<Mutex<World>>;

@@ -69,8 +69,13 @@ pub(super) async fn qapi(State(world): State<SharedWorld>, uri: Uri, headers: He
         .unwrap_or_default();
 
     let arrived = Utc::now();
+    let order_no = params.get("OrderNo").and_then(|n| n.trim().parse().ok());
+    let key_print = {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(key.as_bytes())[..6])
+    };
     // Decide under the lock; sleep (faults) only after it is released.
-    let (answer, fault, violation) = {
+    let (answer, fault, violation, logged) = {
         let mut w = world.lock().expect("world lock");
         let now = w.now();
         let caller = caller_shop(&w, &key);
@@ -89,6 +94,8 @@ pub(super) async fn qapi(State(world): State<SharedWorld>, uri: Uri, headers: He
             (Some(f), _) if f.kind == "timeout" && writes::is_write(&method.to_ascii_lowercase()) => {
                 dispatch(&mut w, &method, &key, &params, now)
             }
+            // Applied later, below; logged now as what the caller sees: no answer.
+            (Some(f), _) if f.kind == "late_commit" => (Answer { code: None, ..plain(String::new()) }, caller.clone()),
             (Some(f), _) if f.kind != "latency" => (plain(String::new()), caller.clone()),
             _ => dispatch(&mut w, &method, &key, &params, now),
         };
@@ -103,8 +110,10 @@ pub(super) async fn qapi(State(world): State<SharedWorld>, uri: Uri, headers: He
             changed: answer.changed,
             violation,
             fault: fault.as_ref().map(|f| f.kind.clone()),
+            order_no,
+            key: key_print,
         });
-        (answer, fault, violation)
+        (answer, fault, violation, w.requests.len() - 1)
     };
     if violation {
         return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], answer.body).into_response();
@@ -135,10 +144,35 @@ pub(super) async fn qapi(State(world): State<SharedWorld>, uri: Uri, headers: He
                 return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, after)], "").into_response();
             }
             "latency" => tokio::time::sleep(std::time::Duration::from_millis(f.ms.unwrap_or(50))).await,
+            "late_commit" => {
+                let later = std::time::Duration::from_millis(f.ms.unwrap_or(5_000));
+                tokio::spawn(commit_late(world, later, logged, method, key, params));
+                tokio::time::sleep(std::time::Duration::from_secs(f.seconds.unwrap_or(60))).await;
+                return (StatusCode::GATEWAY_TIMEOUT, "").into_response();
+            }
             _ => {}
         }
     }
     ([(header::CONTENT_TYPE, "application/json; charset=utf-8")], answer.body).into_response()
+}
+
+/// The write of a `late_commit` fault, made `after` its arrival: its log entry (`logged`) then
+/// says what it did.
+async fn commit_late(
+    world: SharedWorld,
+    after: std::time::Duration,
+    logged: usize,
+    method: String,
+    key: String,
+    params: Params,
+) {
+    tokio::time::sleep(after).await;
+    let mut w = world.lock().expect("world lock");
+    let now = w.now();
+    let (answer, _) = dispatch(&mut w, &method, &key, &params, now);
+    if let Some(entry) = w.requests.get_mut(logged).filter(|e| e.method == method) {
+        (entry.code, entry.changed) = (answer.code, answer.changed);
+    }
 }
 
 /// The shop a request speaks for: by its certification key, or its API key.
