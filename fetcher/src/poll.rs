@@ -463,6 +463,7 @@ impl ShopPoller {
 
     /// Issues a new seller authorization key from the API key, QSM login and password.
     pub async fn certify(&mut self, client: &QapiClient) -> Result<(), PollError> {
+        self.fenced()?;
         let method = qapi::CREATE_CERTIFICATION_KEY;
         let params = [("user_id", self.shop.user_id.clone()), ("pwd", self.shop.password().expose().to_owned())];
         let secrets = [self.shop.api_key(), self.shop.password()];
@@ -494,6 +495,9 @@ impl ShopPoller {
         // The key is renewed at most once per call, after Qoo10 refused it.
         let mut renewed = false;
         loop {
+            // No call to Qoo10 once the shop's lease is lost (a process paused past its lease
+            // and resumed mid-poll stops here, not at its next publish).
+            self.fenced()?;
             if self.sak.is_none() {
                 self.certify(client).await?;
             }

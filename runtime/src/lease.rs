@@ -83,6 +83,90 @@ struct View {
     last_reassert: Instant,
 }
 
+/// What [`View::precheck`] says before asking the stream.
+#[derive(Debug, PartialEq, Eq)]
+enum Precheck {
+    /// This instance holds it and may write.
+    Held,
+    /// This instance cannot say it is alive: a claim would fence it at once.
+    CannotSayAlive,
+    /// Held by another instance heard from within [`TTL`].
+    HeldByLive,
+    /// The stream must say.
+    AskStream,
+}
+
+/// The decisions of the lease state machine, without IO (its tests run on a paused clock).
+impl View {
+    fn new() -> View {
+        View {
+            claims: HashMap::new(),
+            heard: HashMap::new(),
+            alive_since: None,
+            unverified: false,
+            last_reassert: Instant::now(),
+        }
+    }
+
+    /// `me` holds `name` and may write: its claim stands, it is not waiting to check the stream
+    /// after a gap, and its last acknowledged heartbeat was sent under `TTL − MARGIN` ago.
+    fn holds(&self, me: &str, name: &str) -> bool {
+        let mine = self.claims.get(name).is_some_and(|c| c.holder.instance == me);
+        mine && !self.unverified && self.alive_since.is_some_and(|t| t.elapsed() < TTL - MARGIN)
+    }
+
+    fn precheck(&self, me: &str, name: &str) -> Precheck {
+        if self.holds(me, name) {
+            return Precheck::Held;
+        }
+        if self.alive_since.is_none_or(|t| t.elapsed() >= TTL - MARGIN) {
+            return Precheck::CannotSayAlive;
+        }
+        let live = self.claims.get(name).is_some_and(|c| {
+            !c.holder.instance.is_empty()
+                && c.holder.instance != me
+                && self.heard.get(&c.holder.instance).is_some_and(|(_, t)| t.elapsed() < TTL)
+        });
+        if live { Precheck::HeldByLive } else { Precheck::AskStream }
+    }
+
+    /// `instance`'s heartbeat is at stream sequence `seq`: it is heard from now if that moved.
+    fn heard_beat(&mut self, instance: &str, seq: u64) {
+        let heard = self.heard.entry(instance.to_owned()).or_insert((seq, Instant::now()));
+        if heard.0 != seq {
+            *heard = (seq, Instant::now());
+        }
+    }
+
+    /// Gone: its heartbeat has not moved for [`TTL`], as this instance observed it.
+    fn gone(&mut self, instance: &str, beat: u64) -> bool {
+        self.heard_beat(instance, beat);
+        self.heard.get(instance).is_some_and(|(_, t)| t.elapsed() >= TTL)
+    }
+
+    /// Our heartbeat sent at `sent` was acknowledged. After a gap long enough that someone may
+    /// have taken over, our claims must be checked against the stream before we write again.
+    fn beat_acked(&mut self, sent: Instant) {
+        if self.alive_since.is_some_and(|t| t.elapsed() >= TTL - MARGIN) {
+            self.unverified = true;
+        }
+        self.alive_since = Some(sent);
+    }
+
+    /// A claim of `name` by `holder` at `seq` was seen on the stream; true when it took the
+    /// lease from `me`. Older claims than the one known change nothing.
+    fn saw_claim(&mut self, me: &str, name: &str, holder: Holder, seq: u64) -> bool {
+        if self.claims.get(name).is_some_and(|c| c.seq >= seq) {
+            return false;
+        }
+        let taken = self.claims.get(name).is_some_and(|c| c.holder.instance == me)
+            && holder.instance != me
+            && !holder.instance.is_empty();
+        self.claims.insert(name.to_owned(), Claim { holder, seq });
+        taken
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     js: jetstream::Context,
@@ -107,13 +191,7 @@ impl Leases {
             host: hostname(),
             pid: std::process::id(),
         };
-        let view = View {
-            claims: HashMap::new(),
-            heard: HashMap::new(),
-            alive_since: None,
-            unverified: false,
-            last_reassert: Instant::now(),
-        };
+        let view = View::new();
         let stream = ns.stream(Stream::Leases);
         let leases = Leases { inner: Arc::new(Inner { js, ns, stream, me, view: Mutex::new(view) }) };
         // Retried like every JetStream call at start: a cluster electing a leader times out.
@@ -138,9 +216,7 @@ impl Leases {
     /// True while this instance holds `name` and may write: its claim stands and its heartbeat
     /// is recent enough that nobody may have taken over.
     pub fn holds(&self, name: &str) -> bool {
-        let view = self.inner.view.lock().expect("lease view");
-        let mine = view.claims.get(name).is_some_and(|c| c.holder.instance == self.inner.me.instance);
-        mine && !view.unverified && view.alive_since.is_some_and(|t| t.elapsed() < TTL - MARGIN)
+        self.inner.view.lock().expect("lease view").holds(&self.inner.me.instance, name)
     }
 
     /// [`Leases::holds`] as a result, for the write paths.
@@ -154,22 +230,12 @@ impl Leases {
 
     /// Takes `name` if it is free or its holder is gone; true when this instance holds it.
     pub async fn acquire(&self, name: &str) -> Result<bool, LeaseError> {
-        if self.holds(name) {
-            return Ok(true);
-        }
-        {
-            let view = self.inner.view.lock().expect("lease view");
-            if view.alive_since.is_none_or(|t| t.elapsed() >= TTL - MARGIN) {
-                return Ok(false); // we cannot say we are alive: claiming would fence us at once
-            }
-            // Held by an instance heard from lately, as far as we saw: no need to ask the stream.
-            if let Some(c) = view.claims.get(name)
-                && !c.holder.instance.is_empty()
-                && c.holder.instance != self.inner.me.instance
-                && view.heard.get(&c.holder.instance).is_some_and(|(_, t)| t.elapsed() < TTL)
-            {
-                return Ok(false);
-            }
+        let precheck = self.inner.view.lock().expect("lease view").precheck(&self.inner.me.instance, name);
+        match precheck {
+            Precheck::Held => return Ok(true),
+            // Not alive: claiming would fence us at once. Held by a live one: no need to ask.
+            Precheck::CannotSayAlive | Precheck::HeldByLive => return Ok(false),
+            Precheck::AskStream => {}
         }
         // The stream itself says who holds it, and which sequence a new claim must name.
         let stored = self.last(&self.claim_subject(name)).await?;
@@ -222,12 +288,7 @@ impl Leases {
     /// for [`TTL`] as this instance observed it.
     async fn gone(&self, holder: &Holder) -> Result<bool, LeaseError> {
         let beat = self.last(&self.alive_subject(&holder.instance)).await?.map_or(0, |m| m.sequence);
-        let mut view = self.inner.view.lock().expect("lease view");
-        let heard = view.heard.entry(holder.instance.clone()).or_insert((beat, Instant::now()));
-        if heard.0 != beat {
-            *heard = (beat, Instant::now());
-        }
-        Ok(heard.1.elapsed() >= TTL)
+        Ok(self.inner.view.lock().expect("lease view").gone(&holder.instance, beat))
     }
 
     /// Writes the claim `name` → `holder` if the subject's last message is still `expected`.
@@ -282,13 +343,7 @@ impl Leases {
         let subject = self.alive_subject(&self.inner.me.instance);
         let ack = self.inner.js.publish(subject, payload.into()).await.map_err(|e| LeaseError::Nats(e.to_string()))?;
         ack.await.map_err(|e| LeaseError::Nats(e.to_string()))?;
-        let mut view = self.inner.view.lock().expect("lease view");
-        // After a gap long enough that someone may have taken over, our claims are checked
-        // against the stream before we write again.
-        if view.alive_since.is_some_and(|t| t.elapsed() >= TTL - MARGIN) {
-            view.unverified = true;
-        }
-        view.alive_since = Some(sent);
+        self.inner.view.lock().expect("lease view").beat_acked(sent);
         Ok(())
     }
 
@@ -364,21 +419,12 @@ impl Leases {
             let mut view = self.inner.view.lock().expect("lease view");
             if let Some(name) = msg.subject.strip_prefix(claim.as_str()) {
                 let holder: Holder = serde_json::from_slice(&msg.payload).unwrap_or_default();
-                let newer = view.claims.get(name).is_none_or(|c| c.seq < seq);
-                if newer {
-                    if view.claims.get(name).is_some_and(|c| c.holder.instance == self.inner.me.instance)
-                        && holder.instance != self.inner.me.instance
-                        && !holder.instance.is_empty()
-                    {
-                        tracing::warn!(lease = name, holder = %holder, "lease taken by another instance");
-                    }
-                    view.claims.insert(name.to_owned(), Claim { holder, seq });
+                let shown = holder.to_string();
+                if view.saw_claim(&self.inner.me.instance, name, holder, seq) {
+                    tracing::warn!(lease = name, holder = %shown, "lease taken by another instance");
                 }
             } else if let Some(instance) = msg.subject.strip_prefix(alive.as_str()) {
-                let heard = view.heard.entry(instance.to_owned()).or_insert((seq, Instant::now()));
-                if heard.0 != seq {
-                    *heard = (seq, Instant::now());
-                }
+                view.heard_beat(instance, seq);
             }
         }
         tracing::warn!("lease watch ended");
@@ -424,4 +470,81 @@ fn rand_id() -> u64 {
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The state machine on a paused clock: `tokio::time::advance` moves every `Instant` here.
+    use super::*;
+
+    fn holder(instance: &str) -> Holder {
+        Holder { instance: instance.into(), service: "sink".into(), host: "h".into(), pid: 1 }
+    }
+
+    /// `me` alive (a heartbeat just acknowledged) and holding `name` at `seq`.
+    fn holding(me: &str, name: &str, seq: u64) -> View {
+        let mut v = View::new();
+        v.beat_acked(Instant::now());
+        v.claims.insert(name.into(), Claim { holder: holder(me), seq });
+        v
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_fences_itself_margin_before_anyone_may_take_over() {
+        let mut mine = holding("a", "sink", 1);
+        // A standby saw a's last heartbeat at the same instant it was sent (the best case for it).
+        let mut standby = View::new();
+        standby.beat_acked(Instant::now());
+        assert!(!standby.gone("a", 7));
+        assert!(mine.holds("a", "sink"));
+        tokio::time::advance(TTL - MARGIN - Duration::from_millis(1)).await;
+        assert!(mine.holds("a", "sink"), "still within TTL − MARGIN");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!mine.holds("a", "sink"), "no heartbeat for TTL − MARGIN: fenced");
+        assert!(!standby.gone("a", 7), "yet nobody may take over");
+        tokio::time::advance(MARGIN - Duration::from_millis(1)).await;
+        assert!(!standby.gone("a", 7), "MARGIN later, still not gone");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(standby.gone("a", 7), "gone after TTL unheard");
+        // Its heartbeat moving again (a paused process resumed) makes it heard, not gone.
+        assert!(!standby.gone("a", 8));
+        // The resumed holder's late heartbeat does not make it hold again: it must check first.
+        mine.beat_acked(Instant::now());
+        assert!(mine.unverified && !mine.holds("a", "sink"), "after a gap: unverified");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_seen_on_the_stream_takes_the_lease_and_older_claims_change_nothing() {
+        let mut v = holding("a", "sink", 5);
+        assert!(!v.saw_claim("a", "sink", holder("b"), 4), "an older claim is ignored");
+        assert!(v.holds("a", "sink"));
+        assert!(v.saw_claim("a", "sink", holder("b"), 6), "a newer claim by b takes it");
+        assert!(!v.holds("a", "sink"));
+        assert!(!v.saw_claim("a", "sink", Holder::default(), 7), "a release by b took nothing from a");
+        assert!(!v.saw_claim("a", "other", holder("b"), 1), "a claim of a lease a never held");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquiring_asks_the_stream_only_when_it_may_succeed() {
+        let mut v = View::new();
+        assert_eq!(v.precheck("a", "sink"), Precheck::CannotSayAlive, "no heartbeat acknowledged yet");
+        v.beat_acked(Instant::now());
+        assert_eq!(v.precheck("a", "sink"), Precheck::AskStream, "nobody holds it");
+        v.claims.insert("sink".into(), Claim { holder: holder("b"), seq: 3 });
+        v.heard_beat("b", 10);
+        assert_eq!(v.precheck("a", "sink"), Precheck::HeldByLive);
+        // a beats every HEARTBEAT; b's heartbeat stays at 10.
+        let start = Instant::now();
+        while start.elapsed() < TTL {
+            tokio::time::advance(HEARTBEAT).await;
+            v.beat_acked(Instant::now());
+            v.heard_beat("b", 10);
+        }
+        assert!(!v.unverified, "a regular heartbeat leaves nothing to check");
+        assert_eq!(v.precheck("a", "sink"), Precheck::AskStream, "b unheard for TTL");
+        v.claims.insert("sink".into(), Claim { holder: holder("a"), seq: 4 });
+        assert_eq!(v.precheck("a", "sink"), Precheck::Held);
+        v.claims.insert("sink".into(), Claim { holder: Holder::default(), seq: 5 });
+        assert_eq!(v.precheck("a", "sink"), Precheck::AskStream, "released");
+    }
 }

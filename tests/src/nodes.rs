@@ -25,6 +25,24 @@ impl Service {
         kill(&mut self.child);
     }
 
+    /// SIGSTOP: the process stands still (as in a long GC pause or a frozen VM), holding what it
+    /// held; [`Service::resume`] lets it go on from there.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONT after [`Service::pause`].
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let Some(child) = self.child.as_ref() else { bail!("{} is not running", self.name) };
+        let status = Command::new("kill").arg(sig).arg(child.id().to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill {sig} {}: {status}", self.name);
+        Ok(())
+    }
+
     /// SIGTERM, then the exit code (within 15 s).
     pub fn terminate(&mut self) -> anyhow::Result<Option<i32>> {
         let Some(mut child) = self.child.take() else { bail!("{} is not running", self.name) };
@@ -38,6 +56,16 @@ impl Service {
     pub async fn readyz(&self) -> anyhow::Result<(u16, String)> {
         let r = http().get(format!("http://127.0.0.1:{}/readyz", self.port)).send().await?;
         Ok((r.status().as_u16(), r.text().await?.trim().to_owned()))
+    }
+
+    /// The sum of every sample of `metric` on its `/metrics` (0 when it has none yet).
+    pub async fn metric(&self, metric: &str) -> anyhow::Result<f64> {
+        let text = http().get(format!("http://127.0.0.1:{}/metrics", self.port)).send().await?.text().await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(metric))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     /// Waits (at most `limit`) until `/readyz` answers `code`; returns its body.
