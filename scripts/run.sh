@@ -22,13 +22,29 @@ else
   cargo build --release --bins --locked
   BIN="$ROOT/target/release"
 fi
-mkdir -p "$LOCAL/logs"
+LOGS="${RUN_LOG_DIR:-$LOCAL/logs}"
+mkdir -p "$LOGS"
 
 PIDS=()
-# Every background job goes, the summary loop's `sleep` included (else `wait` waits for it);
-# the services stop gracefully on SIGTERM within seconds.
+# The services run in sessions of their own (setsid), so that a Ctrl-C at the terminal, which
+# signals the whole foreground process group, reaches this script only: each service then gets
+# exactly one SIGTERM from here, finishes its batch, releases its leases (a run started right
+# after is active at once) and exits. Whatever still runs after 9 s is killed.
+start_service() { # name, then the command
+  local name="$1"; shift
+  setsid "$@" >"$LOGS/$name.log" 2>&1 &
+  PIDS+=($!)
+}
 cleanup() {
-  for p in "${PIDS[@]}" $(jobs -p); do kill "$p" 2>/dev/null || true; done
+  trap - INT TERM
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 90); do
+    local alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}" $(jobs -p); do kill -KILL "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -42,8 +58,7 @@ else
   say "no [[shops]] in $CONFIG: running against the Qoo10 sandbox on $SANDBOX_ADDR"
   CONFIG="$LOCAL/pipeline.sandbox.toml"
   "$BIN/qoo10-sandbox" --listen "$SANDBOX_ADDR" --print-config >"$CONFIG"
-  "$BIN/qoo10-sandbox" --listen "$SANDBOX_ADDR" >"$LOCAL/logs/sandbox.log" 2>&1 &
-  PIDS+=($!)
+  start_service sandbox "$BIN/qoo10-sandbox" --listen "$SANDBOX_ADDR"
   for _ in $(seq 1 100); do curl -sf "http://$SANDBOX_ADDR/_sandbox/health" >/dev/null && break; sleep 0.1; done
 fi
 export PIPELINE_CONFIG="$CONFIG"
@@ -77,10 +92,10 @@ if [ "$ONCE" = 1 ]; then
   exit 0
 fi
 
-"$BIN/sink" >"$LOCAL/logs/sink.log" 2>&1 & PIDS+=($!)
-"$BIN/normalizer" >"$LOCAL/logs/normalizer.log" 2>&1 & PIDS+=($!)
-"$BIN/fetcher" >"$LOCAL/logs/fetcher.log" 2>&1 & PIDS+=($!)
-say "fetcher, normalizer and sink running; logs in $LOCAL/logs/. Ctrl-C stops everything this script started."
+start_service sink "$BIN/sink"
+start_service normalizer "$BIN/normalizer"
+start_service fetcher "$BIN/fetcher"
+say "fetcher, normalizer and sink running; logs in $LOGS/. Ctrl-C stops everything this script started."
 
 for _ in $(seq 1 120); do
   n="$(ch "SELECT count() FROM $DB.orders")"
@@ -91,7 +106,7 @@ sleep 2
 while true; do
   summary
   for p in "${PIDS[@]}"; do
-    kill -0 "$p" 2>/dev/null || { say "a service exited; see $LOCAL/logs/"; exit 1; }
+    kill -0 "$p" 2>/dev/null || { say "a service exited; see $LOGS/"; exit 1; }
   done
   sleep 300 & wait $!
 done

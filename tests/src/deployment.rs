@@ -146,6 +146,19 @@ impl Deployment {
                         }
                     }
                 };
+                // A stream whose stage has not made its consumer yet is not drained: nothing read it.
+                let expected = match base {
+                    Stream::Raw => Some("normalizer"),
+                    Stream::Orders => Some("sink"),
+                    Stream::Polls => Some("sink-polls"),
+                    Stream::OmsEdits => Some("sink-edits"),
+                    _ => None,
+                };
+                let held = stream.cached_info().state.messages;
+                if let Some(c) = expected.filter(|c| held > 0 && !names.iter().any(|n| n == c)) {
+                    busy = true;
+                    last.push_str(&format!("{}: {held} messages and no consumer {c} yet; ", base.base()));
+                }
                 for name in names {
                     let info = stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name).await;
                     match info {
@@ -298,6 +311,12 @@ impl Deployment {
     /// no de-duplication): what an alert subscriber really sees.
     pub async fn alert_tap(&self) -> anyhow::Result<crate::AlertTap> {
         crate::AlertTap::start(&self.servers.nats_url, &schemas::subjects::Namespace::new(&self.prefix)).await
+    }
+
+    /// A plain subscriber of this deployment's `stream`'s subjects (e.g. `Stream::Raw`).
+    pub async fn tap(&self, stream: schemas::subjects::Stream) -> anyhow::Result<crate::Tap> {
+        let ns = schemas::subjects::Namespace::new(&self.prefix);
+        crate::Tap::on(&self.servers.nats_url, &ns.stream_subjects(stream)).await
     }
 
     pub async fn nats(&self) -> anyhow::Result<async_nats::jetstream::Context> {

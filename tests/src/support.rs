@@ -96,30 +96,44 @@ pub fn schema_violations(schema_file: &str, payloads: &[&[u8]]) -> Vec<String> {
     out
 }
 
-/// A plain subscriber of a deployment's `alerts.>`: every message as it arrived.
+/// A plain (core) subscriber: every message published on its subjects as it arrived, also those
+/// JetStream then dropped as duplicates (a count through the stream cannot see a re-send inside
+/// its duplicate window; this one can).
 #[derive(Debug, Clone)]
-pub struct AlertTap {
+pub struct Tap {
     seen: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
 }
 
-impl AlertTap {
-    pub async fn start(nats_url: &str, ns: &schemas::subjects::Namespace) -> anyhow::Result<AlertTap> {
+/// The tap of a deployment's `alerts.>`.
+pub type AlertTap = Tap;
+
+impl Tap {
+    pub async fn start(nats_url: &str, ns: &schemas::subjects::Namespace) -> anyhow::Result<Tap> {
+        Tap::on(nats_url, &ns.stream_subjects(schemas::subjects::Stream::Alerts)).await
+    }
+
+    /// Subscribes to `subject` (wildcards allowed); a message that is not JSON is kept as `null`.
+    pub async fn on(nats_url: &str, subject: &str) -> anyhow::Result<Tap> {
         use futures::StreamExt;
         let urls: Vec<async_nats::ServerAddr> = nats_url.split(',').map(str::parse).collect::<Result<_, _>>()?;
         let client = async_nats::connect(urls.as_slice()).await?;
-        let mut sub = client.subscribe(ns.stream_subjects(schemas::subjects::Stream::Alerts)).await?;
+        let mut sub = client.subscribe(subject.to_owned()).await?;
         client.flush().await?;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let into = seen.clone();
         tokio::spawn(async move {
             let _client = client;
             while let Some(m) = sub.next().await {
-                if let Ok(v) = serde_json::from_slice(&m.payload) {
-                    into.lock().expect("tap").push(v);
-                }
+                let v = serde_json::from_slice(&m.payload).unwrap_or(serde_json::Value::Null);
+                into.lock().expect("tap").push(v);
             }
         });
-        Ok(AlertTap { seen })
+        Ok(Tap { seen })
+    }
+
+    /// How many messages arrived so far.
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("tap").len()
     }
 
     /// Messages received so far.

@@ -373,12 +373,16 @@ async fn fetcher_alerts_are_recorded_and_replaying_orders_raises_nothing_twice()
 
     // Replay: the sink's consumer is deleted, so it re-reads all of ORDERS from the start.
     let alerts_before = s.dep.stream_messages("ALERTS").await?.len();
+    let tap = s.dep.alert_tap().await?;
+    let alert_rows = s.dep.query("SELECT count() FROM alerts").await?;
     let orders_before = s.dep.query("SELECT count(), sum(quantity) FROM orders FINAL").await?;
     let js = s.dep.nats().await?;
     let stream = js.get_stream(schemas::subjects::Namespace::new(&s.dep.prefix).stream_named("ORDERS")).await?;
     stream.delete_consumer("sink").await?;
     s.dep.run_ok("sink", &["--until-idle"])?;
     assert_eq!(s.dep.stream_messages("ALERTS").await?.len(), alerts_before, "no alert published twice");
+    assert_eq!(tap.all(), Vec::<Value>::new(), "a plain subscriber saw the replay publish");
+    assert_eq!(s.dep.query("SELECT count() FROM alerts").await?, alert_rows, "alert rows written again (no FINAL)");
     assert_eq!(s.dep.query("SELECT count(), sum(quantity) FROM orders FINAL").await?, orders_before);
     assert_eq!(s.dep.query("SELECT count() FROM alerts FINAL").await?, vec![vec!["2"]]);
     Ok(())

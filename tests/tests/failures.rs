@@ -190,11 +190,18 @@ async fn a_message_that_cannot_be_passed_on_is_dead_lettered_at_its_last_deliver
     let error = dead[0].headers.get("Dlq-Error").map(|v| v.as_str().to_owned()).unwrap_or_default();
     assert!(error.starts_with("gave up after 3 deliveries: publish failed"), "{error}");
     assert_eq!(dead[0].payload.as_ref(), good_envelope(7).as_bytes(), "the original bytes");
-    // The raw message ended: acknowledged, never delivered again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The raw message ended: acknowledged (nothing pending, nothing awaiting an ack), so it is
+    // never delivered again.
     let stream = js.get_stream(ns.stream(schemas::subjects::Stream::Raw)).await?;
-    let info = stream.consumer_info("normalizer").await?;
-    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{info:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = stream.consumer_info("normalizer").await?;
+        if (info.num_pending, info.num_ack_pending) == (0, 0) {
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the raw message is still open: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(dep.stream_messages("DLQ").await?.len(), 1, "one dead letter");
     Ok(())
 }

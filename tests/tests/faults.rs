@@ -41,6 +41,13 @@ impl Fault {
     fn may_republish(self) -> bool {
         matches!(self, Fault::KillSink | Fault::TwoSinksActiveKilled | Fault::RestartNats | Fault::ClusterNodeKilled)
     }
+
+    /// No insert can be sent again after an unclear answer (a kill, NATS lost before an ack,
+    /// ClickHouse gone mid-insert): then not even the physical rows, read without `FINAL`, may
+    /// hold a version twice. (Where one can, `ReplacingMergeTree` folds the repeat: `FINAL`.)
+    fn inserts_exactly_once(self) -> bool {
+        !self.may_republish() && self != Fault::ClickHouseOutage
+    }
 }
 
 /// What a run leaves behind, without what legitimately differs between runs (fetch times and
@@ -274,12 +281,90 @@ async fn run(fault: Fault) -> anyhow::Result<Snapshot> {
     // The time-based rules run on a sweep: one last sweep makes every run's end comparable.
     dep.run_ok("sink", &["--until-idle"])?;
     let snap = snapshot(&dep).await?;
+    // As a plain subscriber sees it, not through the stream's duplicate window: on every fault
+    // it saw every transition the stream holds and no other; and where nothing can be sent
+    // again, each once.
+    let key = |a: &serde_json::Value| format!("{} {}", a["alert_id"], a["state"]);
+    let tapped: std::collections::BTreeSet<String> = tap.all().iter().map(key).collect();
+    let mut stored = std::collections::BTreeSet::new();
+    for m in dep.stream_messages("ALERTS").await? {
+        stored.insert(key(&serde_json::from_slice(&m.payload)?));
+    }
+    anyhow::ensure!(!tapped.is_empty(), "{fault:?}: the tap saw no alert");
+    anyhow::ensure!(tapped == stored, "{fault:?}: a plain subscriber saw other transitions than the stream holds");
     if !fault.may_republish() {
-        // As a plain subscriber sees it, not through the stream's duplicate window.
-        anyhow::ensure!(!tap.all().is_empty(), "{fault:?}: the tap saw no alert");
         anyhow::ensure!(tap.repeated().is_empty(), "{fault:?}: published twice: {:?}", tap.repeated());
     }
+    if fault.inserts_exactly_once() {
+        physical_doubles(&dep, fault).await?;
+    }
+    qoo10_truth(&sandbox, &dep, fault).await?;
     Ok(snap)
+}
+
+/// No (key, version) twice in the physical rows of `orders`, `order_versions` and `alerts`.
+async fn physical_doubles(dep: &Deployment, fault: Fault) -> anyhow::Result<()> {
+    for (table, key) in [
+        ("orders", "shop_id, order_no, version"),
+        ("order_versions", "shop_id, order_no, version"),
+        ("alerts", "alert_id, version"),
+    ] {
+        let n = dep
+            .count(&format!(
+                "SELECT count() FROM (SELECT {key}, count() AS n FROM {table} GROUP BY {key} HAVING n > 1)"
+            ))
+            .await;
+        anyhow::ensure!(n == 0, "{fault:?}: {n} rows of {table} stored twice (read without FINAL)");
+    }
+    Ok(())
+}
+
+/// Against Qoo10's own truth, not only a clean run (a loss present in both would pass that):
+/// every line the sandbox holds with a date within the first import's look-back is in
+/// `orders FINAL`, with the status its shipping status and claim map to, and its quantity.
+async fn qoo10_truth(sandbox: &Sandbox, dep: &Deployment, fault: Fault) -> anyhow::Result<()> {
+    let start = chrono::NaiveDateTime::parse_from_str(now(), "%Y-%m-%d %H:%M:%S")?;
+    let from = start.date() - chrono::Duration::days(7);
+    let map = schemas::status::StatusMap::default();
+    let mut truth = std::collections::BTreeSet::new();
+    for n in 1..=3 {
+        for o in sandbox.get_json(&format!("/_sandbox/orders?shop=sandbox-{n}")).await?.as_array().into_iter().flatten()
+        {
+            // A line is asked for by each of its dates (ordered, paid, shipped, delivered, claimed):
+            // the first import reaches it if any of them is within the look-back.
+            let dates = [
+                "order_date",
+                "payment_date",
+                "shipping_date",
+                "delivered_date",
+                "claim_request_date",
+                "claim_done_date",
+            ];
+            let latest = dates
+                .iter()
+                .filter_map(|k| o[*k].as_str())
+                .filter_map(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").ok())
+                .max();
+            if latest.is_none_or(|t| t.date() < from) {
+                continue;
+            }
+            let code = |k: &str| o[k].as_u64().and_then(|c| u8::try_from(c).ok());
+            let status = map.canonical(code("status"), code("claim_status").unwrap_or(0));
+            let status = status.map(|s| s.as_str()).unwrap_or("unmapped");
+            truth.insert(format!("shop{n} {} {status} {}", o["order_no"], o["quantity"]));
+        }
+    }
+    let rows = dep.query("SELECT shop_id, toString(order_no), status, toString(quantity) FROM orders FINAL").await?;
+    let stored: std::collections::BTreeSet<String> = rows.iter().map(|r| r.join(" ")).collect();
+    let missing: Vec<_> = truth.difference(&stored).take(5).collect();
+    let extra: Vec<_> = stored.difference(&truth).take(5).collect();
+    anyhow::ensure!(truth.len() > 100, "the sandbox's truth is too small to mean much: {}", truth.len());
+    anyhow::ensure!(
+        missing.is_empty() && extra.is_empty(),
+        "{fault:?}: orders FINAL is not what Qoo10 holds ({} lines): missing {missing:?}, extra {extra:?}",
+        truth.len()
+    );
+    Ok(())
 }
 
 /// Two OMS edits on the first two orders of shop1, the same in every run: a quantity and an

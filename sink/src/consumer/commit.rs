@@ -47,6 +47,7 @@ impl Consumer {
                     failed.map_or(Ok(()), |e| Err(async_nats::Error::from(e)))
                 })
                 .await?;
+            runtime::crash::point("sink.alerts_published");
             self.count(&transitions);
             let tapped = self.tap.as_ref().map(|t| t.prepare(&transitions));
             let rows: Vec<AlertRow> = transitions.into_iter().map(AlertRow::from_alert).collect();

@@ -65,7 +65,9 @@ impl Consumer {
         // batch, whose rows are then still new and evaluated again (the alerts already open stay
         // open once). Rows first would make them look old, and their alerts be lost.
         let delta = self.commit(plan, &written).await?;
+        runtime::crash::point("sink.alerts_stored");
         self.write_rows(&merged, &written).await?;
+        runtime::crash::point("sink.rows_stored");
         self.engine.apply(delta);
         for msg in &written {
             runtime::nats::ack(msg).await;

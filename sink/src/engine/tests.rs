@@ -101,18 +101,6 @@ fn a_redelivered_batch_raises_nothing_twice() {
     assert!(again.transitions.is_empty(), "{:?}", again.transitions);
 }
 
-/// The in-memory state changes only when a plan is applied: a plan whose commit failed leaves
-/// the engine as it was, and the redelivered input makes the same plan again.
-#[test]
-fn a_plan_not_applied_changes_nothing() {
-    let e = engine();
-    let stored = HashMap::new();
-    let (first, _) = batch(&e, vec![line(1, 2, 10)], &stored);
-    let (second, _) = batch(&e, vec![line(1, 2, 10)], &stored);
-    assert_eq!(first.transitions, second.transitions);
-    assert!(e.open_alerts().is_empty() && !e.known().may_have_line("s", 1, 1_795_000_000));
-}
-
 /// Arrival order does not matter: a late first version raises what in-order delivery raises.
 #[test]
 fn a_late_first_version_raises_what_in_order_delivery_raises() {
