@@ -38,15 +38,19 @@ fi
 cargo build --workspace --bins --locked
 mkdir -p "$LOCAL"
 log="$LOCAL/test-output.log"
-set +e
-cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
-rc=${PIPESTATUS[0]}
-set -e
-
-# Compatibility with Debian's nats-server 2.9.10 (whole runs only): the end-to-end suites of the
-# pipeline, standbys and write-back against a 2.9.10 JetStream on port 4232 (about 2 minutes).
-# COMPAT_FAULTS=1 adds the fault and failure suites (docs/testing.md: what they showed there).
-if [ "$#" -eq 0 ]; then
+: >"$log"
+rc=0
+if [ "$#" -gt 0 ]; then
+  # Some tests, as asked: cargo test's own runner.
+  set +e
+  cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+else
+  # The whole suite: every test executable, several at once (scripts/parallel-tests.py says why),
+  # and the compatibility run with Debian's nats-server 2.9.10: the end-to-end suites of the
+  # pipeline, standbys and write-back against a 2.9.10 JetStream on port 4232. COMPAT_FAULTS=1
+  # adds the fault and failure suites (docs/testing.md: what they showed there).
   if ! [ -x /usr/sbin/nats-server ]; then
     say "installing Debian's nats-server for the 2.9.10 compatibility run"
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -57,16 +61,35 @@ if [ "$#" -eq 0 ]; then
   rm -rf "$compat"; mkdir -p "$compat"
   /usr/sbin/nats-server -a 127.0.0.1 -p 4232 -js -sd "$compat/js" >"$compat/nats.log" 2>&1 &
   compat_pid=$!
+  trap 'kill "$compat_pid" 2>/dev/null || true' EXIT
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/4232) 2>/dev/null && break; sleep 0.1; done
   say "compatibility run: $(/usr/sbin/nats-server --version)"
+  say "building the test executables"
+  cargo test --workspace --locked --no-run --message-format=json-render-diagnostics >"$LOCAL/test-build.json"
+  compat_suites="pipeline standby writeback${COMPAT_FAULTS:+ faults failures}"
+  python3 - "$LOCAL/test-build.json" "$compat_suites" >"$LOCAL/test-jobs.tsv" <<'PY'
+import json, os, sys
+compat = sys.argv[2].split()
+for line in open(sys.argv[1]):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") != "compiler-artifact" or not m.get("executable") or not m["profile"]["test"]:
+        continue
+    name, cwd, exe = m["target"]["name"], os.path.dirname(m["manifest_path"]), m["executable"]
+    kind = m["target"]["kind"][0]
+    label = name if kind == "test" else f"{name}-unit"
+    print(f"{label}\t{cwd}\t-\t{exe}")
+    if kind == "test" and name in compat:
+        print(f"compat-{name}\t{cwd}\tNATS_URL=nats://127.0.0.1:4232 NATS_SERVER=/usr/sbin/nats-server\t{exe}")
+PY
+  say "running $(wc -l <"$LOCAL/test-jobs.tsv") test executables, ${TEST_JOBS:-3} at once (logs: $LOCAL/test-logs/)"
   set +e
-  NATS_URL=nats://127.0.0.1:4232 NATS_SERVER=/usr/sbin/nats-server \
-    cargo test -p e2e --locked --no-fail-fast --test pipeline --test standby --test writeback \
-    ${COMPAT_FAULTS:+--test faults --test failures} 2>&1 | tee -a "$log"
-  compat_rc=${PIPESTATUS[0]}
+  python3 scripts/parallel-tests.py "${TEST_JOBS:-3}" "$LOCAL/test-logs" <"$LOCAL/test-jobs.tsv" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
   set -e
   kill "$compat_pid" 2>/dev/null || true
-  [ "$compat_rc" -eq 0 ] || { say "FAILED: the nats-server 2.9.10 compatibility run"; rc=$compat_rc; }
 fi
 
 # docs/security.md's GRANTs, run and enforced on current ClickHouse: the local server is 18.16,

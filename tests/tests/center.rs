@@ -226,6 +226,7 @@ async fn fix_from_the_page(dep: &Deployment, b: &mut Browser, base: &str) -> any
     .await;
     assert!(applied, "the fix was applied on Qoo10");
     // The poll after the fix shows Qoo10's date: the alert resolves and leaves the queue.
+    dep.run_ok("normalizer", &["--until-idle"])?;
     let resolved = wait_async(|| async {
         dep.count(&format!("SELECT count() FROM alerts FINAL WHERE alert_id = '{id}' AND state = 'resolved'")).await
             == 1
