@@ -184,3 +184,53 @@ fn the_realistic_generator_raises_no_false_total_mismatch() {
     }
     assert!(with_options > 100, "only {with_options} rows had a paid option");
 }
+
+/// Numbers at and beyond every limit (Decimal's 28 digits, Decimal(18,2)'s 10^16, i64, u32) in
+/// any amount or quantity field of a real row.
+fn extreme_number() -> impl Strategy<Value = Value> {
+    let digits = (1usize..=40, any::<bool>(), any::<bool>()).prop_map(|(n, negative, string)| {
+        let text = format!("{}{}", if negative { "-" } else { "" }, "9".repeat(n));
+        if string { json!(text) } else { serde_json::from_str::<Value>(&text).unwrap_or(json!(text)) }
+    });
+    prop_oneof![
+        digits,
+        Just(json!("79228162514264337593543950335")),
+        Just(json!("-79228162514264337593543950335")),
+        Just(json!("123456789012345678901234567")),
+        Just(json!("1e28")),
+        Just(json!("9999999999999999.99")),
+        Just(json!(u64::MAX)),
+        Just(json!(i64::MIN)),
+        Just(json!("4294967296")),
+    ]
+}
+
+const AMOUNTS: &[&str] =
+    &["OrderPrice", "OrderQty", "Discount", "Total", "SettlePrice", "ShippingRate", "SellerDiscount", "CartDiscountSeller"];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// A 27-digit price once panicked the normalizer (`price * quantity`), which restarted and
+    /// panicked again until the message was dropped. Now: an order, or an error naming the field.
+    #[test]
+    fn extreme_amounts_give_an_order_or_an_error_naming_the_field(
+        key in prop::sample::select(AMOUNTS),
+        value in extreme_number(),
+        seed in 0u64..200,
+    ) {
+        let now = chrono::NaiveDateTime::parse_from_str("2026-11-29 12:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+        let o = sandbox::generate::orders(seed, 1, "s", 1, 5, now).remove(0);
+        let mut row = sandbox::render::v3_row(&o, "seller", &[o.order_no]);
+        row[key] = value.clone();
+        match normalize(&envelope(RowKind::Order, &row), 1, &StatusMap::default()) {
+            Ok(order) => {
+                for (field, amount) in [("total", order.total), ("order_price", order.order_price), ("option_price", order.option_price)] {
+                    prop_assert!(amount.is_none_or(schemas::order::money_in_range), "{field} {amount:?} out of range");
+                }
+            }
+            // The field itself, or the surcharge it makes (a derived amount, named as stored).
+            Err(e) => prop_assert!(e.field == key || e.field == "option_price", "{} = {}: {}: {}", key, value, e.field, e.problem),
+        }
+    }
+}

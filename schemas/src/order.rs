@@ -157,6 +157,24 @@ pub fn order_msg_id(shop: &str, order_no: u64, version: u64, raw_seq: u64) -> St
 /// Years a Qoo10 date may fall in: Qoo10 did not exist before 2000; past 2100 is corruption.
 pub const PLAUSIBLE_YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
 
+/// Amounts are stored as `Decimal(18,2)`: below 10^16 yen either way. Every stage checks an
+/// amount against it where it enters (a row's field, an order from NATS), so that no later sum
+/// or product overflows (`rust_decimal`'s operators panic on overflow) and the dead letter names
+/// the field instead of a stage crashing on it.
+pub fn money_in_range(d: Decimal) -> bool {
+    d.abs() < Decimal::from(10_000_000_000_000_000i64)
+}
+
+/// [`money_in_range`] as a reason naming the field.
+pub fn check_money(field: &str, d: Option<Decimal>) -> Result<(), FieldError> {
+    match d {
+        Some(d) if !money_in_range(d) => {
+            Err(FieldError::new(field, format!("{d} is beyond what Decimal(18,2) holds (less than 10^16 either way)")))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl CanonicalOrder {
     /// Checks what the types cannot, for orders arriving from outside the normalizer (anyone may
     /// publish on `orders.<shop>`); the reason names the field.
@@ -194,6 +212,21 @@ impl CanonicalOrder {
         }
         if let Some(d) = self.estimated_ship_date.filter(|d| !PLAUSIBLE_YEARS.contains(&d.year())) {
             return bad("estimated_ship_date", format!("{d} is outside 2000..2100"));
+        }
+        let amounts = [
+            ("order_price", self.order_price),
+            ("discount", self.discount),
+            ("total", self.total),
+            ("settle_price", self.settle_price),
+            ("shipping_rate", self.shipping_rate),
+            ("option_price", self.option_price),
+            ("seller_discount", self.seller_discount),
+            ("cart_discount_seller", self.cart_discount_seller),
+            ("cart_discount_qoo10", self.cart_discount_qoo10),
+            ("refund_amount", self.refund_amount),
+        ];
+        for (field, d) in amounts {
+            check_money(field, d)?;
         }
         Ok(())
     }

@@ -212,11 +212,13 @@ pub type RowError = schemas::dlq::FieldError;
 /// Decimal(18,2) as its scaled integer. Rounds half away from zero to cents.
 pub fn money(field: &'static str, d: Option<Decimal>) -> Result<i64, RowError> {
     let d = d.unwrap_or_default();
-    let scaled = (d.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
-        * Decimal::from(100))
-    .to_i64()
-    .filter(|v| v.unsigned_abs() < 10u64.pow(18))
-    .ok_or_else(|| RowError::new(field, format!("{d} does not fit Decimal(18,2)")))?;
+    // Checked: a value near Decimal's own limit (28 digits) overflows `* 100`.
+    let scaled = d
+        .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+        .checked_mul(Decimal::from(100))
+        .and_then(|c| c.to_i64())
+        .filter(|v| v.unsigned_abs() < 10u64.pow(18))
+        .ok_or_else(|| RowError::new(field, format!("{d} does not fit Decimal(18,2)")))?;
     Ok(scaled)
 }
 
@@ -444,6 +446,10 @@ mod tests {
         assert_eq!(money("x", Some(Decimal::new(1005, 3))).unwrap(), 101, "1.005 rounds half away from zero");
         assert_eq!(money("x", None).unwrap(), 0);
         assert!(money("x", Some(Decimal::from(10i64.pow(17)))).is_err());
+        for extreme in [Decimal::MAX, Decimal::MIN, Decimal::from_str_exact("123456789012345678901234567").unwrap()] {
+            let e = money("total", Some(extreme)).expect_err("beyond Decimal(18,2)");
+            assert_eq!(e.field, "total", "{e:?}");
+        }
     }
 
     #[test]

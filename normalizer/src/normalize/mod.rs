@@ -54,6 +54,11 @@ pub fn normalize<R: std::ops::Deref<Target = RawValue>>(
     let partial = claim_status == 15;
     let refund_quantity = if partial { small_number(&row, REFUND_COUNT)? } else { None };
     let refund_amount = if partial { row.decimal(REFUND_BALANCE)? } else { None };
+    let surcharge = if is_claim { None } else { option_price(order_price, quantity, discount, total) };
+    if let Err(e) = schemas::order::check_money("option_price", surcharge) {
+        let problem = format!("{} (total + discount − orderPrice × orderQty)", e.problem);
+        return Err(err("option_price", problem));
+    }
 
     let mut order = CanonicalOrder {
         schema_version: ORDER_SCHEMA_VERSION,
@@ -83,7 +88,7 @@ pub fn normalize<R: std::ops::Deref<Target = RawValue>>(
         carrier: row.text(DELIVERY_COMPANY),
         tracking_no: row.text(TRACKING_NO),
         payment_method: row.opt_text(PAYMENT_METHOD),
-        option_price: if is_claim { None } else { option_price(order_price, quantity, discount, total) },
+        option_price: surcharge,
         seller_discount: row.decimal(SELLER_DISCOUNT)?,
         cart_discount_seller: row.decimal(CART_DISCOUNT_SELLER)?,
         cart_discount_qoo10: row.decimal(CART_DISCOUNT_QOO10)?,
@@ -185,7 +190,10 @@ fn option_price(
     discount: Option<Decimal>,
     total: Option<Decimal>,
 ) -> Option<Decimal> {
-    Some(total? + discount.unwrap_or_default() - price? * Decimal::from(quantity))
+    // Checked, though amounts are below 10^16 and quantities below 2^32 (at most about 4·10^25,
+    // inside Decimal's 7.9·10^28): an overflow would panic the stage.
+    let line = price?.checked_mul(Decimal::from(quantity))?;
+    total?.checked_add(discount.unwrap_or_default())?.checked_sub(line)
 }
 
 /// Checks Qoo10's figures against each other. `total_mismatch` is for a total that no paid
@@ -198,7 +206,8 @@ fn anomalies(o: &CanonicalOrder) -> Vec<Anomaly> {
         && (surcharge.is_sign_negative() && !surcharge.is_zero() || !surcharge.fract().is_zero())
     {
         let discount = o.discount.unwrap_or_default();
-        let expected = price * Decimal::from(o.quantity) - discount;
+        let expected = price.checked_mul(Decimal::from(o.quantity)).and_then(|l| l.checked_sub(discount));
+        let expected = expected.map_or_else(|| "(out of range)".to_owned(), |e| e.to_string());
         out.push(Anomaly {
             code: "total_mismatch".into(),
             detail: format!(

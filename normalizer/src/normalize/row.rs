@@ -154,10 +154,12 @@ impl<'a> Row<'a> {
         }
         let text: Cow<'_, str> =
             if text.contains(',') { Cow::Owned(text.replace(',', "")) } else { Cow::Borrowed(text) };
-        Decimal::from_str(&text)
-            .or_else(|_| Decimal::from_scientific(&text))
-            .map(|d| Some(d.normalize()))
-            .map_err(|_| bad())
+        let d = Decimal::from_str(&text).or_else(|_| Decimal::from_scientific(&text)).map_err(|_| bad())?;
+        // Checked where it enters: every sum and product of amounts after this stays in range.
+        if !schemas::order::money_in_range(d) {
+            return Err(err(key, format!("value {} is beyond what Decimal(18,2) holds (less than 10^16)", shown(v))));
+        }
+        Ok(Some(d.normalize()))
     }
 
     /// A Qoo10 date/time field. `None` for absent, null or empty.
