@@ -3,6 +3,10 @@
 # database and the least-privilege users of docs/security.md, passwords from the environment.
 # tests/tests/compose.rs checks that these GRANTs are docs/security.md's, line for line.
 set -euo pipefail
+# The placeholders of .env.example are no passwords: refuse to create users with them.
+for var in CLICKHOUSE_PASSWORD CLICKHOUSE_SINK_PASSWORD CLICKHOUSE_ANALYST_PASSWORD; do
+  case "${!var}" in change-me*) echo "clickhouse-init: $var is the placeholder from .env.example: set a password of your own" >&2; exit 1;; esac
+done
 clickhouse client --user "$CLICKHOUSE_USER" --password "$CLICKHOUSE_PASSWORD" --multiquery <<SQL
 CREATE DATABASE IF NOT EXISTS qoo10;
 CREATE USER IF NOT EXISTS qoo10_sink IDENTIFIED WITH sha256_password BY '${CLICKHOUSE_SINK_PASSWORD}';

@@ -69,6 +69,8 @@ fn main() -> std::process::ExitCode {
         let Some(config) = runtime::service::config(args.config.as_deref(), args.print_config)? else {
             return Ok(true);
         };
+        // The one service that holds the shops' Qoo10 secrets: each must have all three.
+        config.require_credentials()?;
         match args.command {
             Some(Command::Check { shop }) => fetcher::check::check(&config, &shop).await,
             Some(Command::Backfill { shop, from, to }) => backfill(&config, &shop, from, to).await,

@@ -205,8 +205,16 @@ fn extreme_number() -> impl Strategy<Value = Value> {
     ]
 }
 
-const AMOUNTS: &[&str] =
-    &["OrderPrice", "OrderQty", "Discount", "Total", "SettlePrice", "ShippingRate", "SellerDiscount", "CartDiscountSeller"];
+const AMOUNTS: &[&str] = &[
+    "OrderPrice",
+    "OrderQty",
+    "Discount",
+    "Total",
+    "SettlePrice",
+    "ShippingRate",
+    "SellerDiscount",
+    "CartDiscountSeller",
+];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]

@@ -455,8 +455,9 @@ impl Leases {
 }
 
 impl Inner {
+    /// An inbox of this connection (its user's prefix: deploy/nats.conf).
     fn js_inbox(&self) -> String {
-        format!("_INBOX.leases.{:016x}", rand_id())
+        self.js.client().new_inbox()
     }
 }
 

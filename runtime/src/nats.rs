@@ -36,6 +36,11 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
     if let (Some(user), Some(password)) = (&cfg.user, cfg.password()) {
         options = options.user_and_password(user.clone(), password.expose().to_owned());
     }
+    // Replies (JetStream acknowledgements, pulled messages) come to this user's own inboxes, so
+    // that deploy/nats.conf lets a user subscribe to its own replies only, not to another's.
+    if let Some(user) = &cfg.user {
+        options = options.custom_inbox_prefix(inbox_prefix(user));
+    }
     if let Some(token) = cfg.token() {
         options = options.token(token.expose().to_owned());
     }
@@ -59,6 +64,13 @@ pub async fn connect(cfg: &NatsConfig, name: &str) -> Result<async_nats::Client,
     let addrs: Vec<async_nats::ServerAddr> =
         cfg.urls().iter().map(|u| u.parse().map_err(|e| failed(format!("{u}: {e}")))).collect::<Result<_, _>>()?;
     connect_waiting(options, &addrs).await.map_err(|e| failed(e.to_string()))
+}
+
+/// `_INBOX_<user>`: the inbox prefix of a NATS user (deploy/nats.conf allows each user
+/// `_INBOX_<user>.>` only). Characters a subject token cannot hold become `_`.
+pub fn inbox_prefix(user: &str) -> String {
+    let token: String = user.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("_INBOX_{token}")
 }
 
 /// How long a service starting while NATS is away (restarting, a node failing over) waits for

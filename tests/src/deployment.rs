@@ -48,6 +48,17 @@ impl Deployment {
         Ok(dep)
     }
 
+    /// On a private NATS server, with the contract's own subjects and stream names (no prefix):
+    /// as deploy/nats.conf's permissions name them.
+    pub async fn on_nats_unprefixed(nats_url: &str, extra: &str) -> anyhow::Result<Self> {
+        let mut dep = Deployment::on_nats(nats_url, extra).await?;
+        let text = std::fs::read_to_string(&dep.config_path)?;
+        let line = format!("subject_prefix = \"{}\"", dep.prefix);
+        std::fs::write(&dep.config_path, text.replacen(&line, "subject_prefix = \"\"", 1))?;
+        dep.prefix = String::new();
+        Ok(dep)
+    }
+
     /// Adds lines to the `[nats]` section of the config (auth, TLS, replicas).
     pub fn add_nats_settings(&self, lines: &str) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&self.config_path)?;

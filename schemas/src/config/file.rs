@@ -207,7 +207,21 @@ fn nats_userinfo(urls: &str) -> Result<(String, Option<UserInfo>), Bad> {
     Ok((split.into_iter().map(|(u, _)| u).collect::<Vec<_>>().join(","), info))
 }
 
+/// A placeholder from `.env.example` (`change-me-…`) is no secret: a deployment started with one
+/// is refused, naming the key. `empty_too`: an empty value is refused as well.
+pub(crate) fn real_secret(key: &str, s: Option<&Secret>, empty_too: bool) -> Result<(), Bad> {
+    match s.map(Secret::expose) {
+        Some(v) if empty_too && v.trim().is_empty() => bad(key, "is empty: give a secret, or leave the key out"),
+        Some(v) if v.trim().starts_with("change-me") => {
+            bad(key, "is the placeholder from .env.example: set a secret of your own")
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_nats(c: &NatsConfig) -> Result<(), Bad> {
+    real_secret("nats.password", c.password.as_ref(), false)?;
+    real_secret("nats.token", c.token.as_ref(), true)?;
     let urls = c.urls();
     if urls.is_empty() || urls.iter().any(|u| !(u.starts_with("nats://") || u.starts_with("tls://"))) {
         return bad(
@@ -299,6 +313,7 @@ impl ClickHouseFile {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return bad("clickhouse.url", format!("{:?} is not an http:// or https:// URL", url));
         }
+        real_secret("clickhouse.password", password.as_ref(), false)?;
         let d = &self.database;
         if d.is_empty()
             || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -372,6 +387,7 @@ pub struct ShopFile {
     pub api_key: Option<Secret>,
     pub api_key_env: Option<String>,
     pub api_key_file: Option<PathBuf>,
+    #[serde(default)]
     pub user_id: String,
     pub password: Option<Secret>,
     pub password_env: Option<String>,
@@ -416,9 +432,6 @@ impl ShopFile {
         if !id_ok {
             return bad(&key("id"), format!("{id:?} must match [a-z0-9_-]{{1,64}}"));
         }
-        if self.user_id.trim().is_empty() {
-            return bad(&key("user_id"), "must not be empty");
-        }
         if self.statuses.is_empty() {
             return bad(&key("statuses"), "must list at least one Qoo10 ShippingStat code");
         }
@@ -431,15 +444,27 @@ impl ShopFile {
         if self.interval < Duration::from_secs(1) {
             return bad(&key("interval"), "must be at least 1s");
         }
-        let required = |f: SecretFields, name: &str| match f.resolve(&key(name))? {
-            Some(s) => Ok(s),
-            None => bad(&key(name), format!("missing: set {name}, {name}_env or {name}_file")),
+        // Resolved where they can be; what stops them is kept for the fetcher, which alone needs
+        // them (PipelineConfig::require_credentials), not raised for the other services.
+        let mut problem = None;
+        let mut credential = |f: SecretFields, name: &str| match f.resolve(&key(name)) {
+            Ok(Some(s)) => Some(s),
+            Ok(None) => {
+                problem.get_or_insert((key(name), format!("missing: set {name}, {name}_env or {name}_file")));
+                None
+            }
+            Err(e) => {
+                problem.get_or_insert(e);
+                None
+            }
         };
+        let (api_key, password) = (credential(self.api_key(), "api_key"), credential(self.password(), "password"));
         Ok(ShopConfig {
             id: id.clone(),
-            api_key: required(self.api_key(), "api_key")?,
-            user_id: self.user_id.clone(),
-            password: required(self.password(), "password")?,
+            api_key,
+            user_id: self.user_id.trim().to_owned(),
+            password,
+            credentials_problem: problem,
             statuses: self.statuses.clone(),
             lookback_days: self.lookback_days,
             interval: self.interval,

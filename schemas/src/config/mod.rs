@@ -317,10 +317,20 @@ impl Default for FetcherConfig {
 pub struct ShopConfig {
     /// `[a-z0-9_-]{1,64}`; appears in subjects and keys.
     pub id: String,
-    pub api_key: Secret,
+    /// The shop's Qoo10 credentials. Only the fetcher uses them, and only the fetcher requires
+    /// them ([`PipelineConfig::require_credentials`]): the normalizer and the sink (which serves
+    /// a web page) run without any shop's secrets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
     /// The QSM login ID.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub user_id: String,
-    pub password: Secret,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Why the credentials could not be had (the key, the reason), kept for the fetcher to fail
+    /// on at start: an `_env` variable not set where a service that needs none runs is no error.
+    #[serde(skip)]
+    pub credentials_problem: Option<(String, String)>,
     /// Qoo10 ShippingStat codes to fetch.
     pub statuses: Vec<u8>,
     pub lookback_days: u32,
@@ -338,11 +348,14 @@ pub struct ShopConfig {
 }
 
 impl ShopConfig {
+    /// The API key. Only for a configuration [`PipelineConfig::require_credentials`] accepted
+    /// (the fetcher's, at start).
     pub fn api_key(&self) -> &Secret {
-        &self.api_key
+        self.api_key.as_ref().expect("the fetcher checks every shop's credentials at start")
     }
+    /// The QSM password; as [`ShopConfig::api_key`].
     pub fn password(&self) -> &Secret {
-        &self.password
+        self.password.as_ref().expect("the fetcher checks every shop's credentials at start")
     }
 }
 
@@ -535,6 +548,7 @@ impl PipelineConfig {
         raw.normalizer.validate().map_err(invalid)?;
         raw.sink.validate().map_err(invalid)?;
         raw.sink.http_token = raw.sink.token_fields().resolve("sink.http_token").map_err(invalid)?;
+        file::real_secret("sink.http_token", raw.sink.http_token.as_ref(), true).map_err(invalid)?;
         (raw.sink.http_token_env, raw.sink.http_token_file) = (None, None);
         Ok(PipelineConfig {
             nats: raw.nats.validate().map_err(invalid)?,
@@ -560,6 +574,21 @@ impl PipelineConfig {
     pub fn to_toml(&self) -> String {
         let body = toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
         format!("# effective configuration from {} (secrets redacted)\n{body}", self.source)
+    }
+
+    /// Every shop has its three Qoo10 credentials (the fetcher's check at start; the other
+    /// services need none). The error names the file and the shop's key.
+    pub fn require_credentials(&self) -> Result<(), ConfigError> {
+        for (i, shop) in self.shops.iter().enumerate() {
+            let invalid = |key: String, reason: String| ConfigError::Invalid { file: self.source.clone(), key, reason };
+            if let Some((key, reason)) = &shop.credentials_problem {
+                return Err(invalid(key.clone(), reason.clone()));
+            }
+            if shop.user_id.trim().is_empty() {
+                return Err(invalid(format!("shops[{i}].user_id"), "missing: the shop's QSM login ID".into()));
+            }
+        }
+        Ok(())
     }
 
     pub fn shop(&self, id: &str) -> Option<&ShopConfig> {

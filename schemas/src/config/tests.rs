@@ -56,15 +56,14 @@ fn mistakes_name_the_key() {
             "shops[0].interval",
         ),
         (
-            "[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\npassword_env = \"TEST_CFG_SURELY_UNSET\"\n",
-            "shops[0].password_env",
-        ),
-        ("[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\n", "shops[0].password"),
-        (
             "[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\npassword = \"p\"\nstatuses = [7]\n",
             "shops[0].statuses",
         ),
         ("[normalizer]\ndestination_status = \"shinki\"\n", "normalizer.destination_status"),
+        ("[nats]\nuser = \"sink\"\npassword = \"change-me-sink\"\n", "nats.password"),
+        ("[clickhouse]\npassword = \"change-me-sink\"\n", "clickhouse.password"),
+        ("[sink]\nhttp_token = \"change-me-alert-center\"\n", "sink.http_token"),
+        ("[sink]\nhttp_token = \"\"\n", "sink.http_token"),
         ("[clickhouse]\ndatabase = \"a.b\"\n", "clickhouse.database"),
         ("[normalizer.claim_status_map]\n\"7\" = \"cancelled\"\n", "normalizer.claim_status_map.7"),
         ("[normalizer.shipping_status_map]\n\"3\" = \"ready\"\n", "normalizer.shipping_status_map.3"),
@@ -76,6 +75,30 @@ fn mistakes_name_the_key() {
         println!("{err}");
         assert!(!err.contains('\n'), "{err:?} should be one line");
     }
+}
+
+/// Only the fetcher needs a shop's Qoo10 credentials: a shop with its id alone (or with an `_env`
+/// variable this service's environment does not set) loads, and `require_credentials` (the
+/// fetcher's check at start) names what is missing.
+#[test]
+fn credentials_are_required_by_the_fetcher_only() {
+    let cases = [
+        ("[[shops]]\nid = \"a\"\n", "shops[0].api_key"),
+        ("[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\n", "shops[0].password"),
+        (
+            "[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\npassword_env = \"TEST_CFG_SURELY_UNSET\"\n",
+            "shops[0].password_env",
+        ),
+        ("[[shops]]\nid = \"a\"\napi_key = \"k\"\npassword = \"p\"\n", "shops[0].user_id"),
+    ];
+    for (text, key) in cases {
+        let c = load_str(text).expect("the normalizer and the sink accept it");
+        assert!(c.shops[0].api_key.is_none() || c.shops[0].password.is_none() || c.shops[0].user_id.is_empty());
+        let err = c.require_credentials().unwrap_err().to_string();
+        assert!(err.starts_with("pipeline.toml") && err.contains(&format!("`{key}`:")), "{err:?} should name {key}");
+    }
+    let full = "[[shops]]\nid = \"a\"\nuser_id = \"u\"\napi_key = \"k\"\npassword = \"p\"\n";
+    assert!(load_str(full).unwrap().require_credentials().is_ok());
 }
 
 #[test]
