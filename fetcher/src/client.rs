@@ -94,6 +94,9 @@ pub enum CallError {
     Http { method: String, status: u16, retry_after: Option<Duration> },
     #[error("{method}: {source}")]
     Response { method: String, source: ResponseError },
+    /// Larger than `[qoo10] max_response_mb`: not read on (no retry cures it).
+    #[error("{method}: the answer is larger than {limit_mb} MB ([qoo10] max_response_mb)")]
+    TooLarge { method: String, limit_mb: u32 },
 }
 
 impl CallError {
@@ -103,6 +106,7 @@ impl CallError {
             CallError::Transport { .. } | CallError::Timeout { .. } => true,
             CallError::Http { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             CallError::Response { source, .. } => !matches!(source, ResponseError::Routing(_)),
+            CallError::TooLarge { .. } => false,
         }
     }
 
@@ -121,6 +125,7 @@ pub struct QapiClient {
     style: UrlStyle,
     timeout: Duration,
     retry_budget: Duration,
+    max_response_mb: u32,
     global: Global,
     metrics: Arc<Metrics>,
 }
@@ -131,6 +136,9 @@ impl QapiClient {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("qoo10-pipeline-fetcher/", env!("CARGO_PKG_VERSION")))
+            // A redirect would carry the GiosisCertificationKey header (or the key in the query)
+            // to wherever it points: QAPI does not redirect, so none is followed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| CallError::Transport { method: "client".into(), reason: e.to_string() })?;
         Ok(QapiClient {
@@ -139,6 +147,7 @@ impl QapiClient {
             style: cfg.url_style,
             timeout: cfg.timeout,
             retry_budget: cfg.retry_budget,
+            max_response_mb: cfg.max_response_mb,
             global: Global::new(cfg.global_requests_per_second),
             metrics: Metrics::new(),
         })
@@ -196,6 +205,7 @@ impl QapiClient {
             Err(CallError::Http { status, .. }) => format!("http_{status}"),
             Err(CallError::Response { source: ResponseError::Routing(_), .. }) => "routing".into(),
             Err(CallError::Response { .. }) => "not_qapi".into(),
+            Err(CallError::TooLarge { .. }) => "too_large".into(),
         };
         self.metrics.inc(crate::metrics::REQUESTS, &[("method", method), ("outcome", &outcome)]);
         result
@@ -245,13 +255,7 @@ impl QapiClient {
                 .map(Duration::from_secs);
             return Err(CallError::Http { method: method.into(), status: status.as_u16(), retry_after });
         }
-        let body = response.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                CallError::Timeout { method: method.into(), timeout: self.timeout }
-            } else {
-                CallError::Transport { method: method.into(), reason: clean(e) }
-            }
-        })?;
+        let body = self.body(method, response, &clean).await?;
         let mut parsed = qapi::parse_response(&body).map_err(|source| {
             let source = match source {
                 ResponseError::Routing(t) => ResponseError::Routing(scrub(&t, secrets)),
@@ -262,6 +266,38 @@ impl QapiClient {
         })?;
         parsed.server_time = server_time;
         Ok(parsed)
+    }
+}
+
+impl QapiClient {
+    /// The answer's body, read up to `[qoo10] max_response_mb` (a declared length over it is
+    /// refused before reading).
+    async fn body(
+        &self,
+        method: &str,
+        mut response: reqwest::Response,
+        clean: &(dyn Fn(reqwest::Error) -> String + Sync),
+    ) -> Result<Vec<u8>, CallError> {
+        let limit = u64::from(self.max_response_mb) * 1024 * 1024;
+        let too_large = || CallError::TooLarge { method: method.into(), limit_mb: self.max_response_mb };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let failed = |e: reqwest::Error| {
+            if e.is_timeout() {
+                CallError::Timeout { method: method.into(), timeout: self.timeout }
+            } else {
+                CallError::Transport { method: method.into(), reason: clean(e) }
+            }
+        };
+        let mut body = Vec::with_capacity(response.content_length().unwrap_or(64 * 1024).min(limit) as usize);
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 }
 
@@ -280,6 +316,70 @@ mod tests {
         assert!(
             !CallError::Response { method: m(), source: ResponseError::Routing("Can't find".into()) }.is_transient()
         );
+    }
+
+    /// A one-shot HTTP server on loopback answering `answer` to its first request; yields the
+    /// request's head.
+    fn serve_once(answer: Vec<u8>) -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = s.write_all(&answer);
+            }
+        });
+        (url, rx)
+    }
+
+    fn client(base_url: &str, max_response_mb: u32) -> QapiClient {
+        runtime::install_crypto_provider();
+        let cfg = Qoo10Config {
+            base_url: base_url.into(),
+            retry_budget: Duration::from_millis(1),
+            max_response_mb,
+            ..Qoo10Config::default()
+        };
+        QapiClient::new(&cfg).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_so_the_key_stays_home() {
+        let (elsewhere, visited) = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".to_vec());
+        let redirect = format!("HTTP/1.1 302 Found\r\nlocation: {elsewhere}/steal\r\ncontent-length: 0\r\n\r\n");
+        let (qapi, _) = serve_once(redirect.into_bytes());
+        let key = Secret::new("SAK-secret-123");
+        let r = client(&qapi, 16)
+            .call_once(&ShopGate::new(100.0), "ShippingBasic.GetShippingInfo_v3", &key, &[], &[&key])
+            .await;
+        assert!(matches!(r, Err(CallError::Http { status: 302, .. })), "{r:?}");
+        assert!(visited.recv_timeout(Duration::from_millis(300)).is_err(), "the redirect target got the key");
+    }
+
+    #[tokio::test]
+    async fn an_answer_beyond_the_cap_fails_the_call_naming_the_limit() {
+        let body = format!("{{\"ResultCode\":0,\"ResultObject\":\"{}\"}}", "x".repeat(1_100_000));
+        // Declared length over the cap, and none declared (chunked): both refused.
+        let declared = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        let (url, _) = serve_once(declared.into_bytes());
+        let key = Secret::new("k");
+        let gate = ShopGate::new(100.0);
+        let r = client(&url, 1).call_once(&gate, "ShippingBasic.GetShippingInfo_v3", &key, &[], &[]).await;
+        assert!(matches!(r, Err(CallError::TooLarge { limit_mb: 1, .. })), "{r:?}");
+        let chunked =
+            format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+        let (url, _) = serve_once(chunked.into_bytes());
+        let r = client(&url, 1).call_once(&gate, "ShippingBasic.GetShippingInfo_v3", &key, &[], &[]).await;
+        let e = r.expect_err("too large");
+        assert!(e.to_string().contains("larger than 1 MB ([qoo10] max_response_mb)"), "{e}");
+        let small = "{\"ResultCode\":0,\"ResultObject\":[]}";
+        let (url, _) =
+            serve_once(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{small}", small.len()).into_bytes());
+        assert!(client(&url, 1).call_once(&gate, "ShippingBasic.GetShippingInfo_v3", &key, &[], &[]).await.is_ok());
     }
 
     #[test]

@@ -356,6 +356,9 @@ impl Qoo10Config {
         if self.timeout.is_zero() {
             return bad("qoo10.timeout", "must be above 0");
         }
+        if !(1..=1024).contains(&self.max_response_mb) {
+            return bad("qoo10.max_response_mb", "must be 1 to 1024");
+        }
         Ok(())
     }
 }

@@ -260,6 +260,9 @@ pub struct Qoo10Config {
     /// How long transient failures of one call are retried before the poll fails.
     #[serde(with = "duration_text")]
     pub retry_budget: Duration,
+    /// The largest QAPI answer read, in MB: a larger one fails the call (naming the method and
+    /// the limit) instead of being held in memory whole.
+    pub max_response_mb: u32,
 }
 
 impl Default for Qoo10Config {
@@ -272,6 +275,7 @@ impl Default for Qoo10Config {
             url_style: UrlStyle::Path,
             timeout: Duration::from_secs(30),
             retry_budget: Duration::from_secs(120),
+            max_response_mb: 16,
         }
     }
 }
