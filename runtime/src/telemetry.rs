@@ -189,7 +189,8 @@ pub async fn serve_with(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        // The peer's address reaches handlers that need it (the alert center's sign-in throttle).
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
     });
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     Ok(Some(addr))

@@ -315,3 +315,88 @@ async fn a_first_import_sends_one_digest_per_shop_at_the_receivers_pace() -> any
     let _ = sink.terminate();
     Ok(())
 }
+
+/// A page of another site, served on its own port: whatever `html` says.
+async fn other_site(html: String) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let answer =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\r\n{html}", html.len());
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    });
+    Ok(port)
+}
+
+/// The center hardened: its headers keep it out of frames and other sites' reach; a request
+/// for another `Host` (a DNS-rebinding page's) is refused; a signed-in browser visiting another
+/// site that posts an acknowledgement to the center changes nothing; wrong tokens are
+/// throttled; signing out ends the cookie.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_center_answers_only_its_own_pages_and_hosts() -> anyhow::Result<()> {
+    let sandbox = Sandbox::start(&["--shops", &SHOPS.to_string(), "--orders", "40"]).await?;
+    let dep = Deployment::new(&config(&sandbox.base_url())).await?;
+    dep.run_pipeline_once()?;
+    let (sink, port, _) = center(&dep).await?;
+    let base = format!("http://127.0.0.1:{port}/");
+    let page = http().get(&base).send().await?;
+    for (name, value) in sink::center::guard::HEADERS {
+        assert_eq!(page.headers().get(name).and_then(|v| v.to_str().ok()), Some(value), "{name}");
+    }
+    let rebound = http().get(&base).header("host", format!("rebind.example:{port}")).send().await?;
+    assert_eq!(rebound.status(), 421, "another Host name is refused");
+    assert!(rebound.headers().contains_key("x-frame-options"));
+
+    // Signed in, the browser visits another site whose page posts an acknowledgement.
+    let mut b = Browser::start().await?;
+    b.goto(&base).await?;
+    b.eval(&format!("document.querySelector('#login input[name=token]').value = '{TOKEN}'; document.querySelector('#login').submit(); 1")).await?;
+    b.wait_for("document.readyState === 'complete' && !!document.querySelector('#logout')", Duration::from_secs(20))
+        .await?;
+    let id = b.eval("document.querySelector('table.queue tbody tr').dataset.alertId").await?;
+    let id = id.as_str().unwrap_or_default().to_owned();
+    assert!(!id.is_empty());
+    let attack = format!(
+        "<form id=f method=post action=\"{base}alerts/{id}/acknowledge\"><input name=back value=\"\"></form>\
+         <iframe id=frame src=\"{base}\"></iframe><script>document.getElementById('f').submit()</script>"
+    );
+    let evil = other_site(attack).await?;
+    // (Its page submits itself at once: the browser ends on the center's answer.)
+    b.eval(&format!("location.href = 'http://localhost:{evil}/'; 1")).await?;
+    let refused = "document.readyState === 'complete' && location.href.includes('/acknowledge') \
+                   && document.body.innerText.includes('cross-site request refused')";
+    b.wait_for(refused, Duration::from_secs(20)).await?;
+    assert_eq!(dep.count("SELECT count() FROM alert_acks").await, 0, "the other site acknowledged nothing");
+
+    // Wrong tokens: five, then a wait.
+    let wrong = |_| http().post(format!("{base}login")).form(&[("token", "guess"), ("back", "")]).send();
+    for n in 0..sink::center::guard::MAX_FAILURES {
+        assert_eq!(wrong(n).await?.status(), 401);
+    }
+    let throttled = wrong(0).await?;
+    assert_eq!(throttled.status(), 429, "the sixth wrong token in a row");
+    assert!(throttled.headers().contains_key("retry-after"));
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let out = no_redirect.post(format!("{base}logout")).form(&[("back", "")]).send().await?;
+    assert_eq!(out.status(), 303);
+    let cleared = out.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(cleared.contains("Max-Age=0") && cleared.contains("HttpOnly"), "{cleared}");
+    drop(sink);
+    Ok(())
+}
+
+/// A write-back shop without a token: the sink refuses to start, naming the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn write_back_without_a_token_refuses_to_start_naming_the_key() -> anyhow::Result<()> {
+    let dep = Deployment::new("# no http_token on purpose\n[[shops]]\nid = \"wb\"\nwriteback = true\n").await?;
+    let out = dep.run("sink", &["--until-idle"], Duration::from_secs(60))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("`sink.http_token`: required: shop \"wb\" has writeback = true"), "{stderr}");
+    Ok(())
+}

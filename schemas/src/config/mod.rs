@@ -420,6 +420,10 @@ pub struct SinkConfig {
     /// follows live (orders by status, the charts): a full read of `orders`, so not too often.
     #[serde(with = "duration_text")]
     pub page_refresh: Duration,
+    /// Host names the alert center answers besides its listen address's and `[alerts] page_url`'s
+    /// (a request for another name, as a DNS-rebinding page sends, gets 421).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http_hosts: Vec<String>,
 }
 
 impl SinkConfig {
@@ -440,6 +444,7 @@ impl Default for SinkConfig {
             http_token_env: None,
             http_token_file: None,
             page_refresh: Duration::from_secs(60),
+            http_hosts: Vec::new(),
         }
     }
 }

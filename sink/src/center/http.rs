@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::actions::{ActionError, Fixed};
 use super::board::{Entry, Filter};
 use super::page::{self, Choice, Page, Row};
-use super::{Center, today, view};
+use super::{Center, guard, today, view};
 
 const COOKIE: &str = "alert_center_token";
 const PER_PAGE: usize = 30;
@@ -28,13 +28,33 @@ pub fn router(center: Arc<Center>) -> Router {
     Router::new()
         .route("/", get(page_get))
         .route("/login", post(login))
+        .route("/logout", post(logout))
         .route("/alerts/{id}/acknowledge", post(page_acknowledge))
         .route("/alerts/{id}/fix", post(page_fix))
         .route("/api/summary", get(api_summary))
         .route("/api/alerts", get(api_alerts))
         .route("/api/alerts/{id}/acknowledge", post(api_acknowledge))
         .route("/api/alerts/{id}/fix", post(api_fix))
+        .layer(axum::middleware::from_fn_with_state(center.clone(), guarded))
         .with_state(center)
+}
+
+/// Every request: refused for a `Host` the center does not serve (421); every answer carries the
+/// headers of [`guard::HEADERS`].
+async fn guarded(
+    State(c): State<Arc<Center>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let served = guard::request_host(request.headers()).is_some_and(|h| c.hosts.contains(&h));
+    let mut response = if served {
+        next.run(request).await
+    } else {
+        let why = "421: the alert center does not serve this Host name (add it to [sink] http_hosts)";
+        (StatusCode::MISDIRECTED_REQUEST, why).into_response()
+    };
+    guard::add_headers(response.headers_mut());
+    response
 }
 
 /// The filters as the page's query string carries them (unknown values are an error, not "all").
@@ -253,16 +273,38 @@ struct LoginForm {
     back: String,
 }
 
-async fn login(State(c): State<Arc<Center>>, headers: HeaderMap, axum::Form(f): axum::Form<LoginForm>) -> Response {
+async fn login(
+    State(c): State<Arc<Center>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    axum::Form(f): axum::Form<LoginForm>,
+) -> Response {
     if !same_origin(&headers) {
         return cross_site();
     }
+    let now = std::time::Instant::now();
+    if let Some(wait) = c.throttle.blocked(peer.ip(), now) {
+        let text = format!("too many wrong tokens from this address: try again in {} s", wait.as_secs() + 1);
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, (wait.as_secs() + 1).to_string())], text)
+            .into_response();
+    }
     let ok = c.token.as_ref().is_some_and(|t| constant_time_eq(f.token.as_bytes(), t.expose().as_bytes()));
     if !ok {
+        c.throttle.failed(peer.ip(), now);
         return (StatusCode::UNAUTHORIZED, Html("トークンが違います / wrong token. <a href=\"/\">戻る / back</a>"))
             .into_response();
     }
-    let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", f.token);
+    c.throttle.succeeded(peer.ip());
+    let cookie = guard::cookie(COOKIE, &f.token, c.secure_cookie);
+    ([(header::SET_COOKIE, cookie)], Redirect::to(&back_to(&f.back, None))).into_response()
+}
+
+/// Ends the sign-in: the cookie is cleared.
+async fn logout(State(c): State<Arc<Center>>, headers: HeaderMap, axum::Form(f): axum::Form<BackForm>) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    let cookie = guard::cookie(COOKIE, "", c.secure_cookie);
     ([(header::SET_COOKIE, cookie)], Redirect::to(&back_to(&f.back, None))).into_response()
 }
 

@@ -16,6 +16,7 @@ mod actions;
 pub mod board;
 pub mod charts;
 mod feed;
+pub mod guard;
 mod http;
 mod page;
 pub mod urgency;
@@ -76,6 +77,11 @@ pub struct Center {
     active: tokio::sync::watch::Receiver<bool>,
     /// Set when the tap had to drop a batch: the board reloads.
     tap_lost: Arc<std::sync::atomic::AtomicBool>,
+    /// The `Host` names it answers ([`guard::allowed_hosts`]).
+    hosts: Vec<String>,
+    /// The page is served over https (`[alerts] page_url`): the cookie is `Secure`.
+    secure_cookie: bool,
+    throttle: guard::Throttle,
 }
 
 /// Today in JST.
@@ -108,6 +114,9 @@ impl Center {
             days,
             active,
             tap_lost,
+            hosts: guard::allowed_hosts(&config.sink.http_listen, &config.alerts.page_url, &config.sink.http_hosts),
+            secure_cookie: config.alerts.page_url.starts_with("https://"),
+            throttle: guard::Throttle::default(),
         }
     }
 
@@ -127,6 +136,10 @@ pub async fn start(
 ) -> anyhow::Result<Option<Tap>> {
     if config.sink.http_listen.is_empty() {
         return Ok(None); // served nowhere: nothing to keep
+    }
+    if let Some((key, reason)) = guard::exposure_problem(config, &config.sink.http_listen) {
+        let file = config.source.clone();
+        return Err(schemas::config::ConfigError::Invalid { file, key, reason }.into());
     }
     let (tap, tapped) = Tap::channel();
     let lost = tap.lost();
