@@ -228,6 +228,23 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = ReplacingMergeTree() ORDER BY alert_id",
     ],
     added_columns: &[],
+}, Migration {
+    version: 8,
+    name: "erasures: personal data erased on request (sink erase)",
+    statements: &[
+        // One row per order an erasure covered: who asked and when, what was removed; never
+        // the personal data itself (what the request named is recorded as its kind only).
+        "CREATE TABLE IF NOT EXISTS erasures (
+            shop_id String,
+            order_no UInt64,
+            requested_by String,
+            request String,
+            erased_at DateTime('UTC'),
+            contact_rows UInt64,
+            messages UInt64
+        ) ENGINE = MergeTree() ORDER BY (shop_id, erased_at)",
+    ],
+    added_columns: &[],
 }];
 
 /// The table that records applied migrations.

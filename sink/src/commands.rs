@@ -15,17 +15,48 @@ pub async fn alerts(config: &PipelineConfig, shop: Option<&str>, open: bool, lim
     Ok(())
 }
 
-/// `sink retention`: personal data of orders placed more than `days` days ago deleted (a
-/// mutation ClickHouse applies in the background), or only counted.
-pub async fn retention(config: &PipelineConfig, days: u32, dry_run: bool) -> anyhow::Result<()> {
+/// `sink retention`: the daily retention run now (each shop's `personal_data_days`), or with
+/// `contacts_days` every line ordered longer ago than that; or, `dry_run`, only counted.
+pub async fn retention(config: &PipelineConfig, contacts_days: Option<u32>, dry_run: bool) -> anyhow::Result<()> {
     let store = Store::new(&config.clickhouse);
     store.migrate().await?;
-    let n = store.expire_contacts(days, dry_run).await?;
-    if dry_run {
-        println!("order_contacts: {n} rows of orders placed more than {days} days ago would be deleted");
-    } else {
-        println!("order_contacts: deleting {n} rows of orders placed more than {days} days ago (mutation submitted)");
+    if let Some(days) = contacts_days {
+        let n = store.expire_contacts(days, dry_run).await?;
+        let verb = if dry_run { "would be deleted" } else { "deleted (mutation submitted)" };
+        println!("order_contacts: {n} rows of orders placed more than {days} days ago {verb}");
+        return Ok(());
     }
+    let now = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX);
+    let lines = store.expired_lines(&crate::retention::Policy::of(config), now).await?;
+    if dry_run {
+        println!("order_contacts: the personal data of {} lines is past its shop's personal_data_days", lines.len());
+        return Ok(());
+    }
+    let rows = store.delete_contacts(&lines, std::time::Duration::from_secs(120)).await?;
+    println!("order_contacts: deleted {rows} rows of {} lines past their shop's personal_data_days", lines.len());
+    Ok(())
+}
+
+/// `sink erase`: see [`crate::erase`]. Prints what it removed, place by place.
+pub async fn erase(config: &PipelineConfig, request: &crate::erase::Request) -> anyhow::Result<()> {
+    let shop_ok = !request.shop.is_empty()
+        && request.shop.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    anyhow::ensure!(shop_ok, "--shop {:?} is not a shop id ([a-z0-9_-])", request.shop);
+    let store = Store::new(&config.clickhouse);
+    store.migrate().await?;
+    let (_client, js) = runtime::nats::connect_jetstream(&config.nats, "sink-erase").await?;
+    let removed = crate::erase::erase(&store, &js, &Namespace::from_config(&config.nats), request).await?;
+    let orders: Vec<String> = removed.orders.iter().map(u64::to_string).collect();
+    println!(
+        "shop {}: orders {}",
+        request.shop,
+        if orders.is_empty() { "none found".into() } else { orders.join(", ") }
+    );
+    println!("  ClickHouse order_contacts: {} rows deleted", removed.contact_rows);
+    for (stream, n) in &removed.messages {
+        println!("  NATS {stream}: {n} messages deleted (erased)");
+    }
+    println!("  recorded in erasures (by {}, no personal data)", request.by);
     Ok(())
 }
 

@@ -61,16 +61,32 @@ enum Command {
     /// Prints the SQL the sink runs at start (the migrations), without connecting anywhere: to
     /// review it, or for an administrator to create the tables ahead.
     Schema,
-    /// Deletes buyer and recipient personal data (order_contacts) of orders placed more than
-    /// DAYS days ago. Run it daily (cron); it is an ALTER TABLE … DELETE mutation, which works on
-    /// ClickHouse 18.16 (no TTL there) and current releases, and completes in the background.
+    /// Deletes buyer and recipient personal data now, as the active sink does once a day: each
+    /// shop's lines past their `personal_data_days`. With --contacts-days, instead every line
+    /// ordered more than DAYS days ago (a floor of your own).
     Retention {
-        /// Keep personal data of orders placed within this many days.
+        /// Delete the personal data of every order placed more than this many days ago.
         #[arg(long)]
-        contacts_days: u32,
+        contacts_days: Option<u32>,
         /// Only count what would be deleted.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Erases personal data on request: one order's (--order), or a buyer's within a shop
+    /// (--buyer-email, --buyer-tel), from ClickHouse and from every NATS stream that carries it,
+    /// at once; prints what it removed and records the erasure in `erasures`. Idempotent.
+    Erase {
+        #[arg(long)]
+        shop: String,
+        #[arg(long, required_unless_present_any = ["buyer_email", "buyer_tel"])]
+        order: Option<u64>,
+        #[arg(long)]
+        buyer_email: Option<String>,
+        #[arg(long)]
+        buyer_tel: Option<String>,
+        /// Who asked or carried it out, recorded (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
     },
 }
 
@@ -94,6 +110,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
         Some(Command::Retention { contacts_days, dry_run }) => {
             sink::commands::retention(&config, contacts_days, dry_run).await?
+        }
+        Some(Command::Erase { shop, order, buyer_email, buyer_tel, by }) => {
+            let by = by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
+            let request = sink::erase::Request { shop, order, buyer_email, buyer_tel, by };
+            sink::commands::erase(&config, &request).await?
         }
         Some(Command::Schema) | None => serve(&config, args.until_idle).await?,
     }

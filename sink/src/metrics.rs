@@ -15,3 +15,7 @@ pub const WEBHOOK: Metric = Metric::new(
     "webhook_notifications_total",
     "Webhook notifications by outcome (sent, failed after retries, dropped).",
 );
+pub const PERSONAL_EXPIRED: Metric = Metric::new(
+    "personal_data_expired_total",
+    "Order lines whose personal data the daily retention deleted (personal_data_days after settling).",
+);

@@ -14,7 +14,10 @@ use crate::keys::{CartKey, LineKey};
 use crate::rows::{AlertRow, ContactRow, OrderRow};
 
 mod center;
+mod personal;
+
 pub use center::{AckRow, AlertDay, AlertQuery, OrdersDay};
+pub use personal::ErasureRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -407,6 +407,12 @@ pub struct ShopFile {
     pub api_key_issued_on: Option<chrono::NaiveDate>,
     #[serde(default)]
     pub writeback: bool,
+    #[serde(default = "default_personal_data_days")]
+    pub personal_data_days: u32,
+}
+
+fn default_personal_data_days() -> u32 {
+    90
 }
 
 secret_fields!(ShopFile { api_key, api_key_env, api_key_file; password, password_env, password_file });
@@ -447,6 +453,9 @@ impl ShopFile {
         if self.interval < Duration::from_secs(1) {
             return bad(&key("interval"), "must be at least 1s");
         }
+        if self.personal_data_days == 0 || self.personal_data_days > 3650 {
+            return bad(&key("personal_data_days"), "must be 1 to 3650");
+        }
         // Resolved where they can be; what stops them is kept for the fetcher, which alone needs
         // them (PipelineConfig::require_credentials), not raised for the other services.
         let mut problem = None;
@@ -474,6 +483,7 @@ impl ShopFile {
             claims: self.claims,
             api_key_issued_on: self.api_key_issued_on,
             writeback: self.writeback,
+            personal_data_days: self.personal_data_days,
         })
     }
 }

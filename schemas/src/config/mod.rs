@@ -120,6 +120,13 @@ impl Default for StreamRetention {
 }
 
 impl StreamRetention {
+    /// The streams holding personal data (`raw`, `orders`, `dlq`) keep at most `limit`.
+    pub fn cap_personal(&mut self, limit: Duration) {
+        for kept in [&mut self.raw, &mut self.orders, &mut self.dlq] {
+            *kept = (*kept).min(limit);
+        }
+    }
+
     /// The max age of `stream` (the fetch state and the leases keep their own).
     pub fn max_age(&self, stream: crate::subjects::Stream) -> Duration {
         use crate::subjects::Stream as S;
@@ -349,6 +356,10 @@ pub struct ShopConfig {
     /// The fetcher may change this shop's orders on Qoo10 (`qoo10.commands.<shop>`; see
     /// docs/writeback.md). Off by default: it changes a seller's real orders.
     pub writeback: bool,
+    /// How many days after a line settled (delivered, cancelled, returned, refunded; a line
+    /// never settled: after its order date plus `[fetcher] follow_days`) its buyer's and
+    /// receiver's personal data is kept (docs/security.md, "Personal data").
+    pub personal_data_days: u32,
 }
 
 impl ShopConfig {
@@ -553,6 +564,10 @@ impl PipelineConfig {
             shops.push(shop);
         }
         raw.qoo10.validate().map_err(invalid)?;
+        // Every stream that carries buyers' data keeps a message no longer than the shortest
+        // personal_data_days: a message is never older than the line's settlement it follows.
+        let shortest = shops.iter().map(|s| s.personal_data_days).min().unwrap_or(90);
+        raw.nats.retention.cap_personal(Duration::from_secs(u64::from(shortest) * 86_400));
         raw.fetcher.validate().map_err(invalid)?;
         raw.normalizer.validate().map_err(invalid)?;
         raw.sink.validate().map_err(invalid)?;

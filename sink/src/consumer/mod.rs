@@ -89,6 +89,10 @@ pub struct Consumer {
     settled: Option<Instant>,
     /// The JST day of the last complete sweep of the active lines (`side::sweep`).
     swept_on: Option<chrono::NaiveDate>,
+    /// The JST day personal data was last expired (`side::expire_personal`).
+    expired_on: Option<chrono::NaiveDate>,
+    /// Each shop's `personal_data_days`.
+    retention: crate::retention::Policy,
     stats: Stats,
     /// Shops with `writeback = true`: their OMS edits of 発送予定日 become commands.
     writeback: std::collections::HashSet<String>,
@@ -144,6 +148,8 @@ impl Consumer {
             polls_progress: Instant::now(),
             settled: None,
             swept_on: None,
+            expired_on: None,
+            retention: crate::retention::Policy::of(config),
             stats: Stats::default(),
             writeback: config.shops.iter().filter(|s| s.writeback).map(|s| s.id.clone()).collect(),
         };

@@ -43,7 +43,31 @@ impl Consumer {
             }
         }
         self.engine.forget_old_lines(Utc::now());
+        if self.expired_on != Some(today) {
+            match self.expire_personal().await {
+                Ok(()) => self.expired_on = Some(today),
+                Err(e) => tracing::warn!(error = %e, "personal data retention failed; the next sweep tries again"),
+            }
+        }
         self.settle().await
+    }
+
+    /// Once per JST day (and at start): the personal data of lines past their shop's
+    /// `personal_data_days` deleted from `order_contacts` (the streams keep no message longer
+    /// than the shortest period: `[nats.retention]` is capped by it).
+    async fn expire_personal(&mut self) -> Result<(), StoreError> {
+        let now = u32::try_from(Utc::now().timestamp()).unwrap_or(u32::MAX);
+        let started = std::time::Instant::now();
+        let lines = self.store.expired_lines(&self.retention, now).await?;
+        let rows = self.store.delete_contacts(&lines, std::time::Duration::from_secs(60)).await?;
+        self.guard.metrics.add(crate::metrics::PERSONAL_EXPIRED, &[], lines.len() as f64);
+        tracing::info!(
+            lines = lines.len(),
+            rows,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "personal data retention"
+        );
+        Ok(())
     }
 
     /// The outer error is a commit's (as for any plan); the inner one the read's.
