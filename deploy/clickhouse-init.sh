@@ -22,4 +22,5 @@ GRANT SELECT ON qoo10.commands TO qoo10_analyst;
 GRANT SELECT ON qoo10.daily_sales TO qoo10_analyst;
 GRANT SELECT ON qoo10.orders_by_status TO qoo10_analyst;
 GRANT SELECT ON qoo10.open_alerts TO qoo10_analyst;
+GRANT SELECT ON qoo10.erasures TO qoo10_analyst;
 SQL

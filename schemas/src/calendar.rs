@@ -195,6 +195,15 @@ mod tests {
         assert!(is_national_holiday(ymd(2021, 8, 9)), "山の日 2021 on a Sunday, substituted on Monday");
         assert!(!is_national_holiday(ymd(2021, 7, 19)), "海の日 moved to 7-22 in 2021");
         assert!(is_national_holiday(ymd(2025, 11, 24)), "勤労感謝の日 2025 on a Sunday");
+        // The Olympic year 2020: 海の日 7-23, スポーツの日 7-24, 山の日 8-10, not the usual days.
+        for d in [ymd(2020, 7, 23), ymd(2020, 7, 24), ymd(2020, 8, 10)] {
+            assert!(is_national_holiday(d), "{d}");
+        }
+        assert!(!is_national_holiday(ymd(2020, 7, 20)) && !is_national_holiday(ymd(2020, 10, 12)));
+        // 天皇誕生日: 12-23 until 2018, none in 2019, 2-23 from 2020.
+        assert!(is_national_holiday(ymd(2018, 12, 24)), "12-23-2018 a Sunday, substituted");
+        assert!(!is_national_holiday(ymd(2019, 12, 23)) && !is_national_holiday(ymd(2019, 2, 23)));
+        assert!(is_national_holiday(ymd(2017, 12, 23)) && is_national_holiday(ymd(2021, 2, 23)));
     }
 
     #[test]

@@ -208,6 +208,73 @@ pub fn shipping_label(code: u8) -> &'static str {
 mod tests {
     use super::*;
 
+    #[test]
+    fn names_in_both_languages_as_the_contract_gives_them() {
+        let table: Vec<(String, &str, &str)> =
+            Status::ALL.iter().map(|s| (s.to_string(), s.as_str(), s.japanese())).collect();
+        assert_eq!(table[1], ("new".into(), "new", "新規受付"));
+        assert_eq!(table[11], ("partially_refunded".into(), "partially_refunded", "一部返金"));
+        assert_eq!(japanese_name("cancel_requested"), Some("キャンセル要請"));
+        assert_eq!(japanese_name("awaiting_shipment"), Some("発送待ち"));
+        assert_eq!(japanese_name("sold"), None);
+        assert!(is_canonical("delivered") && !is_canonical("Delivered") && !is_canonical(""));
+        let labels: Vec<&str> = (0..=5).map(shipping_label).collect();
+        assert_eq!(
+            labels,
+            ["Unknown", "Awaiting shipping(1)", "On request(2)", "Seller confirm(3)", "On delivery(4)", "Delivered(5)"]
+        );
+        for code in 1..=5 {
+            assert_eq!(parse_status_label(shipping_label(code)), Some(code), "labels parse back");
+        }
+    }
+
+    #[test]
+    fn claim_groups_cancellations_and_the_end_of_a_line() {
+        use ClaimGroup::*;
+        let groups: Vec<Option<ClaimGroup>> = (0..=17).map(ClaimGroup::of).collect();
+        assert_eq!(
+            groups,
+            [
+                None,
+                Some(Cancellation),
+                Some(Cancellation),
+                Some(Cancellation),
+                Some(Return),
+                Some(Return),
+                Some(Return),
+                None,
+                None,
+                None,
+                None,
+                Some(Exchange),
+                Some(Exchange),
+                Some(Exchange),
+                Some(Refund),
+                Some(Refund),
+                Some(Cancellation),
+                None
+            ]
+        );
+        let cancellations: Vec<u8> = (0..=17).filter(|c| is_cancellation(*c)).collect();
+        assert_eq!(cancellations, [1, 2, 3, 16]);
+        // (shipping, claim) → terminal
+        for (shipping, claim, terminal) in [
+            (5, 0, true),
+            (4, 0, false),
+            (3, 0, false),
+            (5, 4, false),
+            (5, 6, true),
+            (2, 3, true),
+            (2, 1, false),
+            (5, 15, true),
+            (0, 16, true),
+            (0, 14, true),
+            (5, 11, false),
+        ] {
+            assert_eq!(is_terminal(shipping, claim), terminal, "({shipping}, {claim})");
+        }
+    }
+
     fn c(m: &StatusMap, shipping: Option<u8>, claim: u8) -> Option<&'static str> {
         m.canonical(shipping, claim).map(Status::as_str)
     }

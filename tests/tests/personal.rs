@@ -134,7 +134,8 @@ async fn personal_data_goes_personal_data_days_after_a_line_settles() -> anyhow:
     put_buyer(&sandbox, &[1_088_000_001], 5).await?; // delivered
     put_buyer(&sandbox, &[1_088_000_002], 3).await?; // never settles
     let dep =
-        Deployment::new(&format!("[fetcher]\nfollow_days = 10\n\n{}", shop_toml(&sandbox, "personal_data_days = 3"))).await?;
+        Deployment::new(&format!("[fetcher]\nfollow_days = 10\n\n{}", shop_toml(&sandbox, "personal_data_days = 3")))
+            .await?;
     dep.run_pipeline_once()?;
     let contacts = |no: u64| {
         let dep = &dep;

@@ -246,9 +246,10 @@ async fn secrets_never_appear_in_logs_errors_messages_or_tables() -> anyhow::Res
     )
     .await?;
     dep.add_nats_settings(&format!("user = \"pipeline\"\npassword = \"{NATS_PW}\""))?;
-    let mut config = std::fs::read_to_string(&dep.config_path)?;
-    config.push_str(&format!("\n[sink]\nhttp_token = \"{CENTER_TOKEN}\"\n"));
-    std::fs::write(&dep.config_path, &config)?;
+    // The deployment set the tests' usual token; this test's own secret replaces it.
+    let config = std::fs::read_to_string(&dep.config_path)?;
+    anyhow::ensure!(config.contains(e2e::CENTER_TOKEN), "the deployment sets a center token");
+    std::fs::write(&dep.config_path, config.replace(e2e::CENTER_TOKEN, CENTER_TOKEN))?;
     let good = std::fs::read_to_string(&dep.config_path)?;
 
     // 1. Success, with the key expiring once mid-poll (renewed and retried), then a bad raw row.
