@@ -6,6 +6,7 @@
 # the score and every survivor's explanation: docs/testing.md, "Mutation testing".
 #   ./scripts/mutants.sh            every file below
 #   ./scripts/mutants.sh -f FILE    one file (any cargo-mutants arguments)
+#   ./scripts/mutants.sh --iterate  every file, only what the last run did not catch
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -17,7 +18,7 @@ FILES=(
   'normalizer/src/normalize/*.rs' schemas/src/status.rs schemas/src/calendar.rs
 )
 args=()
-if [ "$#" -eq 0 ]; then
+if [[ " $* " != *" -f "* && " $* " != *" --file "* ]]; then
   for f in "${FILES[@]}"; do args+=(-f "$f"); done
 fi
-exec nice -n 19 cargo mutants --jobs "${MUTANTS_JOBS:-1}" --output "${MUTANTS_OUT:-$ROOT}" "${args[@]}" "$@"
+exec nice -n 19 cargo mutants --gitignore true --jobs "${MUTANTS_JOBS:-1}" --output "${MUTANTS_OUT:-$ROOT}" "${args[@]}" "$@"

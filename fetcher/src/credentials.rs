@@ -164,5 +164,7 @@ mod tests {
         assert!(a.message_ja.contains("ShippingBasic.GetClaimInfo_V3 の権限がありません"));
         let r = resolved(a.clone(), now);
         assert!(r.state == AlertState::Resolved && r.version > a.version && r.alert_id == a.alert_id);
+        let micros = 1_796_083_200_000_000; // 2026-12-01T00:00:00Z
+        assert_eq!((a.version, a.alert_id.as_str()), (micros, "credentials_invalid:s:1796083200000000"));
     }
 }

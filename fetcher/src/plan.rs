@@ -483,6 +483,19 @@ mod tests {
         assert_eq!(long.len(), 5, "357 days in windows of at most 89 days");
     }
 
+    /// A line open since the day before the look-back gets one long window of that day; one
+    /// within the look-back gets none.
+    #[test]
+    fn long_windows_start_the_day_before_the_look_back() {
+        let p = |oldest| Progress { imported: true, oldest_open: Some(d(oldest)), ..Progress::default() };
+        let today = d("2026-11-29");
+        let w = long_windows(today, &shop(), &cadence(), &p("2026-11-21"));
+        assert_eq!(w.iter().map(|w| (w.from, w.to)).collect::<Vec<_>>(), [(d("2026-11-21"), d("2026-11-21"))]);
+        assert!(long_windows(today, &shop(), &cadence(), &p("2026-11-22")).is_empty());
+        assert_eq!(shipping_method(ApiVersion::V2), qapi::GET_SHIPPING_INFO_V2);
+        assert_eq!(shipping_method(ApiVersion::V3), qapi::GET_SHIPPING_INFO_V3);
+    }
+
     #[test]
     fn v2_and_a_partial_status_list_ask_status_by_status() {
         let v2 = ShopPlan { version: ApiVersion::V2, ..shop() };

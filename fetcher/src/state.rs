@@ -472,7 +472,8 @@ mod tests {
         }
         s.complete_poll(now(), &[(Family::Recent, RowKind::Order)], 365);
         let (head, parts) = s.to_messages();
-        assert!(parts.len() >= 8, "{} parts", parts.len());
+        assert_eq!(parts.len(), 16, "about 3 MB in parts of at most 256 KiB, a power of two");
+        assert_eq!(FetchState::from_bytes(&head).unwrap().len(), 0, "the head holds no lines");
         assert!(parts.iter().all(|p| p.len() < 512 * 1024), "{:?}", parts.iter().map(Vec::len).collect::<Vec<_>>());
         let mut back = FetchState::from_bytes(&head).unwrap();
         assert_eq!(back.parts() as usize, parts.len());
@@ -494,5 +495,60 @@ mod tests {
         let old = br#"{"rows":{"order:1":"aa"},"last_success":"2026-11-29T00:00:00Z","credentials_alert":null}"#;
         let old = FetchState::from_bytes(old).unwrap();
         assert!(old.imported, "a state with a complete poll has made its first import");
+    }
+
+    #[test]
+    fn hashes_name_content() {
+        assert_eq!(row_hash(b"a").len(), 24);
+        assert_ne!(row_hash(b"a"), row_hash(b"b"));
+        assert_eq!(row_hash(b"a"), row_hash(b"a"));
+        let key = family_key(Family::Long, RowKind::Claim);
+        assert_eq!(parse_family_key(&key), Some((Family::Long, RowKind::Claim)));
+        assert_eq!(parse_family_key("long:other"), None);
+    }
+
+    /// Edges of forgetting: an ended line is kept ENDED_KEPT_DAYS after it was last seen, a
+    /// line is followed follow_days (+1 for the JST day) after its order date.
+    #[test]
+    fn lines_are_forgotten_exactly_at_their_edges() {
+        let mut s = FetchState::default();
+        assert!(s.is_empty());
+        let delivered = |n| facts(n, n, 5, "2026-11-20");
+        for (n, seen) in [(1, today() - Duration::days(3)), (2, today() - Duration::days(4))] {
+            s.observe("s", RowKind::Order, &delivered(n), "h", seen);
+        }
+        s.observe("s", RowKind::Order, &facts(3, 3, 2, "2026-11-18"), "h", today()); // 10 + 1 days ago
+        s.observe("s", RowKind::Order, &facts(4, 4, 2, "2026-11-17"), "h", today());
+        s.complete_poll(now(), &[], 10);
+        let mut kept: Vec<u64> = s.lines.keys().copied().collect();
+        kept.sort();
+        assert_eq!(kept, [1, 3]);
+        assert!(!s.is_empty());
+        assert_eq!(s.rows.len(), 2, "hashes of forgotten lines go with them");
+    }
+
+    /// The first import starts the long windows; a new line in a known cart is marked once a
+    /// poll; a clock that stands still still raises the version; only lines still to ship are
+    /// "open".
+    #[test]
+    fn first_import_marks_versions_and_open_lines() {
+        let mut s = FetchState::default();
+        s.observe("s", RowKind::Order, &facts(1, 7, 2, "2026-11-28"), "a", today());
+        s.complete_poll(now(), &[(Family::Recent, RowKind::Order)], 365);
+        assert_eq!(s.families.get("long:order"), Some(&now()), "the first import covered the long window");
+        let later = now() + Duration::hours(1);
+        s.complete_poll(later, &[(Family::Recent, RowKind::Order)], 365);
+        assert_eq!(s.families.get("long:order"), Some(&now()), "only the first import sets it");
+        let first = s.observe("s", RowKind::Order, &facts(2, 7, 2, "2026-11-28"), "b", today());
+        let again = s.observe("s", RowKind::Order, &facts(2, 7, 2, "2026-11-28"), "b", today());
+        assert!(first.new_in_known_cart && !again.new_in_known_cart, "seen once already in this poll");
+        s.confirm(RowKind::Order, 2, now());
+        assert_eq!(s.version_for(Some(2), now()), now() + Duration::microseconds(1), "the same instant again");
+        assert_eq!(s.version_for(Some(2), later), later);
+        s.observe("s", RowKind::Order, &facts(3, 8, 4, "2026-11-01"), "c", today()); // shipping: not open
+        s.observe("s", RowKind::Order, &facts(4, 9, 5, "2026-11-02"), "d", today()); // delivered
+        s.observe("s", RowKind::Order, &facts(5, 9, 3, "2026-11-10"), "e", today());
+        s.complete_poll(later, &[], 365);
+        assert_eq!(s.progress().oldest_open, NaiveDate::from_ymd_opt(2026, 11, 10));
     }
 }

@@ -627,4 +627,46 @@ mod tests {
             (AlertState::Resolved, a.alert_id.as_str(), r.version + 5)
         );
     }
+
+    /// Edges of the rules: unpaid orders wait unless the threshold is 0; a ship date due today
+    /// is not overdue; an unchanged or cancelling line keeps its change alerts.
+    #[test]
+    fn edges_of_the_rules() {
+        let c = ctx();
+        let unpaid = OrderRow { paid_at: None, ..row(2, 0) };
+        let waits = Thresholds { ship_date_missing_after_business_days: 1, ..Thresholds::default() };
+        assert_eq!(verdict(&evaluate(None, &unpaid, &c, &waits), MISSING), &Verdict::Keep);
+        assert_eq!(opened(&evaluate(None, &unpaid, &c, &Thresholds::default())), vec!["ship_date_missing"]);
+        let t = Thresholds::default();
+        let today = OrderRow { estimated_ship_date: days(2026, 11, 29), ..row(3, 0) };
+        assert_eq!(verdict(&evaluate(Some(&today), &today, &c, &t), OVERDUE), &Verdict::Resolve, "due today");
+        let same = evaluate(Some(&today), &today, &c, &t);
+        assert_eq!(verdict(&same, DATE_CHANGED), &Verdict::Keep, "unchanged: an open change alert stays");
+        assert_eq!(verdict(&same, ADDED), &Verdict::Keep);
+        let cancelling = row(3, 1);
+        assert_eq!(verdict(&evaluate(Some(&today), &cancelling, &c, &t), ADDED), &Verdict::Keep, "cancelling");
+        assert_eq!(verdict(&evaluate(Some(&today), &row(3, 4), &c, &t), ADDED), &Verdict::Resolve, "returning");
+    }
+
+    /// Texts name the dates; alerts carry the penalty clock's fields;
+    /// a resolution is dated now, above its opening.
+    #[test]
+    fn texts_clock_and_resolution() {
+        let (c, t) = (ctx(), Thresholds::default());
+        let dated = OrderRow { estimated_ship_date: days(2026, 12, 2), ..row(3, 0) };
+        let before = OrderRow { estimated_ship_date: days(2026, 12, 5), ..row(3, 0) };
+        let Verdict::Open(d) = verdict(&evaluate(Some(&before), &dated, &c, &t), DATE_CHANGED).clone() else {
+            panic!("ship_date_changed opens")
+        };
+        assert!(d.message.contains("from 2026-12-05 to 2026-12-02"), "{}", d.message);
+        let a = open(&d, &dated, 5, c.now);
+        assert_eq!(a.details["paid_at"], "2026-11-18T11:08:20Z");
+        assert_eq!(a.details["ship_by"], "2026-12-02");
+        let later = c.now + chrono::Duration::hours(1);
+        let r = resolve(&a, 3, later);
+        assert_eq!((r.state, r.version, r.updated_at, r.opened_at), (AlertState::Resolved, 6, later, c.now));
+        assert_eq!(resolve(&a, 10, later).version, 10);
+        let names: Vec<&str> = (0..=6).map(status_ja).collect();
+        assert_eq!(names, ["不明", "配送待ち（入金待ち）", "配送要請", "配送準備", "配送中", "配送完了", "不明"]);
+    }
 }

@@ -143,4 +143,20 @@ mod tests {
         k.forget_before(5 * DAY);
         assert!(k.may_have_line("a", 1, 11 * DAY), "the window never moves back");
     }
+
+    /// The window's edges: a line ordered at its first instant is held; a cart is found from
+    /// a line ordered the day before or after; the window is RECENT_DAYS long.
+    #[test]
+    fn edges_of_the_window() {
+        assert_eq!(window_start(i64::from(30 * DAY) + 5), 16 * DAY + 5);
+        assert_eq!(window_start(5), 0, "before the epoch's window: from 0");
+        let mut k = Known::since(10 * DAY);
+        k.add("a", 1, 7, 10 * DAY);
+        assert_eq!(k.lines(), 1, "ordered at the window's first instant: held");
+        assert!(k.may_have_line("a", 1, 10 * DAY));
+        k.add("a", 2, 8, 13 * DAY);
+        assert!(k.may_have_pack("a", 8, 12 * DAY) && k.may_have_pack("a", 8, 14 * DAY), "a day either side");
+        assert!(!k.may_have_pack("a", 8, 15 * DAY), "two days off: another cart");
+        assert!(!k.may_have_pack("a", 9, 11 * DAY), "a day past the edge's slack: answered");
+    }
 }

@@ -280,4 +280,24 @@ mod tests {
         open.apply(p.into_changes());
         assert!(!open.contains_key(&AlertKey::of(&brief)));
     }
+
+    /// Derived ids are not held (the memory figure of docs/benchmark.md); alerts with half
+    /// their texts are not stubs; "before" is strict.
+    #[test]
+    fn derived_ids_cost_nothing_and_before_is_strict() {
+        let mut open = OpenAlerts::default();
+        assert!(open.is_empty());
+        let a = alert(AlertKind::ItemRemoved, "a", 1);
+        open.insert(AlertKey::of(&a), &a);
+        let slim = &open.groups[&(AlertKind::ItemRemoved, "a".into())][&Subject::Order(1)];
+        assert!(slim.other_id.is_none(), "the id is derived: not held");
+        assert_eq!(derived_id(AlertKind::ItemRemoved, "a", 1, 1), a.alert_id);
+        assert!(open.order_alerts_before(1).is_empty(), "opened by version 1: not before 1");
+        assert_eq!(open.order_alerts_before(2), vec![AlertKey::of(&a)]);
+        for (message, message_ja, details) in [("", "m", serde_json::Value::Null), ("m", "", serde_json::Value::Null)] {
+            let half = Alert { message: message.into(), message_ja: message_ja.into(), details, ..a.clone() };
+            assert!(!needs_texts(&half), "{half:?}");
+        }
+        assert!(!needs_texts(&Alert { message: String::new(), message_ja: String::new(), ..a }));
+    }
 }

@@ -505,4 +505,55 @@ mod tests {
         let r = merge(None, row("claim", 0, 3, 10), RowKind::Claim, &m);
         assert_eq!((r.status.as_str(), r.qoo10_status), ("cancelled", 0));
     }
+
+    /// The claim's version marks are its own (first import, new in a known cart, where it came
+    /// from); an order row redelivered after a refund is the same content.
+    #[test]
+    fn a_claim_brings_its_own_marks_and_a_refund_is_no_conflict() {
+        let m = StatusMap::default();
+        let stored = merge(None, row("order", 3, 0, 10), RowKind::Order, &m);
+        let claim = OrderRow {
+            first_import: 1,
+            new_in_known_cart: 1,
+            fetched_at: 77,
+            source_method: "claims".into(),
+            refund_quantity: 1,
+            refund_amount: 500,
+            ..row("claim", 0, 15, 20)
+        };
+        let merged = merge(Some(&stored), claim, RowKind::Claim, &m);
+        let marks = (merged.first_import, merged.new_in_known_cart, merged.fetched_at, merged.source_method.as_str());
+        assert_eq!(marks, (1, 1, 77, "claims"));
+        assert_eq!(merged.raw_seq, 20);
+        let later = merge(Some(&merged), row("order", 4, 0, 30), RowKind::Order, &m);
+        assert!(same_content(&later, &row("order", 4, 0, 30)), "the order row again, after a refund");
+    }
+
+    /// An alert row reads back as the alert it stored, open or resolved; a kind this build does
+    /// not know reads as none.
+    #[test]
+    fn an_alert_row_reads_back_as_its_alert() {
+        let alert: schemas::alert::Alert = serde_json::from_value(serde_json::json!({
+            "schema_version": 1, "alert_id": "item_added:s:1:1", "kind": "item_added", "shop_id": "s",
+            "order_no": 1, "pack_no": 7, "state": "open", "severity": "warning", "message": "m",
+            "message_ja": "m", "details": {"a": 1}, "opened_at": "2026-11-29T00:00:00Z",
+            "updated_at": "2026-11-29T01:00:00Z", "version": 1
+        }))
+        .expect("alert");
+        for state in [schemas::alert::AlertState::Open, schemas::alert::AlertState::Resolved] {
+            let a = schemas::alert::Alert { state, ..alert.clone() };
+            assert_eq!(AlertRow::from_alert(a.clone()).to_alert(), Some(a));
+        }
+        let unknown = AlertRow { kind: "later_kind".into(), ..AlertRow::from_alert(alert) };
+        assert_eq!(unknown.to_alert(), None);
+    }
+
+    #[test]
+    fn money_stops_at_eighteen_digits_and_times_are_seconds() {
+        assert_eq!(money("x", Some(Decimal::new(999_999_999_999_999_999, 2))).unwrap(), 999_999_999_999_999_999);
+        assert!(money("x", Some(Decimal::from(10i64.pow(16)))).is_err(), "10^18 cents");
+        let t: DateTime<Utc> = "2026-11-29T00:00:00Z".parse().unwrap();
+        assert_eq!(opt_seconds("t", Some(t)).unwrap(), Some(1_795_910_400));
+        assert_eq!(opt_seconds("t", None).unwrap(), None);
+    }
 }

@@ -241,6 +241,8 @@ mod tests {
         assert_eq!(precheck(&ship("2026-12-02"), true, today), Err(Rejection::NotAfterToday { date: today, today }));
         assert!(matches!(precheck(&ship("2027-06-01"), true, today), Err(Rejection::TooFar { .. })));
         assert_eq!(precheck(&ship("2026-12-03"), true, today), Ok(()));
+        assert_eq!(precheck(&ship("2027-03-02"), true, today), Ok(()), "exactly ABSURD_DAYS ahead");
+        assert!(matches!(precheck(&ship("2027-03-03"), true, today), Err(Rejection::TooFar { .. })));
         assert_eq!(precheck(&track("1"), true, today), Ok(()));
     }
 
@@ -287,5 +289,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(LineNow::of(&row), Some(line(3, Some("2026-12-05"), "")));
+    }
+
+    /// Each rejection says what happened in both languages, naming its particulars.
+    #[test]
+    fn rejections_explain_themselves() {
+        let today = d("2026-12-02");
+        let cases = [
+            (Rejection::WritebackOff, "writeback = true", "write-back"),
+            (Rejection::NotAfterToday { date: today, today }, "2026-12-02", "2026-12-02"),
+            (Rejection::TooFar { date: d("2027-06-01") }, "2027-06-01", "90日"),
+            (Rejection::UnknownOrder, "does not know", "該当注文"),
+            (Rejection::HasClaim { claim: 3 }, "ClaimStat 3", "ClaimStat 3"),
+            (Rejection::Unpaid, "not paid", "入金待ち"),
+            (Rejection::AlreadyConfirmed { date: None }, "未設定", "未設定"),
+            (Rejection::AlreadyShipped { tracking_no: "T-1".into() }, "\"T-1\"", "T-1"),
+            (Rejection::Refused { code: -10012, message: "m".into() }, "-10012 m", "-10012 m"),
+        ];
+        for (r, en, ja) in cases {
+            let (e, j) = r.texts();
+            assert!(e.contains(en) && j.contains(ja), "{r:?}: {e} / {j}");
+        }
     }
 }

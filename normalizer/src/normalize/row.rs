@@ -249,3 +249,38 @@ pub(super) fn quantity(row: &Row<'_>) -> Result<u32, NormalizeError> {
         _ => Err(err(key, format!("value {} is not a positive whole quantity", shown(v)))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(json: &str) -> Row<'_> {
+        serde_json::from_str(json).expect("a row")
+    }
+
+    /// Values are shown whole up to 60 characters, cut after; integers must be positive; small
+    /// numbers accept their text, blank is none.
+    #[test]
+    fn values_are_read_and_shown_as_the_contract_says() {
+        let long = format!("\"{}\"", "x".repeat(70));
+        let v: &RawValue = serde_json::from_str(&long).unwrap();
+        assert_eq!(shown(v), format!("\"{}…", "x".repeat(59)));
+        let exact = format!("\"{}\"", "x".repeat(58));
+        let v: &RawValue = serde_json::from_str(&exact).unwrap();
+        assert_eq!(shown(v), exact, "60 characters: whole");
+        let r =
+            row(r#"{"orderNo": "0", "packNo": " 12 ", "orderQty": " ", "ClaimStatus": "3.0", "shippingStatus": true}"#);
+        let e = r.required_u64(slot::ORDER_NO, "orderNo").unwrap_err();
+        assert_eq!((e.field.as_str(), e.problem.as_str()), ("orderNo", "value \"0\" is not a positive integer"));
+        assert_eq!(r.required_u64(slot::PACK_NO, "packNo").unwrap(), 12);
+        assert_eq!(r.required_u64(slot::ITEM_CODE, "itemCode").unwrap_err().problem, "missing");
+        assert_eq!(small_number(&r, slot::ORDER_QTY).unwrap(), None, "blank");
+        assert_eq!(small_number(&r, slot::CLAIM_STATUS).unwrap(), Some(3));
+        assert_eq!(small_number(&r, slot::SHIPPING_STATUS).unwrap_err().problem, "value true is not a number");
+        let n: &RawValue = serde_json::from_str("5").unwrap();
+        let s: &RawValue = serde_json::from_str("\"5\"").unwrap();
+        assert!(!is_string(n) && is_string(s));
+        let e = serde_json::from_str::<Row<'_>>("5").err().expect("not an object").to_string();
+        assert!(e.contains("expected a JSON object"), "{e}");
+    }
+}

@@ -260,3 +260,20 @@ fn keys_match_without_case() {
     .unwrap();
     assert_eq!((o.order_no, o.item_title.as_str()), (1, "緑茶 \"A\""));
 }
+
+/// A blank ClaimStatus string on an order row is "no claim"; a number that is no claim code is
+/// refused naming the field.
+#[test]
+fn a_blank_claim_status_is_no_claim() {
+    let with = |claim: &str| {
+        norm(
+            RowKind::Order,
+            raw(&format!(
+                r#"{{"orderNo":1,"packNo":2,"shippingStatus":"On request(2)","orderDate":"2026-11-20","orderQty":1,"ClaimStatus":{claim}}}"#
+            )),
+        )
+    };
+    assert_eq!(with(r#"" ""#).unwrap().claim_status, 0);
+    let e = with("300").unwrap_err();
+    assert_eq!((e.field.as_str(), e.problem.as_str()), ("ClaimStatus", "value 300 is not a claim code"));
+}

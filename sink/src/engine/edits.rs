@@ -37,13 +37,13 @@ impl Engine {
         let mut delta = Delta::default();
         // A newer edit of the same thing replaces the expectation: close the old alert.
         transitions
-            .extend(pending.close(&AlertKey::edit(shop, &edit.key())).map(|o| alerts::resolve(&o, o.version + 1, now)));
+            .extend(pending.close(&AlertKey::edit(shop, &edit.key())).map(|o| alerts::resolve(&o, o.version, now)));
         let satisfied = rows.iter().find(|r| edits::satisfied_by(edit, r) == Some(true));
         if let Some(line) = satisfied {
             // The OMS now agrees with what Qoo10 already shows: the change alert Qoo10's side
             // raised (e.g. quantity_changed) is settled on both sides.
             let change = AlertKey::order(edits::predicted_kind(edit), shop, line.order_no);
-            transitions.extend(pending.close(&change).map(|o| alerts::resolve(&o, o.version + 1, now)));
+            transitions.extend(pending.close(&change).map(|o| alerts::resolve(&o, o.version, now)));
             delta.expectations_met.push(key);
         } else {
             let alert = correction_alert(edit, rows, version, now);

@@ -264,3 +264,325 @@ fn alerts_on_lines_settled_for_a_month_resolve_and_others_stay() {
     let resolved: Vec<(u64, AlertState)> = plan.transitions.iter().map(|a| (a.order_no, a.state)).collect();
     assert_eq!(resolved, vec![(1, AlertState::Resolved)]);
 }
+
+// ---- Carts, batches and late versions: the engine's decisions line by line (each test names
+// the rule it pins; docs/testing.md, "Mutation testing", lists what they were written against).
+
+use crate::store::PackLine;
+
+/// Claim rows carry a claim status; order rows do not.
+fn kind_of(row: &OrderRow) -> RowKind {
+    if row.source_kind == "claim" { RowKind::Claim } else { RowKind::Order }
+}
+
+/// `line` in cart 900.
+fn in_cart(order_no: u64, qoo10_status: u8, version: u64) -> OrderRow {
+    OrderRow { pack_no: 900, ..line(order_no, qoo10_status, version) }
+}
+
+/// A batch as the consumer runs it: rows with the claims of their cart in the same poll, the
+/// cart lines of `carts_to_read` read from `stored`.
+fn batch_in(e: &Engine, rows: Vec<(OrderRow, Vec<u64>)>, stored: &HashMap<LineKey, Vec<OrderRow>>) -> (Plan, Merged) {
+    let items = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, (row, cart_claims))| {
+            (i, row.shop_id.clone(), Ok(Parsed { contact: None, kind: kind_of(&row), row, cart_claims }))
+        })
+        .collect();
+    let b = e.order_batch(items);
+    let latest = b.lookups.iter().filter_map(|k| Some((k.clone(), stored.get(k)?.last()?.clone()))).collect();
+    let m = e.merge(b, latest);
+    let carts = e.carts_to_read(&m);
+    let lines: Vec<PackLine> = stored
+        .values()
+        .filter_map(|v| v.last())
+        .filter(|r| carts.iter().any(|c| c.shop == r.shop_id && c.pack_no == r.pack_no))
+        .map(|r| PackLine {
+            shop_id: r.shop_id.clone(),
+            pack_no: r.pack_no,
+            order_no: r.order_no,
+            claim_status: r.claim_status,
+        })
+        .collect();
+    (e.evaluate(&m, &lines, now()), m)
+}
+
+fn opened(plan: &Plan, kind: &str) -> Vec<u64> {
+    plan.transitions
+        .iter()
+        .filter(|a| a.kind.as_str() == kind && a.state == AlertState::Open)
+        .map(|a| a.order_no)
+        .collect()
+}
+
+fn resolved(plan: &Plan, kind: &str) -> Vec<u64> {
+    let resolved = plan.transitions.iter().filter(|a| a.kind.as_str() == kind && a.state == AlertState::Resolved);
+    resolved.map(|a| a.order_no).collect()
+}
+
+/// Two lines of cart 900 stored, both 配送準備 with a ship date (no alert of their own).
+fn stored_cart(e: &mut Engine, sibling_claim: u8) -> HashMap<LineKey, Vec<OrderRow>> {
+    let mut stored = HashMap::new();
+    let ready =
+        |n, claim| OrderRow { estimated_ship_date: days(2026, 12, 20), claim_status: claim, ..in_cart(n, 3, 10) };
+    let (p, m) = batch_in(e, vec![(ready(1, 0), vec![]), (ready(2, sibling_claim), vec![])], &stored);
+    commit(e, p, &m, &mut stored);
+    stored
+}
+
+fn cancelled(order_no: u64, version: u64) -> OrderRow {
+    let row = in_cart(order_no, 3, version);
+    OrderRow { claim_status: 1, estimated_ship_date: days(2026, 12, 20), source_kind: "claim".into(), ..row }
+}
+
+/// A line cancelled while a stored sibling stays active raises item_removed; not when the
+/// sibling is cancelled already, nor when the sibling is claimed in the same poll.
+#[test]
+fn item_removed_needs_a_stored_sibling_still_active() {
+    let mut e = engine();
+    let stored = stored_cart(&mut e, 0);
+    let (p, _) = batch_in(&e, vec![(cancelled(1, 20), vec![])], &stored);
+    assert_eq!(opened(&p, "item_removed"), [1]);
+    let (p, _) = batch_in(&e, vec![(cancelled(1, 20), vec![2])], &stored);
+    assert_eq!(opened(&p, "item_removed"), [0u64; 0], "the sibling is claimed in the same poll");
+    let mut e = engine();
+    let stored = stored_cart(&mut e, 3);
+    let (p, _) = batch_in(&e, vec![(cancelled(1, 20), vec![])], &stored);
+    assert_eq!(opened(&p, "item_removed"), [0u64; 0], "the sibling is cancelled already");
+}
+
+/// Siblings first seen in the same batch count as the cart's rest, whatever their claim.
+#[test]
+fn item_removed_counts_siblings_new_in_the_same_batch() {
+    let e = engine();
+    let active = OrderRow { estimated_ship_date: days(2026, 12, 20), ..in_cart(2, 3, 10) };
+    let (p, _) = batch_in(&e, vec![(cancelled(1, 10), vec![]), (active.clone(), vec![])], &HashMap::new());
+    assert_eq!(opened(&p, "item_removed"), [1]);
+    let (p, _) = batch_in(&e, vec![(cancelled(1, 10), vec![2]), (active, vec![])], &HashMap::new());
+    assert_eq!(opened(&p, "item_removed"), [0u64; 0], "claimed in the same poll");
+    let both = vec![(cancelled(1, 10), vec![]), (cancelled(2, 10), vec![])];
+    let (p, _) = batch_in(&e, both, &HashMap::new());
+    assert_eq!(opened(&p, "item_removed"), [0u64; 0], "the whole cart is cancelled");
+    let other_cart = OrderRow { pack_no: 901, ..cancelled(1, 10) };
+    let (p, _) = batch_in(&e, vec![(other_cart, vec![]), (in_cart(2, 3, 10), vec![])], &HashMap::new());
+    assert_eq!(opened(&p, "item_removed"), [0u64; 0], "another cart's line is no sibling");
+}
+
+/// A shipped sibling settles the cart: item_removed resolves (only in that cart, only on
+/// shipping, status 4 on).
+#[test]
+fn a_shipped_sibling_resolves_item_removed_of_its_cart() {
+    let mut e = engine();
+    let mut stored = stored_cart(&mut e, 0);
+    let (p, m) = batch_in(&e, vec![(cancelled(1, 20), vec![])], &stored);
+    commit(&mut e, p, &m, &mut stored);
+    let sibling =
+        |status, pack_no| OrderRow { pack_no, estimated_ship_date: days(2026, 12, 20), ..line(2, status, 30) };
+    let (p, _) = batch_in(&e, vec![(sibling(3, 900), vec![])], &stored);
+    assert_eq!(resolved(&p, "item_removed"), [0u64; 0], "still 配送準備");
+    let (p, _) = batch_in(&e, vec![(OrderRow { order_no: 7, ..sibling(4, 901) }, vec![])], &stored);
+    assert_eq!(resolved(&p, "item_removed"), [0u64; 0], "another cart shipped");
+    let (p, _) = batch_in(&e, vec![(OrderRow { tracking_no: "T".into(), ..sibling(4, 900) }, vec![])], &stored);
+    assert_eq!(resolved(&p, "item_removed"), [1]);
+}
+
+/// Carts are read for new lines and claimed lines whose cart may be stored, once each.
+#[test]
+fn carts_are_read_for_new_and_claimed_lines_only() {
+    let mut e = engine();
+    let stored = stored_cart(&mut e, 0);
+    let carts = |rows: Vec<OrderRow>| {
+        let items = rows.into_iter().enumerate();
+        let items = items.map(|(i, row)| {
+            (i, "s".to_owned(), Ok(Parsed { contact: None, kind: kind_of(&row), row, cart_claims: vec![] }))
+        });
+        let b = e.order_batch(items.collect());
+        let latest = b.lookups.iter().filter_map(|k| Some((k.clone(), stored.get(k)?.last()?.clone()))).collect();
+        e.carts_to_read(&e.merge(b, latest)).into_iter().map(|c| c.pack_no).collect::<Vec<_>>()
+    };
+    let changed = OrderRow { estimated_ship_date: days(2026, 12, 21), ..in_cart(1, 3, 20) };
+    assert_eq!(carts(vec![changed]), [0u64; 0], "a changed line without a claim");
+    assert_eq!(carts(vec![cancelled(1, 20)]), [900], "a claimed line");
+    assert_eq!(carts(vec![in_cart(3, 2, 20), in_cart(4, 2, 20)]), [900], "new lines in a stored cart, read once");
+    assert_eq!(carts(vec![OrderRow { pack_no: 950, ..line(5, 2, 20) }]), [0u64; 0], "a cart never stored");
+}
+
+/// Payloads are kept for lines that may conflict: stored ones (looked up) and lines twice in
+/// the batch; a batch's parse failures stay dead letters.
+#[test]
+fn a_batch_keeps_payloads_only_where_a_conflict_is_possible() {
+    let mut e = engine();
+    let _ = stored_cart(&mut e, 0);
+    let item = |i: usize, row: OrderRow| {
+        (i, "s".to_owned(), Ok(Parsed { row, contact: None, kind: RowKind::Order, cart_claims: vec![] }))
+    };
+    let b = e.order_batch(vec![
+        item(0, in_cart(1, 3, 20)),
+        item(1, line(5, 2, 10)),
+        item(2, line(6, 2, 10)),
+        item(3, line(6, 2, 11)),
+        (4, "s".to_owned(), Err(Reason::Conflict("x".into()))),
+    ]);
+    let mut keep: Vec<usize> = b.keep_payload.iter().copied().collect();
+    keep.sort();
+    assert_eq!(keep, [0, 2, 3]);
+    assert_eq!(b.lookups, [LineKey::new("s", 1)]);
+    let m = e.merge(b, HashMap::new());
+    assert_eq!(m.dead.iter().map(|d| d.0).collect::<Vec<_>>(), [4]);
+}
+
+/// A redelivered version changes nothing; a new version resolves what it ends and opens no
+/// alert that is open already.
+#[test]
+fn a_new_version_resolves_what_it_ends_and_reopens_nothing() {
+    let (mut e, mut stored) = (engine(), HashMap::new());
+    let (p, m) = batch(&e, vec![line(1, 2, 10)], &stored);
+    commit(&mut e, p, &m, &mut stored);
+    let (_, m) = batch(&e, vec![line(1, 2, 10)], &stored);
+    assert!(m.changes.is_empty(), "a redelivery is no change");
+    let (p, _) = batch(&e, vec![OrderRow { paid_at: Some(1_795_000_200), ..line(1, 2, 20) }], &stored);
+    assert!(p.transitions.is_empty(), "ship_date_missing is open already: {:?}", p.transitions);
+    let dated = OrderRow { estimated_ship_date: days(2026, 12, 20), ..line(1, 3, 20) };
+    let (p, _) = batch(&e, vec![dated], &stored);
+    assert_eq!(resolved(&p, "ship_date_missing"), [1]);
+}
+
+/// A late version folded in rebuilds only its own line: the other lines of the batch are
+/// written as they came, and the count says one line was rebuilt.
+#[test]
+fn a_late_version_rebuilds_its_line_only() {
+    let (mut e, mut stored) = (engine(), HashMap::new());
+    let v1 = OrderRow { estimated_ship_date: days(2026, 12, 20), ..line(1, 3, 10) };
+    let v2 = OrderRow { tracking_no: "T".into(), ..OrderRow { qoo10_status: 4, version: 20, ..v1.clone() } };
+    let (p, m) = batch(&e, vec![v2], &stored);
+    commit(&mut e, p, &m, &mut stored);
+    let items = [v1.clone(), line(2, 2, 10), OrderRow { order_no: 1, shop_id: "t".into(), ..v1 }];
+    let items = items.into_iter().enumerate().map(|(i, row)| {
+        (i, row.shop_id.clone(), Ok(Parsed { row, contact: None, kind: RowKind::Order, cart_claims: vec![] }))
+    });
+    let b = e.order_batch(items.collect());
+    let latest = b.lookups.iter().filter_map(|k| Some((k.clone(), stored.get(k)?.last()?.clone()))).collect();
+    let mut m = e.merge(b, latest);
+    let history = m.late_lines().iter().filter_map(|k| Some((k.clone(), stored.get(k)?.clone()))).collect();
+    assert_eq!(e.fold_in_late(&mut m, history), 1);
+    let mut written: Vec<(String, u64, u64)> =
+        m.orders.iter().map(|o| (o.shop_id.clone(), o.order_no, o.version)).collect();
+    written.sort();
+    assert_eq!(written, [("s".into(), 1, 10), ("s".into(), 2, 10), ("t".into(), 1, 10)]);
+    let plan = e.evaluate(&m, &[], now());
+    commit(&mut e, plan, &m, &mut stored);
+    let (_, m) = batch(&e, vec![OrderRow { estimated_ship_date: days(2026, 12, 20), ..line(1, 3, 10) }], &stored);
+    assert!(m.orders.is_empty(), "the late version again: the history already holds it");
+}
+
+fn quantity_edit(id: &str, shop: &str, quantity: u32) -> OmsEdit {
+    OmsEdit {
+        schema_version: EDIT_SCHEMA_VERSION,
+        edit_id: id.into(),
+        shop_id: shop.into(),
+        change: Change::SetQuantity { order_no: 1, quantity },
+        made_at: now(),
+    }
+}
+
+/// An edit pending in the engine: the same edit again is read as is, other content under its id
+/// is a conflict; the correction alert names the edit, its line and cart, and the edit's time.
+#[test]
+fn an_edit_is_read_against_the_pending_ones_and_its_alert_names_it() {
+    let (mut e, mut stored) = (engine(), HashMap::new());
+    let (p, m) = batch(&e, vec![line(1, 3, 10)], &stored);
+    commit(&mut e, p, &m, &mut stored);
+    let edit = quantity_edit("e1", "s", 3);
+    let plan = e.evaluate_edit(&edit, &stored[&LineKey::new("s", 1)], 7, now());
+    let alert = &plan.transitions[0];
+    assert_eq!(alert.alert_id, "qoo10_correction_required:s:quantity:1:e1");
+    assert_eq!((alert.order_no, alert.pack_no), (1, 801));
+    assert_eq!(alert.version, u64::try_from(now().timestamp_micros()).unwrap());
+    e.apply(plan.delta);
+    let payload = |edit: &OmsEdit| serde_json::to_vec(edit).unwrap();
+    assert_eq!(e.read_edit(&payload(&edit), "s").expect("the same edit"), edit);
+    let other = quantity_edit("e1", "s", 4);
+    assert!(matches!(e.read_edit(&payload(&other), "s"), Err(Reason::Conflict(_))));
+    assert!(e.read_edit(&payload(&quantity_edit("e2", "s", 4)), "s").is_ok(), "another edit");
+}
+
+/// A version satisfies only its own shop's edits, each once; the other alerts it raises stand.
+#[test]
+fn a_version_satisfies_its_own_shops_edits_and_raises_its_other_alerts() {
+    let (mut e, mut stored) = (engine(), HashMap::new());
+    let v1 = OrderRow { estimated_ship_date: days(2026, 12, 20), ..line(1, 3, 10) };
+    let (p, m) = batch(&e, vec![v1.clone()], &stored);
+    commit(&mut e, p, &m, &mut stored);
+    let plan = e.evaluate_edit(&quantity_edit("e1", "s", 3), &stored[&LineKey::new("s", 1)], 7, now());
+    e.apply(plan.delta);
+    let elsewhere = OrderRow { shop_id: "t".into(), quantity: 3, ..v1.clone() };
+    let (p, _) = batch(&e, vec![elsewhere], &stored);
+    assert!(p.expectations.is_empty(), "another shop's line satisfies nothing");
+    // Quantity as the OMS set it, and the ship date moved into the past: overdue opens.
+    let v2 = OrderRow { quantity: 3, estimated_ship_date: days(2026, 11, 20), version: 20, ..v1.clone() };
+    let v3 = OrderRow { version: 30, ..v2.clone() };
+    let (p, m) = batch(&e, vec![v2, v3], &stored);
+    assert_eq!(p.expectations.len(), 1, "matched once: {:?}", p.expectations);
+    assert_eq!(resolved(&p, "qoo10_correction_required"), [1]);
+    assert_eq!(opened(&p, "ship_date_overdue"), [1]);
+    assert!(opened(&p, "quantity_changed").is_empty(), "the change the edit predicted");
+    commit(&mut e, p, &m, &mut stored);
+    let (p, _) = batch(&e, vec![OrderRow { version: 40, quantity: 3, ..v1 }], &stored);
+    assert!(p.expectations.is_empty(), "met: not matched again");
+}
+
+/// The sweep opens what time alone opens, named by the day (JST) it opened, and its delta keeps
+/// it open: the next sweep raises nothing.
+#[test]
+fn the_sweep_opens_what_time_opens_once() {
+    let mut e = engine();
+    let due = OrderRow { estimated_ship_date: days(2026, 11, 20), ..line(1, 3, 10) };
+    let waiting = OrderRow { estimated_ship_date: days(2026, 12, 20), ..line(2, 3, 10) };
+    let plan = e.sweep(&[due.clone(), waiting], now());
+    assert_eq!(opened(&plan, "ship_date_overdue"), [1]);
+    let midnight_jst: DateTime<Utc> = "2026-11-28T15:00:00Z".parse().unwrap();
+    assert_eq!(plan.transitions[0].version, u64::try_from(midnight_jst.timestamp_micros()).unwrap());
+    e.apply(plan.delta);
+    assert!(e.open_alerts().contains_key(&crate::keys::AlertKey::order(
+        schemas::alert::AlertKind::ShipDateOverdue,
+        "s",
+        1
+    )));
+    assert!(e.sweep(std::slice::from_ref(&due), now()).transitions.is_empty(), "open already");
+    let shipped = OrderRow { tracking_no: "T".into(), ..due };
+    assert_eq!(resolved(&e.sweep(&[shipped], now()), "ship_date_overdue"), [1]);
+}
+
+/// Settling resolves for good (its delta applied) and only rows terminal before the cutoff;
+/// old fingerprints are let go of.
+#[test]
+fn settling_is_applied_and_old_fingerprints_go() {
+    use crate::keys::AlertKey;
+    use schemas::alert::AlertKind;
+    let (mut e, mut stored) = (engine(), HashMap::new());
+    let cutoff = u64::try_from((now() - chrono::Duration::days(super::SETTLE_AFTER_DAYS)).timestamp_micros()).unwrap();
+    let (p, m) = batch(&e, vec![line(1, 2, cutoff - 10), line(2, 2, cutoff - 10)], &stored);
+    commit(&mut e, p, &m, &mut stored);
+    let key = |n| AlertKey::order(AlertKind::ShipDateMissing, "s", n);
+    assert!(e.open_alerts().contains_key(&key(1)) && e.open_alerts().contains_key(&key(2)));
+    let latest: HashMap<LineKey, OrderRow> = [
+        (LineKey::new("s", 1), OrderRow { claim_status: 3, ..line(1, 2, cutoff - 1) }),
+        (LineKey::new("s", 2), OrderRow { claim_status: 3, ..line(2, 2, cutoff) }),
+    ]
+    .into();
+    let plan = e.settle(&latest, now());
+    assert_eq!(resolved(&plan, "ship_date_missing"), [1], "line 2 turned terminal at the cutoff itself");
+    e.apply(plan.delta);
+    assert!(!e.open_alerts().contains_key(&key(1)) && e.open_alerts().contains_key(&key(2)));
+    let ordered_at = line(1, 2, 0).ordered_at;
+    assert!(!e.known().may_have_line("s", 3, ordered_at), "never stored");
+    e.forget_old_lines(now() + chrono::Duration::days(60));
+    assert!(e.known().may_have_line("s", 3, ordered_at), "older than the window: may be stored");
+}
+
+#[test]
+fn a_poll_id_names_when_it_started() {
+    assert_eq!(super::polls::poll_started("shop:a:1795910400000000"), 1_795_910_400_000_000);
+    assert_eq!(super::polls::poll_started("no-time"), 0);
+}
