@@ -350,6 +350,9 @@ fn item_removed_needs_a_stored_sibling_still_active() {
     let stored = stored_cart(&mut e, 3);
     let (p, _) = batch_in(&e, vec![(cancelled(1, 20), vec![])], &stored);
     assert_eq!(opened(&p, "item_removed"), [0u64; 0], "the sibling is cancelled already");
+    let new_sibling = OrderRow { estimated_ship_date: days(2026, 12, 20), ..in_cart(3, 3, 20) };
+    let (p, _) = batch_in(&e, vec![(cancelled(1, 20), vec![]), (new_sibling, vec![])], &stored);
+    assert_eq!(opened(&p, "item_removed"), [1], "a sibling new in this batch, beside stored ones");
 }
 
 /// Siblings first seen in the same batch count as the cart's rest, whatever their claim.
@@ -471,6 +474,7 @@ fn a_late_version_rebuilds_its_line_only() {
     written.sort();
     assert_eq!(written, [("s".into(), 1, 10), ("s".into(), 2, 10), ("t".into(), 1, 10)]);
     let plan = e.evaluate(&m, &[], now());
+    assert_eq!(opened(&plan, "ship_date_missing"), [2], "the other lines' changes are evaluated too");
     commit(&mut e, plan, &m, &mut stored);
     let (_, m) = batch(&e, vec![OrderRow { estimated_ship_date: days(2026, 12, 20), ..line(1, 3, 10) }], &stored);
     assert!(m.orders.is_empty(), "the late version again: the history already holds it");
@@ -522,10 +526,11 @@ fn a_version_satisfies_its_own_shops_edits_and_raises_its_other_alerts() {
     // Quantity as the OMS set it, and the ship date moved into the past: overdue opens.
     let v2 = OrderRow { quantity: 3, estimated_ship_date: days(2026, 11, 20), version: 20, ..v1.clone() };
     let v3 = OrderRow { version: 30, ..v2.clone() };
+    let (p, _) = batch(&e, vec![v2.clone()], &stored);
+    assert_eq!(opened(&p, "ship_date_overdue"), [1], "the version that satisfies the edit raises its others");
     let (p, m) = batch(&e, vec![v2, v3], &stored);
     assert_eq!(p.expectations.len(), 1, "matched once: {:?}", p.expectations);
     assert_eq!(resolved(&p, "qoo10_correction_required"), [1]);
-    assert_eq!(opened(&p, "ship_date_overdue"), [1]);
     assert!(opened(&p, "quantity_changed").is_empty(), "the change the edit predicted");
     commit(&mut e, p, &m, &mut stored);
     let (p, _) = batch(&e, vec![OrderRow { version: 40, quantity: 3, ..v1 }], &stored);
