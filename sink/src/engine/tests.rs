@@ -54,17 +54,22 @@ fn days(y: i32, m: u32, d: u32) -> Option<u16> {
     u16::try_from(schemas::time::epoch_day(chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap())).ok()
 }
 
+/// One message of a batch as the consumer hands it to the engine (claim rows by `source_kind`).
+fn item(i: usize, row: OrderRow, cart_claims: Vec<u64>) -> (usize, String, Result<Parsed, Reason>) {
+    let kind = if row.source_kind == "claim" { RowKind::Claim } else { RowKind::Order };
+    (i, row.shop_id.clone(), Ok(Parsed { row, contact: None, kind, cart_claims }))
+}
+
+/// The latest stored rows of the lines a batch looks up.
+fn latest_of(b: &super::orders::OrderBatch, stored: &HashMap<LineKey, Vec<OrderRow>>) -> HashMap<LineKey, OrderRow> {
+    b.lookups.iter().filter_map(|k| Some((k.clone(), stored.get(k)?.last()?.clone()))).collect()
+}
+
 /// The four steps of a batch, with `stored` standing for ClickHouse.
 fn batch(e: &Engine, rows: Vec<OrderRow>, stored: &HashMap<LineKey, Vec<OrderRow>>) -> (Plan, Merged) {
-    let items = rows
-        .into_iter()
-        .enumerate()
-        .map(|(i, row)| {
-            (i, row.shop_id.clone(), Ok(Parsed { row, contact: None, kind: RowKind::Order, cart_claims: Vec::new() }))
-        })
-        .collect();
+    let items = rows.into_iter().enumerate().map(|(i, row)| item(i, row, Vec::new())).collect();
     let b = e.order_batch(items);
-    let latest = b.lookups.iter().filter_map(|k| Some((k.clone(), stored.get(k)?.last()?.clone()))).collect();
+    let latest = latest_of(&b, stored);
     let mut m = e.merge(b, latest);
     let late = m.late_lines();
     if !late.is_empty() {
@@ -270,11 +275,6 @@ fn alerts_on_lines_settled_for_a_month_resolve_and_others_stay() {
 
 use crate::store::PackLine;
 
-/// Claim rows carry a claim status; order rows do not.
-fn kind_of(row: &OrderRow) -> RowKind {
-    if row.source_kind == "claim" { RowKind::Claim } else { RowKind::Order }
-}
-
 /// `line` in cart 900.
 fn in_cart(order_no: u64, qoo10_status: u8, version: u64) -> OrderRow {
     OrderRow { pack_no: 900, ..line(order_no, qoo10_status, version) }
@@ -283,15 +283,9 @@ fn in_cart(order_no: u64, qoo10_status: u8, version: u64) -> OrderRow {
 /// A batch as the consumer runs it: rows with the claims of their cart in the same poll, the
 /// cart lines of `carts_to_read` read from `stored`.
 fn batch_in(e: &Engine, rows: Vec<(OrderRow, Vec<u64>)>, stored: &HashMap<LineKey, Vec<OrderRow>>) -> (Plan, Merged) {
-    let items = rows
-        .into_iter()
-        .enumerate()
-        .map(|(i, (row, cart_claims))| {
-            (i, row.shop_id.clone(), Ok(Parsed { contact: None, kind: kind_of(&row), row, cart_claims }))
-        })
-        .collect();
+    let items = rows.into_iter().enumerate().map(|(i, (row, cart_claims))| item(i, row, cart_claims)).collect();
     let b = e.order_batch(items);
-    let latest = b.lookups.iter().filter_map(|k| Some((k.clone(), stored.get(k)?.last()?.clone()))).collect();
+    let latest = latest_of(&b, stored);
     let m = e.merge(b, latest);
     let carts = e.carts_to_read(&m);
     let lines: Vec<PackLine> = stored
@@ -396,12 +390,8 @@ fn carts_are_read_for_new_and_claimed_lines_only() {
     let mut e = engine();
     let stored = stored_cart(&mut e, 0);
     let carts = |rows: Vec<OrderRow>| {
-        let items = rows.into_iter().enumerate();
-        let items = items.map(|(i, row)| {
-            (i, "s".to_owned(), Ok(Parsed { contact: None, kind: kind_of(&row), row, cart_claims: vec![] }))
-        });
-        let b = e.order_batch(items.collect());
-        let latest = b.lookups.iter().filter_map(|k| Some((k.clone(), stored.get(k)?.last()?.clone()))).collect();
+        let b = e.order_batch(rows.into_iter().enumerate().map(|(i, row)| item(i, row, vec![])).collect());
+        let latest = latest_of(&b, &stored);
         e.carts_to_read(&e.merge(b, latest)).into_iter().map(|c| c.pack_no).collect::<Vec<_>>()
     };
     let changed = OrderRow { estimated_ship_date: days(2026, 12, 21), ..in_cart(1, 3, 20) };
@@ -417,14 +407,11 @@ fn carts_are_read_for_new_and_claimed_lines_only() {
 fn a_batch_keeps_payloads_only_where_a_conflict_is_possible() {
     let mut e = engine();
     let _ = stored_cart(&mut e, 0);
-    let item = |i: usize, row: OrderRow| {
-        (i, "s".to_owned(), Ok(Parsed { row, contact: None, kind: RowKind::Order, cart_claims: vec![] }))
-    };
     let b = e.order_batch(vec![
-        item(0, in_cart(1, 3, 20)),
-        item(1, line(5, 2, 10)),
-        item(2, line(6, 2, 10)),
-        item(3, line(6, 2, 11)),
+        item(0, in_cart(1, 3, 20), vec![]),
+        item(1, line(5, 2, 10), vec![]),
+        item(2, line(6, 2, 10), vec![]),
+        item(3, line(6, 2, 11), vec![]),
         (4, "s".to_owned(), Err(Reason::Conflict("x".into()))),
     ]);
     let mut keep: Vec<usize> = b.keep_payload.iter().copied().collect();
@@ -461,11 +448,8 @@ fn a_late_version_rebuilds_its_line_only() {
     let (p, m) = batch(&e, vec![v2], &stored);
     commit(&mut e, p, &m, &mut stored);
     let items = [v1.clone(), line(2, 2, 10), OrderRow { order_no: 1, shop_id: "t".into(), ..v1 }];
-    let items = items.into_iter().enumerate().map(|(i, row)| {
-        (i, row.shop_id.clone(), Ok(Parsed { row, contact: None, kind: RowKind::Order, cart_claims: vec![] }))
-    });
-    let b = e.order_batch(items.collect());
-    let latest = b.lookups.iter().filter_map(|k| Some((k.clone(), stored.get(k)?.last()?.clone()))).collect();
+    let b = e.order_batch(items.into_iter().enumerate().map(|(i, row)| item(i, row, vec![])).collect());
+    let latest = latest_of(&b, &stored);
     let mut m = e.merge(b, latest);
     let history = m.late_lines().iter().filter_map(|k| Some((k.clone(), stored.get(k)?.clone()))).collect();
     assert_eq!(e.fold_in_late(&mut m, history), 1);
