@@ -23,6 +23,7 @@ mod limits;
 mod load;
 mod pipeline;
 mod report;
+mod store_modes;
 
 use anyhow::Context;
 use clap::Parser;
@@ -64,6 +65,10 @@ struct Args {
     /// times and the sink's RSS; the JSON line holds `center`.
     #[arg(long, default_value_t = 0)]
     center_alerts: u64,
+    /// Only the ways of storing this many rows in JetStream (one message per row, per page,
+    /// atomic batches, several streams) on the running server; the JSON line holds `store_modes`.
+    #[arg(long, default_value_t = 0)]
+    store_modes: usize,
 }
 
 #[tokio::main]
@@ -86,6 +91,12 @@ async fn measure(env: &Env, args: &Args) -> anyhow::Result<Option<Report>> {
     if args.center_alerts > 0 {
         let center = center::measure(env, args.center_alerts).await?;
         println!("{}", serde_json::to_string(&serde_json::json!({"center": center}))?);
+        return Ok(None);
+    }
+    if args.store_modes > 0 {
+        let rows: Vec<bytes::Bytes> = load::payloads(args.store_modes, "x").into_iter().map(|(_, b)| b).collect();
+        let modes = store_modes::measure(env, &rows).await?;
+        println!("{}", serde_json::to_string(&serde_json::json!({"store_modes": modes}))?);
         return Ok(None);
     }
     let from = env.name("pipe");

@@ -98,7 +98,7 @@ pub(crate) fn cadence(config: &PipelineConfig) -> Cadence {
 
 pub(crate) async fn connect(config: &PipelineConfig) -> anyhow::Result<(Service, Sink, Leases)> {
     let service = Service::connect(config, "fetcher", Duration::from_secs(24 * 3600)).await?;
-    let sink = Sink { js: service.js.clone(), ns: service.ns.clone() };
+    let sink = Sink::new(service.js.clone(), service.ns.clone());
     let leases = Leases::start(service.js.clone(), service.ns.clone(), "fetcher").await?;
     Ok((service, sink, leases))
 }

@@ -71,6 +71,15 @@ pub struct PollReport {
 pub struct Sink {
     pub js: jetstream::Context,
     pub ns: Namespace,
+    /// How a response's rows go into `QOO10_RAW` (atomic batches where the server has them).
+    pub mode: runtime::batch::PublishMode,
+}
+
+impl Sink {
+    pub fn new(js: jetstream::Context, ns: Namespace) -> Sink {
+        let mode = runtime::batch::PublishMode::for_server(&js.client());
+        Sink { js, ns, mode }
+    }
 }
 
 /// A claim call's answer, held back until the poll's claims are all in.
@@ -616,9 +625,9 @@ impl ShopPoller {
             let size_hint = envelope.row.get().len() + 512;
             Some(runtime::nats::Outgoing::json_with_id(subject.clone(), &msg_id, &envelope, size_hint))
         });
-        // publish_all keeps the acknowledgements awaited at once below what async-nats allows.
+        // The rows of a response together: one atomic batch where the server has them.
         self.fenced()?;
-        let acks = runtime::nats::publish_all(&sink.js, outgoing).await;
+        let acks = runtime::batch::publish_many(&sink.js, sink.mode, outgoing.collect()).await;
         let mut failed = None;
         for (ack, (order_no, version)) in acks.into_iter().zip(sent) {
             match ack {

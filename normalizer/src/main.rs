@@ -1,3 +1,4 @@
+use runtime::batch::PublishMode;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,7 +51,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         statuses: &config.status_map,
         metrics: &service.metrics,
         max_deliver: consumer.max_deliver(),
+        mode: PublishMode::for_server(&service.client),
     };
+    tracing::info!(mode = ?stage.mode, "publishing orders");
     let mut counters = Counters::default();
     let shutdown = runtime::stopped();
     tokio::pin!(shutdown);

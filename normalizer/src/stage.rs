@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use runtime::durable::last_delivery;
+use runtime::batch::{PublishMode, publish_many};
 use runtime::nats::{Outgoing, dead_letter, publish_all};
 use runtime::telemetry::{DEAD_LETTERS, Metric, Metrics, REDELIVERIES};
 use schemas::dlq::Reason;
@@ -41,6 +42,8 @@ pub struct Normalizer<'a> {
     pub statuses: &'a StatusMap,
     pub metrics: &'a Metrics,
     pub max_deliver: i64,
+    /// How a batch's orders go into `ORDERS` (atomic batches where the server has them).
+    pub mode: PublishMode,
 }
 
 /// A raw message's canonical order, or the reason it is a dead letter (of the subject's shop).
@@ -76,9 +79,7 @@ pub async fn process_batch(stage: &Normalizer<'_>, batch: Vec<jetstream::Message
     let now = Utc::now();
     let outgoing: Vec<(Outgoing, bool)> = batch.iter().map(|msg| outcome(stage, msg, counters, now)).collect();
     let is_order: Vec<bool> = outgoing.iter().map(|(_, o)| *o).collect();
-    // Published with their acknowledgements pipelined: publishes lost in a reconnect cost one
-    // ack timeout for the batch, not one per message.
-    let outcomes = publish_all(stage.js, outgoing.into_iter().map(|(o, _)| o)).await;
+    let outcomes = publish_outcomes(stage, outgoing).await;
     // Orders per shop, counted here and added to the metric once per shop and batch.
     let mut per_shop: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     for ((msg, is_order), published) in batch.iter().zip(is_order).zip(outcomes) {
@@ -97,6 +98,21 @@ pub async fn process_batch(stage: &Normalizer<'_>, batch: Vec<jetstream::Message
     for (shop, n) in &per_shop {
         stage.metrics.add(ORDERS, &[("shop", shop)], *n as f64);
     }
+}
+
+/// Publishes the orders (into `ORDERS`, together) and the dead letters (into `DLQ`) and returns
+/// each outcome's result in the batch's order. Acknowledgements are pipelined either way:
+/// publishes lost in a reconnect cost one ack timeout for the batch, not one per message.
+async fn publish_outcomes(
+    stage: &Normalizer<'_>,
+    outgoing: Vec<(Outgoing, bool)>,
+) -> Vec<Result<jetstream::publish::PublishAck, jetstream::context::PublishError>> {
+    let is_order: Vec<bool> = outgoing.iter().map(|(_, o)| *o).collect();
+    let (orders, letters): (Vec<_>, Vec<_>) = outgoing.into_iter().partition(|(_, is_order)| *is_order);
+    let mut orders = publish_many(stage.js, stage.mode, orders.into_iter().map(|(o, _)| o).collect()).await.into_iter();
+    let mut letters = publish_all(stage.js, letters.into_iter().map(|(o, _)| o)).await.into_iter();
+    let mut next = |o: bool| if o { orders.next() } else { letters.next() };
+    is_order.into_iter().map(|o| next(o).expect("one result per message")).collect()
 }
 
 /// One message's outcome to publish: its canonical order (true), or its dead letter.

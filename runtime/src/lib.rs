@@ -1,6 +1,7 @@
 //! Service plumbing shared by the binaries: logging, NATS connection and stream setup,
 //! durable consumers, idle detection and shutdown signals. Stage logic lives in the stage crates.
 
+pub mod batch;
 pub mod crash;
 pub mod durable;
 pub mod health;

@@ -91,6 +91,12 @@ impl Stream {
     pub fn per_subject(self) -> i64 {
         if matches!(self, Stream::FetchState | Stream::Leases) { 1 } else { -1 }
     }
+
+    /// Streams written in runs of many messages (a response's rows, a batch's orders, its alert
+    /// transitions): these allow atomic batch publish where the server has it (runtime::batch).
+    pub fn batch_published(self) -> bool {
+        matches!(self, Stream::Raw | Stream::Orders | Stream::Alerts)
+    }
 }
 
 impl Stream {

@@ -233,7 +233,7 @@ async fn a_command_record_written_over_a_stale_sequence_is_raced() -> anyhow::Re
     use fetcher::writeback::record::{self, Record, RecordError};
     let dep = Deployment::new("").await?;
     let (js, ns) = streams(&dep).await?;
-    let sink = fetcher::poll::Sink { js, ns };
+    let sink = fetcher::poll::Sink::new(js, ns);
     let command: schemas::command::Command = serde_json::from_value(json!({
         "schema_version": 1, "command_id": "raced-1", "shop_id": "shop1", "action": "set_ship_date",
         "order_no": 1, "ship_date": "2030-01-02"}))?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use backon::Retryable;
 use runtime::health::Health;
+use runtime::batch::publish_many;
 use runtime::lease::{Fence, LeaseError};
 use runtime::nats::publish_all;
 use runtime::telemetry::{DEAD_LETTERS, Metrics};
@@ -28,14 +29,14 @@ impl Consumer {
         let Plan { mut transitions, expectations, delta } = plan;
         if !transitions.is_empty() {
             self.fill_texts(&mut transitions, held).await?;
-            // Every transition published, the acknowledgements pipelined. A retry (NATS away)
+            // Every transition published (in atomic batches where the server has them). A retry (NATS away)
             // publishes only those not yet acknowledged: a plain subscriber sees each once.
             let pending = std::cell::RefCell::new((0..transitions.len()).collect::<Vec<usize>>());
             self.guard
                 .run("publish alerts", held, || async {
                     let todo = pending.borrow().clone();
                     let outgoing = todo.iter().map(|i| runtime::nats::alert_message(&self.ns, &transitions[*i]));
-                    let results = publish_all(&self.js, outgoing).await;
+                    let results = publish_many(&self.js, self.publish, outgoing.collect()).await;
                     let (mut left, mut failed) = (Vec::new(), None);
                     for (i, r) in todo.into_iter().zip(results) {
                         if let Err(e) = r {

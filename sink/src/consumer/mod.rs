@@ -73,6 +73,8 @@ struct Stats {
 pub struct Consumer {
     engine: Engine,
     js: jetstream::Context,
+    /// How a batch's alert transitions go into `ALERTS` (atomic batches where the server has them).
+    publish: runtime::batch::PublishMode,
     ns: Namespace,
     store: Store,
     guard: Guard,
@@ -138,6 +140,7 @@ impl Consumer {
         let consumer = Consumer {
             engine,
             js: js.clone(),
+            publish: runtime::batch::PublishMode::for_server(&service.client),
             ns,
             store,
             guard,
