@@ -56,13 +56,16 @@ start_nats() {
   mkdir -p "$DATA/nats/jetstream"
   local conf="$DATA/nats/nats.conf"
   # fsync on every write: an acknowledged message survives the machine losing power.
+  # NATS_SYNC=default leaves JetStream's own (every 2 min): for comparisons only (bench.sh).
+  local sync="sync_interval: always"
+  [ "${NATS_SYNC:-always}" = default ] && sync="# sync_interval: the server's default"
   cat >"$conf" <<CONF
 listen: 127.0.0.1:${NATS_PORT}
 http: 127.0.0.1:${NATS_MONITOR_PORT}
 max_payload: 8MB
 jetstream {
   store_dir: "$DATA/nats/jetstream"
-  sync_interval: always
+  $sync
 }
 CONF
   nohup "$NATS_SERVER" -c "$conf" >"$DATA/nats/nats.log" 2>&1 &

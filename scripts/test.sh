@@ -66,7 +66,7 @@ else
   say "compatibility run: $(/usr/sbin/nats-server --version)"
   say "building the test executables"
   cargo test --workspace --locked --no-run --message-format=json-render-diagnostics >"$LOCAL/test-build.json"
-  compat_suites="pipeline standby writeback${COMPAT_FAULTS:+ faults failures}"
+  compat_suites="pipeline standby writeback batch${COMPAT_FAULTS:+ faults failures}"
   python3 - "$LOCAL/test-build.json" "$compat_suites" >"$LOCAL/test-jobs.tsv" <<'PY'
 import json, os, sys
 compat = sys.argv[2].split()

@@ -196,3 +196,29 @@ pub async fn clean_up(env: &Env) {
         }
     }
 }
+
+/// The server's version, its `sync_interval` (from its monitoring port: `NATS_MONITOR_URL`,
+/// http://127.0.0.1:8222 by default; "unknown" when that does not answer) and the publish mode
+/// the stages choose on it.
+pub async fn nats_settings(env: &Env) -> crate::report::NatsSettings {
+    let (version, publish_mode) = match async_nats::connect(&env.nats_url).await {
+        Ok(c) => {
+            let mode = runtime::batch::PublishMode::for_server(&c);
+            (c.server_info().version, format!("{mode:?}"))
+        }
+        Err(e) => (format!("unreachable: {e}"), "unknown".into()),
+    };
+    let monitor = std::env::var("NATS_MONITOR_URL").unwrap_or_else(|_| "http://127.0.0.1:8222".into());
+    let jsz = async {
+        let v: serde_json::Value = reqwest::get(format!("{monitor}/jsz?config=true")).await.ok()?.json().await.ok()?;
+        let config = v.get("config")?;
+        Some(if config.get("sync_always").and_then(serde_json::Value::as_bool) == Some(true) {
+            "always".to_owned()
+        } else {
+            let ns = config.get("sync_interval").and_then(serde_json::Value::as_u64).unwrap_or(0);
+            format!("default ({} s)", ns / 1_000_000_000)
+        })
+    };
+    let sync_interval = jsz.await.unwrap_or_else(|| "unknown".into());
+    crate::report::NatsSettings { version, sync_interval, publish_mode }
+}

@@ -83,7 +83,7 @@ pub async fn both_at_once(env: &Env, items: &[(String, Bytes)], from: &str) -> a
 
 /// The bare JetStream limit, prepared: the payloads published and both hops' consumers made.
 /// [`TwoHop::run`] is the timed part: the same payloads copied across two hops, as the pipeline
-/// does (consume, publish, ack; consume, ack).
+/// does (consume, publish, ack; consume, ack), publishing as the stages do.
 struct TwoHop {
     js: jetstream::Context,
     first: jetstream::consumer::PullConsumer,
@@ -104,16 +104,19 @@ async fn prepare_two_hop(env: &Env, items: &[(String, Bytes)], prefix: &str) -> 
 impl TwoHop {
     async fn run(self) -> anyhow::Result<()> {
         let TwoHop { js, first, second, target, n } = self;
+        let mode = runtime::batch::PublishMode::for_server(&js.client());
         let hop1 = tokio::spawn(async move {
             let mut done = 0;
             while done < n {
                 let batch = runtime::nats::fetch_batch(&first, 500, Duration::from_millis(500)).await;
-                let mut acks = Vec::with_capacity(batch.len());
-                for m in &batch {
-                    acks.push(js.publish(target.clone(), m.payload.clone()).await?);
-                }
-                for a in acks {
-                    a.await?;
+                // Published as the stages publish: in atomic batches where the server has them.
+                let outgoing = batch.iter().map(|m| runtime::nats::Outgoing {
+                    subject: target.clone(),
+                    headers: async_nats::HeaderMap::new(),
+                    payload: m.payload.clone(),
+                });
+                for a in runtime::batch::publish_many(&js, mode, outgoing.collect()).await {
+                    a?;
                 }
                 for m in &batch {
                     m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;

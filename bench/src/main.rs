@@ -99,6 +99,11 @@ async fn measure(env: &Env, args: &Args) -> anyhow::Result<Option<Report>> {
         println!("{}", serde_json::to_string(&serde_json::json!({"store_modes": modes}))?);
         return Ok(None);
     }
+    let nats = env::nats_settings(env).await;
+    println!(
+        "nats-server {}, sync_interval {}, the stages publish {}",
+        nats.version, nats.sync_interval, nats.publish_mode
+    );
     let from = env.name("pipe");
     let items = load::payloads(args.rows, &from);
     let avg = items.iter().map(|(_, b)| b.len()).sum::<usize>() / items.len().max(1);
@@ -138,6 +143,7 @@ async fn measure(env: &Env, args: &Args) -> anyhow::Result<Option<Report>> {
         shops => Some(fetcher::fetcher_scale(env, shops, &env.name("fetch")).await?),
     };
     Ok(Some(Report {
+        nats,
         rows: items.len(),
         row_bytes_avg: avg,
         pipeline_orders_per_s: pipeline.round(),

@@ -8,6 +8,10 @@ use serde::Serialize;
 /// make one run's figure up to 20 % off the next one's (each run's figure is kept too).
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The NATS server every figure was measured on: its version, its JetStream
+    /// `sync_interval` ("always": an fsync on every write, as shipped) and how the stages
+    /// published on it (atomic batches from 2.12 on).
+    pub nats: NatsSettings,
     /// Raw rows of the throughput runs (sandbox v3 rows, Japanese text).
     pub rows: usize,
     /// Their average size as raw envelopes, in bytes.
@@ -133,4 +137,12 @@ pub struct CallBudget {
     pub default_global_limit_per_day: f64,
     pub busy_shops_within_default_limit: f64,
     pub share_of_default_limit_for_2000_busy_shops: f64,
+}
+
+/// See [`Report::nats`].
+#[derive(Debug, Clone, Serialize)]
+pub struct NatsSettings {
+    pub version: String,
+    pub sync_interval: String,
+    pub publish_mode: String,
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
-use runtime::durable::last_delivery;
 use runtime::batch::{PublishMode, publish_many};
+use runtime::durable::{last_delivery, redelivered};
 use runtime::nats::{Outgoing, dead_letter, publish_all};
 use runtime::telemetry::{DEAD_LETTERS, Metric, Metrics, REDELIVERIES};
 use schemas::dlq::Reason;
@@ -79,7 +79,8 @@ pub async fn process_batch(stage: &Normalizer<'_>, batch: Vec<jetstream::Message
     let now = Utc::now();
     let outgoing: Vec<(Outgoing, bool)> = batch.iter().map(|msg| outcome(stage, msg, counters, now)).collect();
     let is_order: Vec<bool> = outgoing.iter().map(|(_, o)| *o).collect();
-    let outcomes = publish_outcomes(stage, outgoing).await;
+    let repeating = batch.iter().any(redelivered);
+    let outcomes = publish_outcomes(stage, outgoing, repeating).await;
     // Orders per shop, counted here and added to the metric once per shop and batch.
     let mut per_shop: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     for ((msg, is_order), published) in batch.iter().zip(is_order).zip(outcomes) {
@@ -106,10 +107,12 @@ pub async fn process_batch(stage: &Normalizer<'_>, batch: Vec<jetstream::Message
 async fn publish_outcomes(
     stage: &Normalizer<'_>,
     outgoing: Vec<(Outgoing, bool)>,
+    repeating: bool,
 ) -> Vec<Result<jetstream::publish::PublishAck, jetstream::context::PublishError>> {
     let is_order: Vec<bool> = outgoing.iter().map(|(_, o)| *o).collect();
     let (orders, letters): (Vec<_>, Vec<_>) = outgoing.into_iter().partition(|(_, is_order)| *is_order);
-    let mut orders = publish_many(stage.js, stage.mode, orders.into_iter().map(|(o, _)| o).collect()).await.into_iter();
+    let mode = stage.mode.unless_repeating(repeating);
+    let mut orders = publish_many(stage.js, mode, orders.into_iter().map(|(o, _)| o).collect()).await.into_iter();
     let mut letters = publish_all(stage.js, letters.into_iter().map(|(o, _)| o)).await.into_iter();
     let mut next = |o: bool| if o { orders.next() } else { letters.next() };
     is_order.into_iter().map(|o| next(o).expect("one result per message")).collect()

@@ -13,7 +13,9 @@
 //! when the stream does not allow atomic publish: every refused or unanswered batch is then
 //! published again message by message ([`publish_all`]), whose de-duplication is per message. So
 //! the outcome is the same as [`publish_all`]'s, one result per message, in order; only the
-//! number of fsyncs differs.
+//! number of fsyncs differs. A plain subscriber sees a refused batch's messages twice (once when
+//! staged, once published again): callers publishing what may be a repeat go one by one
+//! ([`PublishMode::unless_repeating`]).
 
 use async_nats::jetstream;
 use futures::StreamExt;
@@ -33,6 +35,14 @@ impl PublishMode {
     /// Atomic batches where the server has them (2.12 and later).
     pub fn for_server(client: &async_nats::Client) -> PublishMode {
         if supports_atomic(&client.server_info().version) { PublishMode::Atomic } else { PublishMode::OneByOne }
+    }
+
+    /// This mode for a first attempt; one by one when what is published may have been published
+    /// before (a redelivered input, a retry). A batch holding a repeat is refused whole and then
+    /// published again one by one, and a plain subscriber (core NATS, no de-duplication) would
+    /// see its messages once more: going one by one at once spares them that.
+    pub fn unless_repeating(self, repeating: bool) -> PublishMode {
+        if repeating { PublishMode::OneByOne } else { self }
     }
 }
 
@@ -137,6 +147,13 @@ async fn settle(js: &jetstream::Context, chunk: Vec<Outgoing>, committed: Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeats_go_one_by_one() {
+        assert_eq!(PublishMode::Atomic.unless_repeating(false), PublishMode::Atomic);
+        assert_eq!(PublishMode::Atomic.unless_repeating(true), PublishMode::OneByOne);
+        assert_eq!(PublishMode::OneByOne.unless_repeating(false), PublishMode::OneByOne);
+    }
 
     #[test]
     fn atomic_batches_from_2_12_on() {

@@ -131,6 +131,11 @@ impl Durable {
     }
 }
 
+/// True when JetStream delivered this message before: what it caused may already be published.
+pub fn redelivered(msg: &jetstream::Message) -> bool {
+    msg.info().is_ok_and(|i| i.delivered > 1)
+}
+
 /// True when this is the message's last delivery: a failure now must dead-letter it, since
 /// JetStream will not deliver it again.
 pub fn last_delivery(msg: &jetstream::Message, max_deliver: i64) -> bool {

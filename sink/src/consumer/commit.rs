@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use backon::Retryable;
-use runtime::health::Health;
 use runtime::batch::publish_many;
+use runtime::health::Health;
 use runtime::lease::{Fence, LeaseError};
 use runtime::nats::publish_all;
 use runtime::telemetry::{DEAD_LETTERS, Metrics};
@@ -32,11 +32,13 @@ impl Consumer {
             // Every transition published (in atomic batches where the server has them). A retry (NATS away)
             // publishes only those not yet acknowledged: a plain subscriber sees each once.
             let pending = std::cell::RefCell::new((0..transitions.len()).collect::<Vec<usize>>());
+            let repeating = std::cell::Cell::new(held.iter().any(|m| runtime::durable::redelivered(m)));
             self.guard
                 .run("publish alerts", held, || async {
                     let todo = pending.borrow().clone();
                     let outgoing = todo.iter().map(|i| runtime::nats::alert_message(&self.ns, &transitions[*i]));
-                    let results = publish_many(&self.js, self.publish, outgoing.collect()).await;
+                    let mode = self.publish.unless_repeating(repeating.replace(true));
+                    let results = publish_many(&self.js, mode, outgoing.collect()).await;
                     let (mut left, mut failed) = (Vec::new(), None);
                     for (i, r) in todo.into_iter().zip(results) {
                         if let Err(e) = r {
