@@ -65,6 +65,9 @@ struct Args {
     /// times and the sink's RSS; the JSON line holds `center`.
     #[arg(long, default_value_t = 0)]
     center_alerts: u64,
+    /// Only the fetcher run (`--fetcher-shops`); the JSON line holds `fetcher`.
+    #[arg(long)]
+    fetcher_only: bool,
     /// Only the ways of storing this many rows in JetStream (one message per row, per page,
     /// atomic batches, several streams) on the running server; the JSON line holds `store_modes`.
     #[arg(long, default_value_t = 0)]
@@ -91,6 +94,11 @@ async fn measure(env: &Env, args: &Args) -> anyhow::Result<Option<Report>> {
     if args.center_alerts > 0 {
         let center = center::measure(env, args.center_alerts).await?;
         println!("{}", serde_json::to_string(&serde_json::json!({"center": center}))?);
+        return Ok(None);
+    }
+    if args.fetcher_only {
+        let run = fetcher::fetcher_scale(env, args.fetcher_shops, &env.name("fetch")).await?;
+        println!("{}", serde_json::to_string(&serde_json::json!({"fetcher": run}))?);
         return Ok(None);
     }
     if args.store_modes > 0 {
