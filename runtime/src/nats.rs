@@ -125,6 +125,7 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result
             duplicate_window: cfg.duplicate_window,
             max_age: cfg.retention.max_age(stream),
             max_messages_per_subject: stream.per_subject(),
+            max_consumers: stream.max_consumers(),
             ..Default::default()
         };
         let failed = |e: String| NatsError::Stream { stream: name.clone(), reason: e };
@@ -133,9 +134,11 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result
             .map_err(|e| failed(e.to_string()))?;
         // A changed `[nats.retention]` applies to the stream as it exists.
         let existing = made.cached_info().config.clone();
-        if existing.max_age != config.max_age {
-            tracing::info!(stream = %name, max_age_s = config.max_age.as_secs(), "stream retention changed");
-            let updated = stream::Config { max_age: config.max_age, ..existing };
+        let more_consumers = config.max_consumers > 0 && existing.max_consumers < config.max_consumers;
+        if existing.max_age != config.max_age || more_consumers {
+            tracing::info!(stream = %name, max_age_s = config.max_age.as_secs(), max_consumers = config.max_consumers, "stream settings changed");
+            let max_consumers = existing.max_consumers.max(config.max_consumers);
+            let updated = stream::Config { max_age: config.max_age, max_consumers, ..existing };
             js.update_stream(updated).await.map_err(|e| failed(e.to_string()))?;
         }
         if stream.batch_published() && atomic {

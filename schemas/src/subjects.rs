@@ -92,6 +92,14 @@ impl Stream {
         if matches!(self, Stream::FetchState | Stream::Leases) { 1 } else { -1 }
     }
 
+    /// Consumers the stream may have (-1: the server's default). The fetcher reads each shop's
+    /// commands through a durable consumer of its own, and nats-server 2.12+ allows a stream
+    /// 1,000 consumers unless the stream says otherwise (`default_max_consumers`): shop 1,001's
+    /// commands were refused ("maximum consumers limit reached").
+    pub fn max_consumers(self) -> i32 {
+        if matches!(self, Stream::Commands) { 1_000_000 } else { -1 }
+    }
+
     /// Streams written in runs of many messages (a response's rows, a batch's orders, its alert
     /// transitions): these allow atomic batch publish where the server has it (runtime::batch).
     pub fn batch_published(self) -> bool {

@@ -392,3 +392,22 @@ async fn a_refused_method_is_named_and_an_ageing_key_is_warned_of() -> anyhow::R
     assert_eq!(e2e::schema_violations("alert.schema.json", &refs), Vec::<String>::new());
     Ok(())
 }
+
+/// nats-server 2.12+ allows a stream 1,000 consumers unless it says otherwise, and the fetcher
+/// reads each shop's commands through a durable of its own: shop 1,001 was refused ("maximum
+/// consumers limit reached") until `QOO10_COMMANDS` said how many it may have.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_commands_of_1200_shops_each_get_their_consumer() -> anyhow::Result<()> {
+    let dep = Deployment::new("").await?;
+    let mut nats = schemas::config::NatsConfig::default();
+    (nats.url, nats.subject_prefix) = (dep.servers.nats_url.clone(), dep.prefix.clone());
+    let (_, js) = runtime::nats::connect_jetstream(&nats, "consumers-test").await?;
+    let made = futures::future::join_all((1..=1_200).map(|n| {
+        let (js, nats) = (js.clone(), nats.clone());
+        async move { fetcher::writeback::consumer(&js, &nats, &format!("shop-{n}")).await.map(|_| ()) }
+    }))
+    .await;
+    let refused: Vec<String> = made.into_iter().filter_map(|r| r.err().map(|e| e.to_string())).collect();
+    assert!(refused.is_empty(), "{} of 1,200 refused, e.g. {:?}", refused.len(), refused.first());
+    Ok(())
+}
