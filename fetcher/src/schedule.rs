@@ -59,6 +59,9 @@ pub async fn lease_for_job(leases: &Leases, shop: &str) -> anyhow::Result<()> {
 
 /// Applies every command waiting for the shop (`--once`, `apply`); returns how many.
 pub async fn apply_waiting(poller: &mut ShopPoller, shared: &Shared) -> Result<usize, PollError> {
+    if !crate::writeback::any_command(&shared.sink, &poller.shop.id).await? {
+        return Ok(0);
+    }
     let mut commands = crate::writeback::consumer(&shared.sink.js, &shared.nats, &poller.shop.id).await?;
     // Most shops have no command waiting: one request says so, instead of a fetch that waits.
     if runtime::nats::consumer_idle(commands.consumer()).await.unwrap_or(false) {

@@ -397,7 +397,7 @@ async fn a_refused_method_is_named_and_an_ageing_key_is_warned_of() -> anyhow::R
 /// reads each shop's commands through a durable of its own: shop 1,001 was refused ("maximum
 /// consumers limit reached") until `QOO10_COMMANDS` said how many it may have.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_commands_of_1200_shops_each_get_their_consumer() -> anyhow::Result<()> {
+async fn the_commands_of_1200_shops_each_get_their_consumer_and_others_none() -> anyhow::Result<()> {
     let dep = Deployment::new("").await?;
     let mut nats = schemas::config::NatsConfig::default();
     (nats.url, nats.subject_prefix) = (dep.servers.nats_url.clone(), dep.prefix.clone());
@@ -409,5 +409,13 @@ async fn the_commands_of_1200_shops_each_get_their_consumer() -> anyhow::Result<
     .await;
     let refused: Vec<String> = made.into_iter().filter_map(|r| r.err().map(|e| e.to_string())).collect();
     assert!(refused.is_empty(), "{} of 1,200 refused, e.g. {:?}", refused.len(), refused.first());
+    // A shop never sent a command needs no consumer: the poll asks the stream first.
+    let sink = fetcher::poll::Sink::new(js.clone(), schemas::subjects::Namespace::from_config(&nats));
+    assert!(!fetcher::writeback::any_command(&sink, "shop-7").await?);
+    js.publish(sink.ns.command_results("shop-7"), "{}".into()).await?.await?;
+    assert!(!fetcher::writeback::any_command(&sink, "shop-7").await?, "a result is not a command");
+    js.publish(sink.ns.commands("shop-7"), "{}".into()).await?.await?;
+    assert!(fetcher::writeback::any_command(&sink, "shop-7").await?);
+    assert!(!fetcher::writeback::any_command(&sink, "shop-8").await?);
     Ok(())
 }

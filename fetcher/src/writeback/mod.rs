@@ -51,6 +51,23 @@ pub async fn consumer(js: &jetstream::Context, nats: &NatsConfig, shop: &str) ->
         .map_err(|e| PollError::Publish(e.to_string()))
 }
 
+/// False when `shop` has no command in the stream at all, as most shops: its poll then opens no
+/// consumer (each durable costs nats-server a consumer's files, written with an fsync; 2,000
+/// shops' first polls spent seconds on them). One read, no write.
+pub async fn any_command(sink: &Sink, shop: &str) -> Result<bool, PollError> {
+    use async_nats::jetstream::response::Response;
+    let failed = |e: String| PollError::Publish(format!("commands of {shop}: {e}"));
+    let subject = format!("STREAM.MSG.GET.{}", sink.ns.stream(Stream::Commands));
+    let ask = serde_json::json!({ "last_by_subj": sink.ns.commands(shop) });
+    match sink.js.request(subject, &ask).await.map_err(|e| failed(e.to_string()))? {
+        Response::Ok(serde_json::Value::Object(_)) => Ok(true),
+        Response::Ok(other) => Err(failed(format!("unexpected answer {other}"))),
+        // 10037: no message found.
+        Response::Err { error } if error.error_code().0 == 10037 => Ok(false),
+        Response::Err { error } => Err(failed(error.to_string())),
+    }
+}
+
 /// Applies the commands waiting (at most `wait` for the first); returns how many were handled.
 /// A command whose handling failed (NATS away, the lease lost) is left to redelivery.
 pub async fn apply_pending(
