@@ -8,7 +8,6 @@ use std::time::Instant;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
-use futures::StreamExt;
 
 use crate::env::{Env, cpu_of_all, tenths, used};
 
@@ -81,17 +80,12 @@ async fn one_stream(
 }
 
 async fn publish_pipelined(js: &jetstream::Context, subject: &str, messages: &[Bytes]) -> anyhow::Result<()> {
-    let mut acks = futures::stream::FuturesOrdered::new();
-    for m in messages {
-        if acks.len() >= 256
-            && let Some(a) = acks.next().await
-        {
-            let _: jetstream::publish::PublishAck = a?;
-        }
-        acks.push_back(js.publish(subject.to_owned(), m.clone()).await?.into_future());
-    }
-    while let Some(a) = acks.next().await {
-        a?;
+    let outgoing: Vec<runtime::nats::Outgoing> = messages
+        .iter()
+        .map(|m| runtime::nats::Outgoing { subject: subject.to_owned(), headers: HeaderMap::new(), payload: m.clone() })
+        .collect();
+    for acked in runtime::nats::publish_all(js, outgoing).await {
+        acked?;
     }
     Ok(())
 }

@@ -80,7 +80,7 @@ pub async fn process_batch(stage: &Normalizer<'_>, batch: Vec<jetstream::Message
     let outgoing: Vec<(Outgoing, bool)> = batch.iter().map(|msg| outcome(stage, msg, counters, now)).collect();
     let is_order: Vec<bool> = outgoing.iter().map(|(_, o)| *o).collect();
     let repeating = batch.iter().any(redelivered);
-    let outcomes = publish_outcomes(stage, outgoing, repeating).await;
+    let outcomes = publish_outcomes(stage, outgoing, &is_order, repeating).await;
     // Orders per shop, counted here and added to the metric once per shop and batch.
     let mut per_shop: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     for ((msg, is_order), published) in batch.iter().zip(is_order).zip(outcomes) {
@@ -107,15 +107,15 @@ pub async fn process_batch(stage: &Normalizer<'_>, batch: Vec<jetstream::Message
 async fn publish_outcomes(
     stage: &Normalizer<'_>,
     outgoing: Vec<(Outgoing, bool)>,
+    is_order: &[bool],
     repeating: bool,
 ) -> Vec<Result<jetstream::publish::PublishAck, jetstream::context::PublishError>> {
-    let is_order: Vec<bool> = outgoing.iter().map(|(_, o)| *o).collect();
     let (orders, letters): (Vec<_>, Vec<_>) = outgoing.into_iter().partition(|(_, is_order)| *is_order);
     let mode = stage.mode.unless_repeating(repeating);
     let mut orders = publish_many(stage.js, mode, orders.into_iter().map(|(o, _)| o).collect()).await.into_iter();
     let mut letters = publish_all(stage.js, letters.into_iter().map(|(o, _)| o)).await.into_iter();
     let mut next = |o: bool| if o { orders.next() } else { letters.next() };
-    is_order.into_iter().map(|o| next(o).expect("one result per message")).collect()
+    is_order.iter().map(|o| next(*o).expect("one result per message")).collect()
 }
 
 /// One message's outcome to publish: its canonical order (true), or its dead letter.

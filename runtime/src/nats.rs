@@ -152,21 +152,20 @@ pub async fn ensure_streams(js: &jetstream::Context, cfg: &NatsConfig) -> Result
 /// field is behind an async-nats feature this build leaves off, and an update written from
 /// [`stream::Config`] would drop what the server knows and that type does not.
 async fn allow_atomic(js: &jetstream::Context, name: &str) -> Result<(), String> {
-    let call = |subject: String, body: bytes::Bytes| async move {
-        let answer = js.client().request(subject, body).await.map_err(|e| e.to_string())?;
-        let value: serde_json::Value = serde_json::from_slice(&answer.payload).map_err(|e| e.to_string())?;
-        match value.get("error") {
-            Some(e) => Err(format!("{e}")),
-            None => Ok(value),
+    use jetstream::response::Response;
+    let call = |api: String, body: serde_json::Value| async move {
+        match js.request(api, &body).await.map_err(|e| e.to_string())? {
+            Response::Ok::<serde_json::Value>(value) => Ok(value),
+            Response::Err { error } => Err(error.to_string()),
         }
     };
-    let info = call(format!("$JS.API.STREAM.INFO.{name}"), bytes::Bytes::new()).await?;
+    let info = call(format!("STREAM.INFO.{name}"), serde_json::json!({})).await?;
     let mut config = info.get("config").cloned().ok_or("stream info without its config")?;
     if config.get("allow_atomic").and_then(serde_json::Value::as_bool) == Some(true) {
         return Ok(());
     }
     config["allow_atomic"] = serde_json::Value::Bool(true);
-    call(format!("$JS.API.STREAM.UPDATE.{name}"), config.to_string().into()).await?;
+    call(format!("STREAM.UPDATE.{name}"), config).await?;
     tracing::info!(stream = name, "atomic batch publish allowed");
     Ok(())
 }

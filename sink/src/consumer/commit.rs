@@ -29,8 +29,9 @@ impl Consumer {
         let Plan { mut transitions, expectations, delta } = plan;
         if !transitions.is_empty() {
             self.fill_texts(&mut transitions, held).await?;
-            // Every transition published (in atomic batches where the server has them). A retry (NATS away)
-            // publishes only those not yet acknowledged: a plain subscriber sees each once.
+            // Every transition published (in atomic batches where the server has them). A retry
+            // (NATS away) publishes only those not yet acknowledged, one by one: a plain
+            // subscriber sees each once.
             let pending = std::cell::RefCell::new((0..transitions.len()).collect::<Vec<usize>>());
             let repeating = std::cell::Cell::new(held.iter().any(|m| runtime::durable::redelivered(m)));
             self.guard
